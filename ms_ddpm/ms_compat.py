@@ -1,0 +1,200 @@
+"""Every difference between PyTorch and MindSpore that ms_ddpm has to paper over lives here.
+
+The model files (``denoising_diffusion_pytorch.py``, ``attend.py``) then read like the
+reference line for line.  Each helper names the PyTorch call it stands for.
+
+Notes (MindSpore 2.8 CPU; see ../shared/notes/platform.md):
+- ``mint`` and ``einsum`` are not available on CPU, so einsums are written as matmuls.
+- ``nn.Conv2d`` defaults to ``pad_mode='same'`` without bias; ``nn.GELU`` to the tanh form.
+- MindSpore initialisers differ from PyTorch's; ``Conv2d``/``Linear`` here initialise the
+  way ``torch.nn.Conv2d``/``torch.nn.Linear`` do (kaiming-uniform(a=sqrt(5)) weights,
+  uniform(+-1/sqrt(fan_in)) biases).
+"""
+
+import math
+import os
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops, Parameter, Tensor
+from mindspore.common.initializer import initializer, HeUniform, Uniform, Normal, One
+
+__all__ = [
+    'Conv2d', 'Linear', 'GELU', 'SiLU', 'Identity', 'Dropout', 'Sequential', 'ModuleList',
+    'Module', 'NearestUpsample2x', 'PixelUnshuffle2x', 'normalize', 'chunk', 'cat',
+    'ones_parameter', 'randn_parameter', 'heads_split', 'heads_merge', 'softmax',
+    'matmul_nt', 'matmul_tn', 'exp', 'sigmoid', 'set_mode', 'name_parameters_by_path',
+]
+
+Module = nn.Cell
+Sequential = nn.SequentialCell
+ModuleList = nn.CellList
+Identity = nn.Identity
+
+# MindSpore 2.8's CPU float32 exp (and so sigmoid, SiLU, softmax) is a fast approximation
+# with up to ~4e-6 relative error (~30 ulp; torch's is < 1 ulp).  Through a deep U-Net that
+# alone pushes the output's relative error past 1e-6.  ms_ddpm therefore evaluates these
+# transcendental ops in float64 and rounds once to float32 (cost: a few percent of a U-Net
+# forward).  Set MS_DDPM_FAST_MATH=1 to use MindSpore's float32 kernels instead.
+PRECISE_TRANSCENDENTALS = os.environ.get('MS_DDPM_FAST_MATH', '0') in ('', '0', 'false', 'False')
+
+
+def _up(x):
+    """float32 -> float64 (float16/bfloat16 -> float32) for an accurately rounded result."""
+    if not PRECISE_TRANSCENDENTALS:
+        return x
+    if x.dtype == ms.float32:
+        return x.astype(ms.float64)
+    if x.dtype in (ms.float16, ms.bfloat16):
+        return x.astype(ms.float32)
+    return x
+
+
+def exp(x):
+    """``torch.exp``, correctly rounded (see PRECISE_TRANSCENDENTALS)."""
+    return ops.exp(_up(x)).astype(x.dtype)
+
+
+def sigmoid(x):
+    """``torch.sigmoid``, correctly rounded (see PRECISE_TRANSCENDENTALS)."""
+    return ops.sigmoid(_up(x)).astype(x.dtype)
+
+
+def softmax(x, dim):
+    """``x.softmax(dim=dim)``, correctly rounded (see PRECISE_TRANSCENDENTALS)."""
+    return ops.softmax(_up(x), axis=dim).astype(x.dtype)
+
+
+class SiLU(nn.Cell):
+    """``torch.nn.SiLU()``: ``x * sigmoid(x)``, evaluated as one correctly rounded op."""
+
+    def construct(self, x):
+        y = _up(x)
+        return (y * ops.sigmoid(y)).astype(x.dtype)
+
+
+def _torch_like_bias(fan_in):
+    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.
+    return Uniform(scale=bound)
+
+
+def Conv2d(in_channels, out_channels, kernel_size, padding=0, bias=True):
+    """``torch.nn.Conv2d(in, out, k, padding=p, bias=...)`` (stride 1) with PyTorch's init."""
+    fan_in = in_channels * kernel_size * kernel_size
+    kwargs = dict(pad_mode='pad', padding=padding) if padding else dict(pad_mode='valid')
+    return nn.Conv2d(
+        in_channels, out_channels, kernel_size, has_bias=bias,
+        weight_init=HeUniform(negative_slope=math.sqrt(5)),
+        bias_init=_torch_like_bias(fan_in) if bias else None,
+        **kwargs)
+
+
+def Linear(in_features, out_features, bias=True):
+    """``torch.nn.Linear`` with PyTorch's init (weight shape ``(out, in)`` as in torch)."""
+    return nn.Dense(
+        in_features, out_features, has_bias=bias,
+        weight_init=HeUniform(negative_slope=math.sqrt(5)),
+        bias_init=_torch_like_bias(in_features) if bias else None)
+
+
+def GELU():
+    """``torch.nn.GELU()``: the exact erf form (MindSpore defaults to the tanh approximation)."""
+    return nn.GELU(approximate=False)
+
+
+def Dropout(p=0.):
+    """``torch.nn.Dropout(p)``."""
+    return nn.Dropout(p=p)
+
+
+def ones_parameter(shape, name):
+    """``nn.Parameter(torch.ones(shape))``."""
+    return Parameter(initializer(One(), shape, ms.float32), name=name)
+
+
+def randn_parameter(shape, name, requires_grad=True):
+    """``nn.Parameter(torch.randn(shape), requires_grad=...)``."""
+    return Parameter(initializer(Normal(sigma=1.0), shape, ms.float32), name=name,
+                     requires_grad=requires_grad)
+
+
+class NearestUpsample2x(nn.Cell):
+    """``torch.nn.Upsample(scale_factor=2, mode='nearest')``: every pixel repeated 2x2 (exact)."""
+
+    def construct(self, x):
+        b, c, h, w = x.shape
+        x = ops.reshape(x, (b, c, h, 1, w, 1))
+        x = ops.broadcast_to(x, (b, c, h, 2, w, 2))
+        return ops.reshape(x, (b, c, h * 2, w * 2))
+
+
+class PixelUnshuffle2x(nn.Cell):
+    """``Rearrange('b c (h p1) (w p2) -> b (c p1 p2) h w', p1=2, p2=2)``."""
+
+    def construct(self, x):
+        b, c, h, w = x.shape
+        x = ops.reshape(x, (b, c, h // 2, 2, w // 2, 2))
+        x = ops.transpose(x, (0, 1, 3, 5, 2, 4))
+        return ops.reshape(x, (b, c * 4, h // 2, w // 2))
+
+
+def normalize(x, dim=1, eps=1e-12):
+    """``torch.nn.functional.normalize(x, dim=dim)``: ``x / max(||x||_2, eps)``
+    (``ops.L2Normalize`` would use eps 1e-4 and a different formula)."""
+    norm = ops.sqrt(ops.sum(x * x, dim, keepdim=True))
+    return x / ops.clamp(norm, min=eps)
+
+
+def chunk(x, chunks, dim=1):
+    """``x.chunk(chunks, dim=dim)`` for a dimension that divides evenly."""
+    return ops.split(x, x.shape[dim] // chunks, axis=dim)
+
+
+def cat(tensors, dim):
+    """``torch.cat(tensors, dim=dim)``."""
+    return ops.cat(tensors, dim)
+
+
+def heads_split(t, heads, channels_last):
+    """``rearrange(t, 'b (h c) x y -> b h (x y) c')`` if channels_last
+    else ``rearrange(t, 'b (h c) x y -> b h c (x y)')``."""
+    b, hc, x, y = t.shape
+    t = ops.reshape(t, (b, heads, hc // heads, x * y))
+    return ops.transpose(t, (0, 1, 3, 2)) if channels_last else t
+
+
+def heads_merge(t, x, y, channels_last):
+    """``rearrange(t, 'b h (x y) d -> b (h d) x y')`` if channels_last
+    else ``rearrange(t, 'b h c (x y) -> b (h c) x y')``."""
+    if channels_last:
+        t = ops.transpose(t, (0, 1, 3, 2))
+    b, h, d, _ = t.shape
+    return ops.reshape(t, (b, h * d, x, y))
+
+
+def matmul_nt(a, b):
+    """``einsum('... i d, ... j d -> ... i j', a, b)``: ``a @ b^T``."""
+    return ops.matmul(a, ops.swapaxes(b, -1, -2))
+
+
+def matmul_tn(a, b):
+    """``einsum('... d i, ... d j -> ... i j', a, b)``: ``a^T @ b``."""
+    return ops.matmul(ops.swapaxes(a, -1, -2), b)
+
+
+def name_parameters_by_path(cell):
+    """Give every parameter its full attribute path as name (``downs.0.0.block1.proj.weight``),
+    i.e. the PyTorch state-dict key.  MindSpore otherwise names a parameter after the
+    nearest container, so ``downs.0.0...`` and ``ups.0.0...`` would both be ``0.0...``,
+    which GRAPH mode and ``save_checkpoint`` reject or confuse."""
+    for path, param in cell.parameters_and_names():
+        param.name = path
+    return cell
+
+
+def set_mode(mode):
+    """'pynative' or 'graph' -> ``ms.set_context(mode=...)``."""
+    modes = {'pynative': ms.PYNATIVE_MODE, 'graph': ms.GRAPH_MODE}
+    if mode not in modes:
+        raise ValueError(f'unknown MindSpore execution mode {mode!r}; use one of {sorted(modes)}')
+    ms.set_context(mode=modes[mode])
