@@ -1,0 +1,37 @@
+import os
+import sys
+
+import pytest
+
+# one thread each, so both frameworks see the same CPU and timings are stable on 2 cores
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+RESULTS = []   # every Diff measured in this session, for the summary table
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _frameworks():
+    import torch
+    torch.set_num_threads(1)
+    import mindspore as ms
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    ms.set_device('CPU')
+    yield
+
+
+@pytest.fixture
+def record():
+    def _record(r):
+        RESULTS.append(r)
+        return r
+    return _record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    tr.section('parity: every comparison, worst first')
+    tr.write_line(f'{"comparison":58s} {"rel_fro":>10s} {"max_abs":>10s} {"max_rel":>10s} {"cosine":>12s} {"tol":>8s}')
+    for r in sorted(RESULTS, key=lambda r: -r.rel_fro):
+        tr.write_line(f'{r.name[:58]:58s} {r.rel_fro:10.2e} {r.max_abs:10.2e} {r.max_rel:10.2e} {r.cosine:12.9f} {r.tol!s:>8s}')

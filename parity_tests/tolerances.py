@@ -1,0 +1,46 @@
+"""Every parity tolerance, in one place, per dtype, each with the reason for its size.
+
+The gate is the relative Frobenius error ``||ms - torch|| / ||torch||``: it is scale-free
+and does not blow up on elements that happen to be near zero (max relative error does; it
+is reported, not gated).  Cosine similarity is reported too.  NaN or Inf anywhere fails,
+whatever the tolerance.
+
+float32 unit roundoff is 2**-24 ~ 6e-8.  Measured on MindSpore 2.8.0 / torch 2.14.1 CPU:
+a single 3x3 conv differs by ~3e-7, a 7x7 conv over 32 channels by ~5e-7 (different
+summation order in the two conv kernels; each is equally far from a float64 result), and
+a whole U-Net by ~7e-7 once exp/sigmoid/softmax are rounded correctly (see
+``ms_ddpm.ms_compat.PRECISE_TRANSCENDENTALS``; MindSpore's own float32 exp is off by up to
+~4e-6 and would put the U-Net at ~1.8e-6).
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rel: float          # max relative Frobenius error
+    reason: str
+
+
+TOLERANCES = {
+    'float32': {
+        'exact': Tolerance(0.0, 'pure data movement (reshape, transpose, repeat, concat): no '
+                                'arithmetic, so the results must be bit-identical'),
+        'elementwise': Tolerance(2e-7, 'one or two correctly rounded float32 ops per element: '
+                                       'a few ulp (6e-8 each)'),
+        'layer': Tolerance(1e-6, 'one building block: convs whose kernels sum in different orders '
+                                 '(measured up to ~5e-7 for a 7x7 conv) plus normalisation'),
+        'unet': Tolerance(1.5e-6, 'the whole U-Net, ~20-40 convs deep: per-layer rounding '
+                                  'differences compound; measured up to ~1e-6 over the grid'),
+        'schedule': Tolerance(0.0, 'schedules are computed in float64 with identical formulas and '
+                                   'rounded once to float32 in both frameworks'),
+    },
+}
+
+
+def tolerance(kind, dtype='float32'):
+    try:
+        return TOLERANCES[dtype][kind]
+    except KeyError:
+        raise KeyError(f'no tolerance for kind={kind!r} dtype={dtype!r}; known: '
+                       f'{ {d: sorted(k) for d, k in TOLERANCES.items()} }') from None
