@@ -1,5 +1,8 @@
 """ms_ddpm: a MindSpore twin of denoising-diffusion-pytorch 2.3.4."""
 
+import os as _os
+_os.environ.setdefault('GLOG_v', '3')   # MindSpore: errors only (its CPU backend warns on every start)
+
 from ms_ddpm.version import __version__, REFERENCE_VERSION
 
 from ms_ddpm.denoising_diffusion_pytorch import (
