@@ -198,3 +198,41 @@ def set_mode(mode):
     if mode not in modes:
         raise ValueError(f'unknown MindSpore execution mode {mode!r}; use one of {sorted(modes)}')
     ms.set_context(mode=modes[mode])
+
+
+# --- schedules and buffers (GaussianDiffusion) -------------------------------------------
+
+def float64_linspace(start, end, steps):
+    """``torch.linspace(start, end, steps, dtype=torch.float64)`` with torch's CPU formula
+    (first half from ``start``, second half from ``end``), in NumPy float64."""
+    return _torch_linspace(start, end, steps, np.float64)
+
+
+def float32_linspace(start, end, steps):
+    """``torch.linspace(start, end, steps)`` (float32), same formula; used for DDIM times,
+    which the reference truncates to int, so they must match to the last bit."""
+    return _torch_linspace(start, end, steps, np.float32)
+
+
+def _torch_linspace(start, end, steps, dtype):
+    start, end = dtype(start), dtype(end)
+    if steps == 1:
+        return np.array([start], dtype=dtype)
+    step = (end - start) / dtype(steps - 1)
+    idx = np.arange(steps)
+    halfway = steps // 2
+    out = np.empty(steps, dtype=dtype)
+    out[:halfway] = start + step * idx[:halfway].astype(dtype)
+    out[halfway:] = end - step * (steps - idx[halfway:] - 1).astype(dtype)
+    return out
+
+
+def float64_sigmoid(x):
+    """``torch.sigmoid`` on float64 values (``1 / (1 + exp(-x))``)."""
+    return 1. / (1. + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def buffer_parameter(value, name):
+    """A reference ``register_buffer(name, val.to(torch.float32))``: a float64 array rounded
+    once to float32, held in a non-trainable Parameter so it belongs to the model's state."""
+    return Parameter(Tensor(np.asarray(value, dtype=np.float64).astype(np.float32)), name=name, requires_grad=False)
