@@ -16,5 +16,9 @@ from ms_ddpm.denoising_diffusion_pytorch import (
     Upsample,
     Downsample,
     Unet,
+    GaussianDiffusion,
+    linear_beta_schedule,
+    cosine_beta_schedule,
+    sigmoid_beta_schedule,
 )
 from ms_ddpm.attend import Attend

@@ -9,13 +9,16 @@ import math
 from functools import partial
 from collections import namedtuple
 
+import numpy as np
 import mindspore as ms
 from mindspore import ops
+from tqdm.auto import tqdm
 
 from ms_ddpm.ms_compat import (
     Module, ModuleList, Sequential, Identity, SiLU, Conv2d, Linear, GELU, Dropout,
     NearestUpsample2x, PixelUnshuffle2x, normalize, chunk, cat, softmax,
     ones_parameter, randn_parameter, name_parameters_by_path, heads_split, heads_merge, matmul_nt, matmul_tn, exp,
+    buffer_parameter, float64_linspace, float32_linspace, float64_sigmoid,
 )
 from ms_ddpm.attend import Attend
 
@@ -440,3 +443,495 @@ class Unet(Module):
 
         x = self.final_res_block(x, t)
         return self.final_conv(x)
+
+# gaussian diffusion trainer class
+
+def extract(a, t, x_shape):
+    b = t.shape[0]
+    out = ops.gather(a, t, 0)
+    return out.reshape((b,) + (1,) * (len(x_shape) - 1))
+
+def linear_beta_schedule(timesteps):
+    """
+    linear schedule, proposed in original ddpm paper
+    """
+    scale = 1000 / timesteps
+    beta_start = scale * 0.0001
+    beta_end = scale * 0.02
+    return float64_linspace(beta_start, beta_end, timesteps)
+
+def cosine_beta_schedule(timesteps, s = 0.008):
+    """
+    cosine schedule
+    as proposed in https://openreview.net/forum?id=-NEXDKk8gZ
+    """
+    steps = timesteps + 1
+    t = float64_linspace(0, timesteps, steps) / timesteps
+    alphas_cumprod = np.cos((t + s) / (1 + s) * math.pi * 0.5) ** 2
+    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+    betas = 1 - (alphas_cumprod[1:] / alphas_cumprod[:-1])
+    return np.clip(betas, 0, 0.999)
+
+def sigmoid_beta_schedule(timesteps, start = -3, end = 3, tau = 1, clamp_min = 1e-5):
+    """
+    sigmoid schedule
+    proposed in https://arxiv.org/abs/2212.11972 - Figure 8
+    better for images > 64x64, when used during training
+    """
+    steps = timesteps + 1
+    t = float64_linspace(0, timesteps, steps) / timesteps
+    v_start = float64_sigmoid(np.float64(start / tau))
+    v_end = float64_sigmoid(np.float64(end / tau))
+    alphas_cumprod = (-float64_sigmoid((t * (end - start) + start) / tau) + v_end) / (v_end - v_start)
+    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+    betas = 1 - (alphas_cumprod[1:] / alphas_cumprod[:-1])
+    return np.clip(betas, 0, 0.999)
+
+class GaussianDiffusion(Module):
+    """MindSpore twin of the reference ``GaussianDiffusion``.
+
+    Beyond the reference, every random draw can be supplied (``noise=``, ``offset_noise=``,
+    ``self_cond_coin=``, ``times=``), so that a test gives both frameworks identical draws;
+    by default draws come from MindSpore's RNG (``ms.set_seed``).  The 13 schedule buffers
+    are non-trainable Parameters named like the reference's buffers, so a whole
+    ``GaussianDiffusion`` state dict converts in one piece.  Sampling steps are compiled
+    (``ms.jit``) unless ``jit_sampling = False``.
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        image_size,
+        timesteps = 1000,
+        sampling_timesteps = None,
+        objective = 'pred_v',
+        beta_schedule = 'sigmoid',
+        schedule_fn_kwargs = dict(),
+        ddim_sampling_eta = 0.,
+        auto_normalize = True,
+        offset_noise_strength = 0.,  # https://www.crosslabs.org/blog/diffusion-with-offset-noise
+        min_snr_loss_weight = False, # https://arxiv.org/abs/2303.09556
+        min_snr_gamma = 5,
+        immiscible = False
+    ):
+        super().__init__()
+        assert not (type(self) == GaussianDiffusion and model.channels != model.out_dim)
+        assert not hasattr(model, 'random_or_learned_sinusoidal_cond') or not model.random_or_learned_sinusoidal_cond
+
+        self.model = model
+
+        self.channels = self.model.channels
+        self.self_condition = self.model.self_condition
+
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        assert isinstance(image_size, (tuple, list)) and len(image_size) == 2, 'image size must be a integer or a tuple/list of two integers'
+        self.image_size = image_size
+
+        self.objective = objective
+
+        assert objective in {'pred_noise', 'pred_x0', 'pred_v'}, 'objective must be either pred_noise (predict noise) or pred_x0 (predict image start) or pred_v (predict v [v-parameterization as defined in appendix D of progressive distillation paper, used in imagen-video successfully])'
+
+        if beta_schedule == 'linear':
+            beta_schedule_fn = linear_beta_schedule
+        elif beta_schedule == 'cosine':
+            beta_schedule_fn = cosine_beta_schedule
+        elif beta_schedule == 'sigmoid':
+            beta_schedule_fn = sigmoid_beta_schedule
+        else:
+            raise ValueError(f'unknown beta schedule {beta_schedule}')
+
+        betas = beta_schedule_fn(timesteps, **schedule_fn_kwargs)
+
+        alphas = 1. - betas
+        alphas_cumprod = np.cumprod(alphas, axis=0)
+        alphas_cumprod_prev = np.pad(alphas_cumprod[:-1], (1, 0), constant_values = 1.)
+
+        timesteps, = betas.shape
+        self.num_timesteps = int(timesteps)
+
+        # sampling related parameters
+
+        self.sampling_timesteps = default(sampling_timesteps, timesteps) # default num sampling timesteps to number of timesteps at training
+
+        assert self.sampling_timesteps <= timesteps
+        self.is_ddim_sampling = self.sampling_timesteps < timesteps
+        self.ddim_sampling_eta = ddim_sampling_eta
+
+        # helper function to register buffer from float64 to float32
+
+        register_buffer = lambda name, val: self.register_buffer(name, val)
+
+        register_buffer('betas', betas)
+        register_buffer('alphas_cumprod', alphas_cumprod)
+        register_buffer('alphas_cumprod_prev', alphas_cumprod_prev)
+
+        # calculations for diffusion q(x_t | x_{t-1}) and others
+
+        register_buffer('sqrt_alphas_cumprod', np.sqrt(alphas_cumprod))
+        register_buffer('sqrt_one_minus_alphas_cumprod', np.sqrt(1. - alphas_cumprod))
+        register_buffer('log_one_minus_alphas_cumprod', np.log(1. - alphas_cumprod))
+        register_buffer('sqrt_recip_alphas_cumprod', np.sqrt(1. / alphas_cumprod))
+        register_buffer('sqrt_recipm1_alphas_cumprod', np.sqrt(1. / alphas_cumprod - 1))
+
+        # calculations for posterior q(x_{t-1} | x_t, x_0)
+
+        posterior_variance = betas * (1. - alphas_cumprod_prev) / (1. - alphas_cumprod)
+
+        # above: equal to 1. / (1. / (1. - alpha_cumprod_tm1) + alpha_t / beta_t)
+
+        register_buffer('posterior_variance', posterior_variance)
+
+        # below: log calculation clipped because the posterior variance is 0 at the beginning of the diffusion chain
+
+        register_buffer('posterior_log_variance_clipped', np.log(np.clip(posterior_variance, 1e-20, None)))
+        register_buffer('posterior_mean_coef1', betas * np.sqrt(alphas_cumprod_prev) / (1. - alphas_cumprod))
+        register_buffer('posterior_mean_coef2', (1. - alphas_cumprod_prev) * np.sqrt(alphas) / (1. - alphas_cumprod))
+
+        # immiscible diffusion
+
+        self.immiscible = immiscible
+
+        # offset noise strength - in blogpost, they claimed 0.1 was ideal
+
+        self.offset_noise_strength = offset_noise_strength
+
+        # derive loss weight
+        # snr - signal noise ratio
+
+        snr = alphas_cumprod / (1 - alphas_cumprod)
+
+        # https://arxiv.org/abs/2303.09556
+
+        maybe_clipped_snr = snr.copy()
+        if min_snr_loss_weight:
+            maybe_clipped_snr = np.clip(maybe_clipped_snr, None, min_snr_gamma)
+
+        if objective == 'pred_noise':
+            register_buffer('loss_weight', maybe_clipped_snr / snr)
+        elif objective == 'pred_x0':
+            register_buffer('loss_weight', maybe_clipped_snr)
+        elif objective == 'pred_v':
+            register_buffer('loss_weight', maybe_clipped_snr / (snr + 1))
+
+        # auto-normalization of data [0, 1] -> [-1, 1] - can turn off by setting it to be False
+
+        self.auto_normalize = auto_normalize
+        self.normalize = normalize_to_neg_one_to_one if auto_normalize else identity
+        self.unnormalize = unnormalize_to_zero_to_one if auto_normalize else identity
+
+        # MindSpore: sampling steps run as compiled graphs (ms.jit), built on first use
+
+        self.jit_sampling = True
+        self._compiled = {}
+
+        name_parameters_by_path(self)
+
+    def register_buffer(self, name, val):
+        """``torch.nn.Module.register_buffer`` of a float64 array, stored as float32: a
+        non-trainable Parameter, so it is part of the state like the reference's buffer."""
+        setattr(self, name, buffer_parameter(val, name))
+
+    def predict_start_from_noise(self, x_t, t, noise):
+        return (
+            extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t -
+            extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * noise
+        )
+
+    def predict_noise_from_start(self, x_t, t, x0):
+        return (
+            (extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x0) / \
+            extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape)
+        )
+
+    def predict_v(self, x_start, t, noise):
+        return (
+            extract(self.sqrt_alphas_cumprod, t, x_start.shape) * noise -
+            extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * x_start
+        )
+
+    def predict_start_from_v(self, x_t, t, v):
+        return (
+            extract(self.sqrt_alphas_cumprod, t, x_t.shape) * x_t -
+            extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * v
+        )
+
+    def q_posterior(self, x_start, x_t, t):
+        posterior_mean = (
+            extract(self.posterior_mean_coef1, t, x_t.shape) * x_start +
+            extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
+        )
+        posterior_variance = extract(self.posterior_variance, t, x_t.shape)
+        posterior_log_variance_clipped = extract(self.posterior_log_variance_clipped, t, x_t.shape)
+        return posterior_mean, posterior_variance, posterior_log_variance_clipped
+
+    def model_predictions(self, x, t, x_self_cond = None, clip_x_start = False, rederive_pred_noise = False):
+        model_output = self.model(x, t, x_self_cond)
+
+        if self.objective == 'pred_noise':
+            pred_noise = model_output
+            x_start = self.predict_start_from_noise(x, t, pred_noise)
+            if clip_x_start:
+                x_start = ops.clamp(x_start, -1., 1.)
+
+            if clip_x_start and rederive_pred_noise:
+                pred_noise = self.predict_noise_from_start(x, t, x_start)
+
+        elif self.objective == 'pred_x0':
+            x_start = model_output
+            if clip_x_start:
+                x_start = ops.clamp(x_start, -1., 1.)
+            pred_noise = self.predict_noise_from_start(x, t, x_start)
+
+        else: # self.objective == 'pred_v'
+            v = model_output
+            x_start = self.predict_start_from_v(x, t, v)
+            if clip_x_start:
+                x_start = ops.clamp(x_start, -1., 1.)
+            pred_noise = self.predict_noise_from_start(x, t, x_start)
+
+        return ModelPrediction(pred_noise, x_start)
+
+    def p_mean_variance(self, x, t, x_self_cond = None, clip_denoised = True):
+        _, x_start = self.model_predictions(x, t, x_self_cond) # preds.pred_x_start (GRAPH mode: no namedtuple attributes)
+
+        if clip_denoised:
+            x_start = ops.clamp(x_start, -1., 1.)
+
+        model_mean, posterior_variance, posterior_log_variance = self.q_posterior(x_start = x_start, x_t = x, t = t)
+        return model_mean, posterior_variance, posterior_log_variance, x_start
+
+    # --- one sampling step each, as pure functions of tensors, so they compile (ms.jit) once
+
+    def _p_sample_step(self, x, batched_times, noise, x_self_cond):
+        if not self.self_condition:
+            x_self_cond = None
+        model_mean, _, model_log_variance, x_start = self.p_mean_variance(x = x, t = batched_times, x_self_cond = x_self_cond, clip_denoised = True)
+        pred_img = model_mean + exp(0.5 * model_log_variance) * noise
+        return pred_img, x_start
+
+    def _ddim_step(self, img, time_cond, time, time_next, noise, x_self_cond):
+        if not self.self_condition:
+            x_self_cond = None
+        pred_noise, x_start = self.model_predictions(img, time_cond, x_self_cond, clip_x_start = True, rederive_pred_noise = True)
+
+        alpha = self.alphas_cumprod[time]
+        alpha_next = self.alphas_cumprod[time_next]
+
+        sigma = self.ddim_sampling_eta * ops.sqrt((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha))
+        c = ops.sqrt(1 - alpha_next - sigma ** 2)
+
+        img = x_start * ops.sqrt(alpha_next) + \
+              c * pred_noise + \
+              sigma * noise
+        return img, x_start
+
+    def _step(self, name):
+        fn = getattr(self, name)
+        if not self.jit_sampling:
+            return fn
+        if name not in self._compiled:
+            def step(*args):
+                return fn(*args)
+            self._compiled[name] = ms.jit(step)
+        return self._compiled[name]
+
+    def _draws(self, noise, count, shape):
+        """Iterator over the sampling loop's randn draws: the supplied ones (checked), or fresh."""
+        if noise is None:
+            return (ops.randn(shape, dtype = ms.float32) for _ in range(count))
+        noise = noise if isinstance(noise, ms.Tensor) else ms.Tensor(np.asarray(noise, dtype = np.float32))
+        if tuple(noise.shape) != (count, *shape):
+            raise ValueError(f'noise must have shape {(count, *shape)} (every draw of the loop, in order), got {tuple(noise.shape)}')
+        # fresh tensors, not views of `noise`: a view passed into a compiled step fails there
+        return (ops.gather(noise, ms.Tensor(i, ms.int64), 0) for i in range(count))
+
+    def p_sample(self, x, t: int, x_self_cond = None, noise = None):
+        b = x.shape[0]
+        batched_times = ops.full((b,), t, dtype = ms.int64)
+        if t > 0:
+            noise = default(noise, lambda: ops.randn(x.shape, dtype = x.dtype))
+        else:
+            noise = ops.zeros_like(x) # no noise if t == 0
+        if x_self_cond is None:
+            x_self_cond = ops.zeros_like(x)  # what the Unet substitutes for None
+        return self._step('_p_sample_step')(x, batched_times, noise, x_self_cond)
+
+    def p_sample_loop(self, shape, return_all_timesteps = False, noise = None):
+        shape = tuple(shape)
+        draws = self._draws(noise, self.num_timesteps, shape)
+
+        img = next(draws)
+        imgs = [img]
+
+        x_start = None
+
+        for t in tqdm(reversed(range(0, self.num_timesteps)), desc = 'sampling loop time step', total = self.num_timesteps):
+            self_cond = x_start if self.self_condition else None
+            img, x_start = self.p_sample(img, t, self_cond, noise = next(draws) if t > 0 else None)
+            imgs.append(img)
+
+        ret = img if not return_all_timesteps else ops.stack(imgs, axis = 1)
+
+        ret = self.unnormalize(ret)
+        return ret
+
+    def ddim_time_pairs(self):
+        """The reference's (time, time_next) pairs: ``torch.linspace(-1, T - 1, S + 1).int()``
+        reproduced in float32 with torch's CPU linspace formula, so the times are identical."""
+        times = float32_linspace(-1, self.num_timesteps - 1, self.sampling_timesteps + 1)
+        times = list(reversed(times.astype(np.int32).tolist()))
+        return list(zip(times[:-1], times[1:]))
+
+    def ddim_sample(self, shape, return_all_timesteps = False, noise = None):
+        shape = tuple(shape)
+        batch = shape[0]
+        time_pairs = self.ddim_time_pairs() # [(T-1, T-2), (T-2, T-3), ..., (1, 0), (0, -1)]
+        draws = self._draws(noise, self.sampling_timesteps, shape)
+
+        img = next(draws)
+        imgs = [img]
+
+        x_start = None
+        step = self._step('_ddim_step')
+
+        for time, time_next in tqdm(time_pairs, desc = 'sampling loop time step'):
+            time_cond = ops.full((batch,), time, dtype = ms.int64)
+            self_cond = x_start if (self.self_condition and x_start is not None) else ops.zeros_like(img)
+            step_noise = next(draws) if time_next >= 0 else ops.zeros_like(img)
+            new_img, x_start = step(img, time_cond, ms.Tensor(time, ms.int64), ms.Tensor(max(time_next, 0), ms.int64), step_noise, self_cond)
+
+            if time_next < 0:
+                img = x_start
+                imgs.append(img)
+                continue
+
+            img = new_img
+            imgs.append(img)
+
+        ret = img if not return_all_timesteps else ops.stack(imgs, axis = 1)
+
+        ret = self.unnormalize(ret)
+        return ret
+
+    def sample(self, batch_size = 16, return_all_timesteps = False, noise = None):
+        (h, w), channels = self.image_size, self.channels
+        sample_fn = self.p_sample_loop if not self.is_ddim_sampling else self.ddim_sample
+        return sample_fn((batch_size, channels, h, w), return_all_timesteps = return_all_timesteps, noise = noise)
+
+    def interpolate(self, x1, x2, t = None, lam = 0.5, noise = None):
+        b = x1.shape[0]
+        t = default(t, self.num_timesteps - 1)
+
+        assert x1.shape == x2.shape
+
+        draws = self._draws(noise, 2 + max(t - 1, 0), tuple(x1.shape))
+
+        t_batched = ops.full((b,), t, dtype = ms.int64)
+        xt1, xt2 = map(lambda x: self.q_sample(x, t = t_batched, noise = next(draws)), (x1, x2))
+
+        img = (1 - lam) * xt1 + lam * xt2
+
+        x_start = None
+
+        for i in tqdm(reversed(range(0, t)), desc = 'interpolation sample time step', total = t):
+            self_cond = x_start if self.self_condition else None
+            img, x_start = self.p_sample(img, i, self_cond, noise = next(draws) if i > 0 else None)
+
+        return img
+
+    def noise_assignment(self, x_start, noise):
+        """Immiscible diffusion: assign noise to images by a linear sum assignment of their
+        distances (a host computation, as in the reference: scipy on the CPU)."""
+        from scipy.optimize import linear_sum_assignment
+        b = x_start.shape[0]
+        a = x_start.reshape(b, -1).asnumpy().astype(np.float64)
+        n = noise.reshape(b, -1).asnumpy().astype(np.float64)
+        dist = np.sqrt(np.maximum((a * a).sum(1)[:, None] + (n * n).sum(1)[None, :] - 2 * a @ n.T, 0)).astype(np.float32)
+        _, assign = linear_sum_assignment(dist)
+        return ms.Tensor(assign.astype(np.int64))
+
+    def q_sample(self, x_start, t, noise = None):
+        if noise is None:
+            noise = ops.randn(x_start.shape, dtype = x_start.dtype)
+
+        if self.immiscible:
+            assign = self.noise_assignment(x_start, noise)
+            noise = noise[assign]
+
+        return (
+            extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start +
+            extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise
+        )
+
+    def p_losses(self, x_start, t, noise = None, offset_noise_strength = None, loss_reduction = 'mean', offset_noise = None, self_cond_coin = None):
+        b, c, h, w = x_start.shape
+
+        if noise is None:
+            noise = ops.randn(x_start.shape, dtype = x_start.dtype)
+
+        # offset noise - https://www.crosslabs.org/blog/diffusion-with-offset-noise
+
+        offset_noise_strength = default(offset_noise_strength, self.offset_noise_strength)
+
+        if offset_noise_strength > 0.:
+            if offset_noise is None:
+                offset_noise = ops.randn((b, c), dtype = x_start.dtype)
+            noise = noise + offset_noise_strength * offset_noise[:, :, None, None]
+
+        # noise sample
+
+        x = self.q_sample(x_start = x_start, t = t, noise = noise)
+
+        # if doing self-conditioning, 50% of the time, predict x_start from current set of times
+        # and condition with unet with that
+        # this technique will slow down training by 25%, but seems to lower FID significantly
+
+        x_self_cond = None
+        if self.self_condition:
+            if self_cond_coin is None:
+                self_cond_coin = ops.rand(()) # the reference's random()
+            if self_cond_coin < 0.5:
+                _, x_self_cond = self.model_predictions(x, t) # .pred_x_start
+                x_self_cond = ops.stop_gradient(x_self_cond)
+            else:
+                x_self_cond = ops.zeros_like(x) # what the Unet substitutes for None
+
+        # predict and take gradient step
+
+        model_out = self.model(x, t, x_self_cond)
+
+        if self.objective == 'pred_noise':
+            target = noise
+        elif self.objective == 'pred_x0':
+            target = x_start
+        else: # self.objective == 'pred_v'
+            v = self.predict_v(x_start, t, noise)
+            target = v
+
+        loss = ops.square(model_out - target)
+        loss = ops.mean(loss.reshape(b, -1), axis = 1)
+
+        loss = loss * extract(self.loss_weight, t, loss.shape)
+
+        if loss_reduction == 'none':
+            return loss
+
+        return loss.mean()
+
+    def random_times(self, batch_size):
+        return ops.randint(0, self.num_timesteps, (batch_size,), dtype = ms.int64)
+
+    def construct(self, img, times = None, loss_reduction = 'mean', noise = None, offset_noise_strength = None, offset_noise = None, self_cond_coin = None):
+        b, c, h, w = img.shape
+        img_size = self.image_size
+        if h != img_size[0] or w != img_size[1]:
+            raise AssertionError(f'height and width of image must be {img_size}')
+
+        if times is None:
+            times = self.random_times(b)
+
+        if self.auto_normalize:
+            img = normalize_to_neg_one_to_one(img)
+        return self.p_losses(img, times, noise = noise, offset_noise_strength = offset_noise_strength, loss_reduction = loss_reduction, offset_noise = offset_noise, self_cond_coin = self_cond_coin)
