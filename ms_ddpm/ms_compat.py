@@ -236,3 +236,62 @@ def buffer_parameter(value, name):
     """A reference ``register_buffer(name, val.to(torch.float32))``: a float64 array rounded
     once to float32, held in a non-trainable Parameter so it belongs to the model's state."""
     return Parameter(Tensor(np.asarray(value, dtype=np.float64).astype(np.float32)), name=name, requires_grad=False)
+
+
+# --- optimiser ----------------------------------------------------------------------------
+
+class Adam(nn.Cell):
+    """``torch.optim.Adam(params, lr, betas, eps)`` (no weight decay, no amsgrad) with
+    PyTorch's update, step for step::
+
+        m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g
+        p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    MindSpore's ``nn.Adam``/``experimental.optim.Adam`` use the ApplyAdam kernel, which adds
+    eps to ``sqrt(v)`` *before* the bias correction (an effective eps of
+    ``eps / sqrt(1 - beta2**t)``, 10x larger at step 1 with beta2 = 0.99): on small gradients
+    that changes the update by percents.  The bias corrections are computed in float64 (as
+    torch does in Python) and rounded to float32.  Call it with the gradients, in the order of
+    ``params``; it compiles in GRAPH mode.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__()
+        from mindspore import ParameterTuple
+        self.parameters = ParameterTuple(list(params))
+        self.exp_avg = self.parameters.clone(prefix='exp_avg', init='zeros')
+        self.exp_avg_sq = self.parameters.clone(prefix='exp_avg_sq', init='zeros')
+        self.state_step = Parameter(Tensor(0., ms.float64), name='state_step', requires_grad=False)
+        self.lr = float(lr)
+        self.beta1, self.beta2 = float(betas[0]), float(betas[1])
+        self.eps = float(eps)
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self, gradients):
+        step = self.state_step + 1.
+        ops.assign(self.state_step, step)
+        bias_correction1 = 1. - ops.pow(Tensor(self.beta1, ms.float64), step)
+        bias_correction2 = 1. - ops.pow(Tensor(self.beta2, ms.float64), step)
+        step_size = (self.lr / bias_correction1).astype(ms.float32)
+        bias_correction2_sqrt = ops.sqrt(bias_correction2).astype(ms.float32)
+        return self.hyper_map(
+            ops.partial(_adam_update, Tensor(1. - self.beta1, ms.float32), Tensor(self.beta2, ms.float32),
+                        Tensor(1. - self.beta2, ms.float32), Tensor(self.eps, ms.float32), step_size,
+                        bias_correction2_sqrt),
+            gradients, self.parameters, self.exp_avg, self.exp_avg_sq)
+
+
+_adam_update = ops.MultitypeFuncGraph('adam_update')
+
+
+@_adam_update.register('Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor')
+def _adam_update_one(one_minus_beta1, beta2, one_minus_beta2, eps, step_size, bias_correction2_sqrt,
+                     grad, param, exp_avg, exp_avg_sq):
+    grad = grad.astype(param.dtype)
+    m = exp_avg + one_minus_beta1 * (grad - exp_avg)                  # exp_avg.lerp_(grad, 1 - beta1)
+    v = exp_avg_sq * beta2 + one_minus_beta2 * grad * grad            # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+    denom = ops.sqrt(v) / bias_correction2_sqrt + eps
+    ops.assign(exp_avg, m)
+    ops.assign(exp_avg_sq, v)
+    ops.assign(param, param - step_size * (m / denom))                # param.addcdiv_(exp_avg, denom, value=-step_size)
+    return True
