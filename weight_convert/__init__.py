@@ -1,4 +1,11 @@
-"""PyTorch <-> MindSpore weight conversion for ms_ddpm."""
+"""PyTorch <-> MindSpore weight conversion for ms_ddpm.
+
+- ``core``: strict, all-or-nothing loading of a state dict into a network.
+- ``formats``: reading/writing .pt/.pth/.bin (torch.load weights_only), .safetensors and
+  MindSpore .ckpt, safely, memory-mapped, atomically.
+- ``infer``: Unet / GaussianDiffusion arguments from a state dict's keys and shapes.
+- ``convert``: ``convert(src, dst, ...)`` and ``load_model(path)``; ``cli``: ``ms-ddpm convert``.
+"""
 
 from weight_convert.core import (
     StateDictMismatchError,
@@ -8,3 +15,21 @@ from weight_convert.core import (
     torch_to_ms_name,
     to_numpy,
 )
+from weight_convert.formats import (
+    ConvertError,
+    CorruptCheckpointError,
+    Entry,
+    UnsafeCheckpointError,
+    UnsupportedFormatError,
+)
+from weight_convert.convert import (
+    CheckpointMismatchError,
+    ConfigError,
+    config_path,
+    convert,
+    load_model,
+    read_weights,
+    resolve_config,
+    trainer_checkpoint,
+)
+from weight_convert.infer import infer_diffusion_config, infer_unet_config

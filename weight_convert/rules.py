@@ -4,6 +4,8 @@ ms_ddpm mirrors the reference attribute for attribute, so a MindSpore parameter 
 the PyTorch state-dict key and every tensor keeps its layout (Conv2d weights are
 (out, in, kh, kw) and Dense weights (out, in) in both frameworks).  The rules below are
 the only exceptions; each is (pattern, replacement) applied to a PyTorch key, in order.
+What a checkpoint must contain is never listed here: it is read off the target network's
+own parameter set (``weight_convert.convert.target_spec``).
 """
 
 # PyTorch key regex -> MindSpore name (none needed for ms_ddpm's own layers)
@@ -11,3 +13,79 @@ RENAME_RULES = []
 
 # Tensor layout changes by MindSpore name regex (none: layouts are identical)
 TRANSPOSE_RULES = []
+
+# Prefixes that wrappers put in front of every key (DistributedDataParallel, torch.compile).
+# Stripped only when *every* key carries it.
+WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+
+# --- what a source file can be -----------------------------------------------------------
+
+# file extension -> format
+EXTENSIONS = {
+    '.pt': 'torch', '.pth': 'torch', '.bin': 'torch',
+    '.safetensors': 'safetensors',
+    '.ckpt': 'mindspore',
+}
+
+# reference Trainer.save(): {'step', 'model', 'opt', 'ema', 'scaler', 'version'}
+TRAINER_KEYS = ('step', 'model', 'opt', 'ema', 'scaler', 'version')
+# inside 'ema' (ema_pytorch.EMA.state_dict()): initted, step, online_model.*, ema_model.*
+EMA_PREFIX, ONLINE_PREFIX = 'ema_model.', 'online_model.'
+
+# GaussianDiffusion: the Unet lives under this prefix; the 13 float32 schedule buffers
+# (reference register_buffer, MindSpore non-trainable Parameters) carry these names.
+DIFFUSION_MODEL_PREFIX = 'model.'
+DIFFUSION_BUFFERS = (
+    'betas', 'alphas_cumprod', 'alphas_cumprod_prev',
+    'sqrt_alphas_cumprod', 'sqrt_one_minus_alphas_cumprod', 'log_one_minus_alphas_cumprod',
+    'sqrt_recip_alphas_cumprod', 'sqrt_recipm1_alphas_cumprod',
+    'posterior_variance', 'posterior_log_variance_clipped',
+    'posterior_mean_coef1', 'posterior_mean_coef2', 'loss_weight',
+)
+
+# --- architecture arguments ----------------------------------------------------------------
+
+# Unet(...) keyword arguments and their reference defaults (2.3.4)
+UNET_DEFAULTS = dict(
+    dim=None, init_dim=None, out_dim=None, dim_mults=(1, 2, 4, 8), channels=3,
+    self_condition=False, learned_variance=False, learned_sinusoidal_cond=False,
+    random_fourier_features=False, learned_sinusoidal_dim=16, sinusoidal_pos_emb_theta=10000,
+    dropout=0., attn_dim_head=32, attn_heads=4, full_attn=None, flash_attn=False,
+)
+
+# GaussianDiffusion(model, ...) keyword arguments and their reference defaults
+DIFFUSION_DEFAULTS = dict(
+    image_size=None, timesteps=1000, sampling_timesteps=None, objective='pred_v',
+    beta_schedule='sigmoid', schedule_fn_kwargs={}, ddim_sampling_eta=0., auto_normalize=True,
+    offset_noise_strength=0., min_snr_loss_weight=False, min_snr_gamma=5, immiscible=False,
+)
+
+# Arguments that leave no trace in a state dict, and why
+UNET_NOT_INFERABLE = {
+    'dropout': 'no parameters (nn.Dropout)',
+    'sinusoidal_pos_emb_theta': 'no parameters (fixed sinusoidal embedding)',
+    'flash_attn': 'no parameters (a choice of attention kernel)',
+}
+RANDOM_OR_LEARNED = ('learned_sinusoidal_cond / random_fourier_features: both store time_mlp.0.weights '
+                     '(frozen vs trained); a state dict cannot tell them apart -> learned_sinusoidal_cond=True')
+DIFFUSION_NOT_INFERABLE = {
+    'image_size': 'no parameters depend on it: pass --image-size or --config',
+    'sampling_timesteps': 'sampling-time choice, not stored',
+    'ddim_sampling_eta': 'sampling-time choice, not stored',
+    'auto_normalize': 'no parameters',
+    'offset_noise_strength': 'training-time choice, not stored',
+    'immiscible': 'training-time choice, not stored',
+}
+
+# Attention layers: LinearAttention's to_out is Sequential(Conv2d, RMSNorm), so only it has
+# to_out.1.g.  mem_kv is (2, heads, num_mem_kv, dim_head) for Attention and
+# (2, heads, dim_head, num_mem_kv) for LinearAttention; Unet always uses num_mem_kv = 4.
+LINEAR_ATTENTION_MARKER = 'to_out.1.g'
+NUM_MEM_KV = 4
+
+# Image channel counts taken as the likelier reading when channels/self_condition/
+# learned_variance are ambiguous (see infer.py)
+COMMON_CHANNELS = (1, 3, 4)
+
+# The Adam settings of the reference Trainer (used for a Trainer-style checkpoint's 'opt')
+TRAINER_ADAM = dict(lr=1e-4, betas=(0.9, 0.99))

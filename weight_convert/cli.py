@@ -1,0 +1,111 @@
+"""``ms-ddpm convert SRC DST``: convert denoising-diffusion-pytorch checkpoints to MindSpore and back.
+
+Formats come from the extensions: .pt/.pth/.bin (PyTorch), .safetensors, .ckpt (MindSpore).
+SRC may be a plain Unet or GaussianDiffusion state dict, or a reference Trainer checkpoint
+(results/model-N.pt; --ema picks the EMA weights).  The architecture is inferred from the
+weights where it can be (and reported); give the rest with --config / --image-size.  A
+<DST stem>.config.json is written beside DST; weight_convert.load_model(DST) builds the model.
+
+exit status: 0 converted (and verified, with --verify); 1 the conversion failed (message on
+stderr, nothing written); 2 bad command line; 3 --verify found outputs that differ.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
+PROGRESS_MIN_BYTES = 32 << 20
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog='ms-ddpm convert', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='examples:\n'
+               '  ms-ddpm convert results/model-10.pt unet.ckpt --ema --image-size 32 --verify\n'
+               '  ms-ddpm convert unet.ckpt unet.safetensors\n'
+               '  ms-ddpm convert unet.ckpt model-11.pt --trainer        (for the reference Trainer.load(11))\n'
+               '  ms-ddpm convert model.pt model.ckpt --config \'{"dim": 64, "flash_attn": true}\'')
+    p.add_argument('src', help='source weights (.pt/.pth/.bin/.safetensors/.ckpt)')
+    p.add_argument('dst', help='destination (.ckpt/.safetensors for MindSpore, .pt/.pth/.bin for PyTorch)')
+    p.add_argument('--ema', action='store_true', help='from a Trainer checkpoint, take the EMA weights (ema.ema_model.*)')
+    p.add_argument('--config', metavar='JSON|FILE',
+                   help='architecture arguments: inline JSON or a JSON file; Unet and GaussianDiffusion keyword '
+                        'arguments, flat or under "unet"/"diffusion"; they override inferred values')
+    p.add_argument('--image-size', type=int, metavar='N', help='GaussianDiffusion image_size (cannot be inferred)')
+    p.add_argument('--trainer', action='store_true',
+                   help='write a reference Trainer-style checkpoint (step, model, opt, ema, scaler, version) '
+                        'that Trainer.load accepts (DST must be .pt)')
+    p.add_argument('--step', type=int, help='step to record in a --trainer checkpoint (default: the source\'s, else 0)')
+    p.add_argument('--verify', action='store_true',
+                   help='build the reference and the MindSpore model from SRC and DST, run both on a probe input '
+                        'and print the difference (needs PyTorch)')
+    p.add_argument('--print-config', action='store_true', help='print the resolved config JSON')
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bar, only errors')
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    from weight_convert.formats import ConvertError
+    from weight_convert.convert import convert, parse_explicit_config
+
+    try:
+        explicit = parse_explicit_config(args.config)
+        if args.image_size is not None:
+            explicit['diffusion']['image_size'] = args.image_size
+        size = os.path.getsize(args.src) if os.path.isfile(args.src) else 0
+        bar = None
+        if not args.quiet and size >= PROGRESS_MIN_BYTES:
+            from tqdm import tqdm
+            bar = tqdm(total=None, unit='B', unit_scale=True, unit_divisor=1024, desc='writing', file=sys.stderr)
+
+        def progress(n):
+            if bar is not None:
+                bar.update(n)
+        try:
+            summary = convert(args.src, args.dst, ema=args.ema, config=explicit, trainer=args.trainer,
+                              step=args.step, progress=progress, log=log)
+        finally:
+            if bar is not None:
+                bar.close()
+    except ConvertError as e:
+        print(f'ms-ddpm convert: error: {e}', file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print('ms-ddpm convert: interrupted; nothing was written', file=sys.stderr)
+        return EXIT_FAILED
+
+    cfg = summary['config']
+    notes = cfg.get('notes', {})
+    log(f'wrote {summary["dst"]} ({summary["tensors"]} tensors, {summary["bytes"] / 2**20:.1f} MiB) '
+        f'and {summary["config_file"]} in {summary["seconds"]:.2f} s')
+    if notes.get('from_file'):
+        log(f'config: {notes["from_file"]}')
+    if notes.get('inferred'):
+        log('config: inferred from the weights: ' + ', '.join(notes['inferred']))
+    if notes.get('given'):
+        log('config: given: ' + ', '.join(notes['given']))
+    if notes.get('not_inferred'):
+        log('config: not inferable, defaults used (see the config file): ' + ', '.join(notes['not_inferred']))
+    for k, why in notes.get('ambiguous', {}).items():
+        log(f'config: ambiguous: {k}: {why}')
+    if args.print_config:
+        print(json.dumps(cfg, indent=2))
+    if args.verify:
+        from weight_convert.verify import verify
+        try:
+            ok, _ = verify(args.src, args.dst, ema=args.ema, log=lambda s: print(s, flush=True))
+        except ConvertError as e:
+            print(f'ms-ddpm convert: verify error: {e}', file=sys.stderr)
+            return EXIT_FAILED
+        if not ok:
+            return EXIT_VERIFY
+    return EXIT_OK
+
+
+if __name__ == '__main__':
+    sys.exit(main())

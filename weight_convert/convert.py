@@ -1,0 +1,486 @@
+"""Conversion: read any supported file, pick the weights, resolve the architecture config,
+check every key and shape against the target network, write any supported file.
+
+    from weight_convert import convert, load_model
+    convert('results/model-10.pt', 'unet.ckpt', ema=True, config={'image_size': 32})
+    model = load_model('unet.ckpt')        # ms_ddpm.GaussianDiffusion (or Unet), weights loaded
+"""
+
+import json
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import numpy as np
+
+from weight_convert.core import StateDictMismatchError, load_torch_state_dict, torch_to_ms_name
+from weight_convert.formats import (
+    AtomicFile, ConvertError, Entry, entry_from_torch, format_of, load_torch_file, read_ckpt,
+    read_safetensors, save_torch, torch_from_entry, write_ckpt, write_safetensors,
+)
+from weight_convert.infer import InferenceError, infer_diffusion_config, infer_unet_config
+from weight_convert.rules import (
+    DIFFUSION_BUFFERS, DIFFUSION_DEFAULTS, DIFFUSION_MODEL_PREFIX, EMA_PREFIX, ONLINE_PREFIX,
+    TRAINER_ADAM, TRAINER_KEYS, UNET_DEFAULTS, WRAPPER_PREFIXES,
+)
+
+CONFIG_FORMAT = 'ms_ddpm-config'
+CONFIG_VERSION = 1
+SAFETENSORS_CONFIG_KEY = 'ms_ddpm_config'
+
+
+class ConfigError(ConvertError):
+    """The architecture config is missing something, or names unknown arguments."""
+
+
+class CheckpointMismatchError(ConvertError):
+    """The weights do not fit the network the config describes; every difference is listed."""
+
+    def __init__(self, path, mismatch, hint=''):
+        self.missing, self.unexpected, self.mismatched = mismatch.missing, mismatch.unexpected, mismatch.mismatched
+        super().__init__(f'{path}: {mismatch}' + (f'\n{hint}' if hint else ''))
+
+
+class Source:
+    """What was read: ``entries`` (name -> Entry, wrapper prefixes stripped), ``kind``
+    ('Unet' | 'GaussianDiffusion'), ``info`` (trainer step, reference version, which
+    weights), ``stored_config`` (a config found in/beside the file, or None)."""
+
+    def __init__(self, path, fmt, entries, kind, info, stored_config=None):
+        self.path, self.format, self.entries, self.kind = path, fmt, entries, kind
+        self.info, self.stored_config = info, stored_config
+
+    @property
+    def nbytes(self):
+        return sum(e.nbytes for e in self.entries.values())
+
+    def dtype_counts(self):
+        counts = {}
+        for e in self.entries.values():
+            counts[e.dtype] = counts.get(e.dtype, 0) + 1
+        return counts
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def config_path(weights_path):
+    """The config written beside ``weights_path``: ``unet.ckpt`` -> ``unet.config.json``."""
+    return os.path.splitext(str(weights_path))[0] + '.config.json'
+
+
+def _is_trainer(obj):
+    return isinstance(obj, Mapping) and 'model' in obj and 'ema' in obj and set(obj) <= set(TRAINER_KEYS) | {'ema'}
+
+
+def _select_weights(flat, path, ema, info):
+    """An EMA state dict (ema_model.*/online_model.*) -> the chosen half; else as is."""
+    keys = list(flat)
+    if any(k.startswith(EMA_PREFIX) for k in keys):
+        prefix = EMA_PREFIX if ema else ONLINE_PREFIX
+        picked = OrderedDict((k[len(prefix):], v) for k, v in flat.items() if k.startswith(prefix))
+        if not picked:
+            raise ConvertError(f'{path}: an EMA state dict without {prefix}* weights'
+                               + ('' if ema else '; use --ema for the EMA weights'))
+        info['weights'] = 'ema' if ema else 'online'
+        for k in ('initted', 'step'):
+            if k in flat and k not in info:
+                info['ema_' + k] = _scalar(flat[k])
+        return picked
+    if ema:
+        raise ConvertError(f'{path}: --ema needs a reference Trainer checkpoint (or an EMA state dict with '
+                           f'{EMA_PREFIX}* keys); this file holds a plain state dict')
+    return flat
+
+
+def _scalar(v):
+    if isinstance(v, Entry):
+        return v.data.item() if v.data.size == 1 else None
+    try:
+        return v.item()
+    except Exception:
+        return v
+
+
+def _strip_wrappers(flat):
+    for prefix in WRAPPER_PREFIXES:
+        if flat and all(k.startswith(prefix) for k in flat):
+            flat = OrderedDict((k[len(prefix):], v) for k, v in flat.items())
+    return flat
+
+
+def _detect_kind(entries, path):
+    if DIFFUSION_MODEL_PREFIX + 'init_conv.weight' in entries:
+        return 'GaussianDiffusion'
+    if 'init_conv.weight' in entries:
+        return 'Unet'
+    first = ', '.join(list(entries)[:5])
+    raise ConvertError(f'{path}: neither a Unet nor a GaussianDiffusion state dict (no init_conv.weight or '
+                       f'model.init_conv.weight); first keys: {first}')
+
+
+def _stored_config(path, safetensors_meta=None):
+    if safetensors_meta and SAFETENSORS_CONFIG_KEY in safetensors_meta:
+        try:
+            return json.loads(safetensors_meta[SAFETENSORS_CONFIG_KEY])
+        except json.JSONDecodeError:
+            pass
+    side = config_path(path)
+    if os.path.isfile(side):
+        return read_config_file(side)
+    return None
+
+
+def read_weights(path, ema=False):
+    """Read a weights file of any supported format into a :class:`Source`."""
+    path = str(path)
+    fmt = format_of(path)
+    info = {}
+    meta = None
+    if fmt == 'torch':
+        obj = load_torch_file(path)
+        if _is_trainer(obj):
+            info.update(trainer_step=_scalar(obj.get('step')), reference_version=obj.get('version'))
+            if ema:
+                if not isinstance(obj['ema'], Mapping):
+                    raise ConvertError(f'{path}: --ema: the Trainer checkpoint holds no EMA state')
+                obj = obj['ema']
+            else:
+                obj = obj['model']
+                info['weights'] = 'online (Trainer model)'
+        if not isinstance(obj, Mapping):
+            raise ConvertError(f'{path}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)')
+        bad = [f'{k} ({type(v).__name__})' for k, v in obj.items()
+               if not hasattr(v, 'dtype') and k not in ('initted', 'step')]
+        if bad:
+            raise ConvertError(f'{path}: not a state dict: non-tensor entries: {", ".join(bad[:10])}')
+        flat = OrderedDict((str(k), v) for k, v in obj.items())
+        flat = _select_weights(flat, path, ema, info)
+        entries = OrderedDict((k, entry_from_torch(v, k)) for k, v in flat.items())
+    elif fmt == 'safetensors':
+        entries, meta = read_safetensors(path)
+        entries = _select_weights(entries, path, ema, info)
+    else:
+        entries, _strings = read_ckpt(path)
+        entries = _select_weights(entries, path, ema, info)
+    entries = _strip_wrappers(entries)
+    entries = OrderedDict((torch_to_ms_name(k), v) for k, v in entries.items())
+    kind = _detect_kind(entries, path)
+    return Source(path, fmt, entries, kind, info, _stored_config(path, meta))
+
+
+# --- config ----------------------------------------------------------------------------------
+
+def read_config_file(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f'{path}: cannot read config JSON ({e})') from None
+
+
+def parse_explicit_config(text_or_path):
+    """``--config`` value: a JSON file, or inline JSON.  Returns ``{'unet': {...}, 'diffusion': {...}}``."""
+    if text_or_path is None:
+        return {'unet': {}, 'diffusion': {}}
+    if isinstance(text_or_path, Mapping):
+        raw = dict(text_or_path)
+    elif str(text_or_path).lstrip().startswith('{'):
+        try:
+            raw = json.loads(text_or_path)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f'--config: invalid JSON ({e})') from None
+    else:
+        raw = read_config_file(text_or_path)
+    if not isinstance(raw, Mapping):
+        raise ConfigError('--config: expected a JSON object')
+    unet = dict(raw.get('unet') or {})
+    diffusion = dict(raw.get('diffusion') or {})
+    unknown = []
+    for k, v in raw.items():
+        if k in ('unet', 'diffusion', 'format', 'version', 'model', 'source', 'notes', 'weights'):
+            continue
+        if k in UNET_DEFAULTS:
+            unet[k] = v
+        elif k in DIFFUSION_DEFAULTS:
+            diffusion[k] = v
+        else:
+            unknown.append(k)
+    unknown += [f'unet.{k}' for k in unet if k not in UNET_DEFAULTS]
+    unknown += [f'diffusion.{k}' for k in diffusion if k not in DIFFUSION_DEFAULTS]
+    if unknown:
+        raise ConfigError(f'--config: unknown argument(s) {", ".join(unknown)}; Unet takes '
+                          f'{", ".join(UNET_DEFAULTS)}; GaussianDiffusion takes {", ".join(DIFFUSION_DEFAULTS)}')
+    return {'unet': unet, 'diffusion': diffusion}
+
+
+def _unet_shapes(source):
+    if source.kind == 'GaussianDiffusion':
+        n = len(DIFFUSION_MODEL_PREFIX)
+        return {k[n:]: e.shape for k, e in source.entries.items() if k.startswith(DIFFUSION_MODEL_PREFIX)}
+    return {k: e.shape for k, e in source.entries.items()}
+
+
+def resolve_config(source, explicit=None):
+    """The full config for ``source``: a config stored with the file, else one inferred from its
+    keys and shapes; then ``explicit`` (``parse_explicit_config`` output) on top."""
+    explicit = explicit or {'unet': {}, 'diffusion': {}}
+    diffusion = source.kind == 'GaussianDiffusion'
+    notes = {'inferred': [], 'not_inferred': {}, 'ambiguous': {}, 'given': []}
+    stored = source.stored_config
+    if stored and stored.get('format') == CONFIG_FORMAT:
+        unet = dict(UNET_DEFAULTS, **stored.get('unet', {}))
+        diff = dict(DIFFUSION_DEFAULTS, **(stored.get('diffusion') or {})) if diffusion else None
+        notes['from_file'] = 'config stored with the weights'
+        inferred_unet = inferred_diff = None
+    else:
+        try:
+            unet, rep = infer_unet_config(_unet_shapes(source), diffusion=diffusion)
+        except InferenceError as e:
+            raise ConvertError(f'{source.path}: cannot infer the Unet config: {e}; pass it with --config') from None
+        for k in notes:
+            if k in rep:
+                notes[k] = rep[k] if k != 'not_inferred' else dict(rep[k])
+        diff = None
+        if diffusion:
+            missing = [b for b in ('betas', 'alphas_cumprod') if b not in source.entries]
+            if missing:
+                raise ConvertError(f'{source.path}: GaussianDiffusion state dict without {", ".join(missing)}')
+            buffers = {b: source.entries[b].value() for b in DIFFUSION_BUFFERS if b in source.entries}
+            diff, drep = infer_diffusion_config(buffers)
+            notes['inferred'] += drep['inferred']
+            notes['not_inferred'].update(drep['not_inferred'])
+            notes['ambiguous'].update(drep['ambiguous'])
+        inferred_unet, inferred_diff = dict(unet), (dict(diff) if diff else None)
+    for k, v in explicit['unet'].items():
+        unet[k] = v
+        notes['given'].append(k)
+    if explicit['diffusion']:
+        if not diffusion:
+            raise ConfigError(f'{source.path}: holds a bare Unet; GaussianDiffusion arguments '
+                              f'({", ".join(explicit["diffusion"])}) do not apply')
+        for k, v in explicit['diffusion'].items():
+            diff[k] = v
+            notes['given'].append(k)
+    for k in notes['given']:
+        notes['not_inferred'].pop(k, None)
+        notes['ambiguous'].pop(k, None)
+    cfg = {'format': CONFIG_FORMAT, 'version': CONFIG_VERSION, 'model': source.kind,
+           'unet': _jsonable(unet), 'diffusion': _jsonable(diff) if diffusion else None,
+           'notes': notes}
+    conflicts = []
+    if inferred_unet is not None:
+        conflicts += [f'{k}: given {explicit["unet"][k]!r}, the weights imply {inferred_unet[k]!r}'
+                      for k in explicit['unet'] if _jsonable(explicit['unet'][k]) != _jsonable(inferred_unet.get(k))
+                      and k not in ('dropout', 'sinusoidal_pos_emb_theta', 'flash_attn')]
+    cfg['_conflicts'] = conflicts
+    return cfg
+
+
+def _jsonable(d):
+    if d is None:
+        return None
+    if isinstance(d, Mapping):
+        return {k: _jsonable(v) for k, v in d.items()}
+    if isinstance(d, (tuple, list)):
+        return [_jsonable(v) for v in d]
+    if isinstance(d, np.generic):
+        return d.item()
+    return d
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def unet_kwargs(cfg):
+    return {k: _tuple(v) for k, v in cfg['unet'].items()}
+
+
+def diffusion_kwargs(cfg, require_image_size=True):
+    d = {k: _tuple(v) for k, v in (cfg.get('diffusion') or {}).items()}
+    if d.get('image_size') is None and require_image_size:
+        raise ConfigError('GaussianDiffusion: image_size cannot be inferred from the weights; '
+                          'pass --image-size N (or "image_size" in --config)')
+    d['schedule_fn_kwargs'] = dict(d.get('schedule_fn_kwargs') or {})
+    return d
+
+
+# --- the target network ------------------------------------------------------------------------
+
+def build_ms_model(cfg, init=True):
+    """``ms_ddpm.Unet`` / ``GaussianDiffusion`` from a config; with ``init=False`` the
+    parameters are declared but not initialised (cheap: for their names and shapes)."""
+    import ms_ddpm
+    from mindspore.nn.utils import no_init_parameters
+
+    def build():
+        unet = ms_ddpm.Unet(**unet_kwargs(cfg))
+        if cfg['model'] == 'GaussianDiffusion':
+            return ms_ddpm.GaussianDiffusion(unet, **diffusion_kwargs(cfg))
+        return unet
+    try:
+        if init:
+            return build()
+        with no_init_parameters():
+            return build()
+    except (TypeError, ValueError, AssertionError) as e:
+        raise ConfigError(f'cannot build {cfg["model"]} from the config: {type(e).__name__}: {e}') from None
+
+
+def target_spec(cfg):
+    """OrderedDict name -> shape of the target network's parameters (its own parameter set)."""
+    net = build_ms_model(cfg, init=False)
+    return OrderedDict((name, tuple(p.shape)) for name, p in net.parameters_and_names())
+
+
+def check_against(source, spec, cfg):
+    """Strict: every missing, unexpected and mis-shaped key in one error.  Returns the entries
+    in the target network's order."""
+    entries = source.entries
+    missing = [k for k in spec if k not in entries]
+    unexpected = [k for k in entries if k not in spec]
+    mismatched = [(k, entries[k].shape, spec[k]) for k in spec if k in entries and entries[k].shape != spec[k]]
+    if missing or unexpected or mismatched:
+        hint = ''
+        if cfg.get('_conflicts'):
+            hint = 'the given config differs from what the weights imply:\n' + '\n'.join(
+                f'    {c}' for c in cfg['_conflicts'])
+        raise CheckpointMismatchError(source.path, StateDictMismatchError(
+            missing, unexpected, mismatched, target=f'{cfg["model"]}({_brief(cfg)})'), hint)
+    return OrderedDict((k, entries[k]) for k in spec)
+
+
+def _brief(cfg):
+    u = cfg['unet']
+    return ', '.join(f'{k}={v}' for k, v in u.items() if v != UNET_DEFAULTS.get(k) or k == 'dim')
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+def _public_config(cfg, source, dst, fmt):
+    out = {k: v for k, v in cfg.items() if not k.startswith('_')}
+    out['weights'] = {'file': os.path.basename(str(dst)), 'format': fmt, 'dtypes': source.dtype_counts()}
+    out['source'] = dict(file=os.path.abspath(source.path), format=source.format, **source.info)
+    return out
+
+
+def trainer_checkpoint(entries, cfg, step=0, lr=None, betas=None, version=None):
+    """A reference ``Trainer.save``-style dict from GaussianDiffusion weights: online and EMA
+    weights both set to ``entries``, EMA initted, a fresh Adam state (no moments)."""
+    import torch
+    from ms_ddpm.version import REFERENCE_VERSION
+    model = OrderedDict((k, torch_from_entry(e)) for k, e in entries.items())
+    params = [k for k in entries if k not in DIFFUSION_BUFFERS]
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(0)) for _ in params],
+                           lr=lr if lr is not None else TRAINER_ADAM['lr'],
+                           betas=tuple(betas) if betas is not None else TRAINER_ADAM['betas'])
+    ema = OrderedDict([('initted', torch.tensor(True)), ('step', torch.tensor(int(step)))])
+    ema.update((ONLINE_PREFIX + k, v) for k, v in model.items())
+    ema.update((EMA_PREFIX + k, v) for k, v in model.items())
+    return {'step': int(step), 'model': model, 'opt': opt.state_dict(), 'ema': ema, 'scaler': None,
+            'version': version or REFERENCE_VERSION}
+
+
+def diffusion_entries_for_unet(entries, cfg):
+    """Wrap bare Unet weights into GaussianDiffusion weights: the schedule buffers computed by
+    ``ms_ddpm.GaussianDiffusion`` from the diffusion config."""
+    gd_cfg = dict(cfg, model='GaussianDiffusion')
+    net = build_ms_model(gd_cfg, init=False)
+    out = OrderedDict()
+    for name, p in net.parameters_and_names():
+        if name in DIFFUSION_BUFFERS:
+            out[name] = Entry.from_numpy(p.asnumpy())
+        else:
+            out[name] = entries[name[len(DIFFUSION_MODEL_PREFIX):]]
+    return out
+
+
+def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress=None, log=None):
+    """Convert ``src`` to ``dst`` (formats from the extensions).  ``config``: explicit
+    arguments (dict, JSON text or JSON file).  ``trainer``: write a reference Trainer-style
+    checkpoint (``.pt`` only).  Returns a summary dict.  Raises ConvertError subclasses."""
+    log = log or (lambda *a: None)
+    t0 = time.perf_counter()
+    src, dst = str(src), str(dst)
+    out_fmt = format_of(dst, role='destination')
+    format_of(src)
+    if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
+        raise ConvertError(f'{dst}: is the source file; choose another destination')
+    if trainer and out_fmt != 'torch':
+        raise ConvertError(f'{dst}: a Trainer-style checkpoint is a PyTorch file; use a .pt destination')
+    explicit = parse_explicit_config(config)
+    source = read_weights(src, ema=ema)
+    log(f'read {src}: {source.format}, {source.kind}, {len(source.entries)} tensors, '
+        f'{source.nbytes / 2**20:.1f} MiB, dtypes {source.dtype_counts()}'
+        + ''.join(f', {k}={v}' for k, v in source.info.items()))
+    wrap_unet = trainer and source.kind == 'Unet'
+    cfg = resolve_config(source, dict(explicit, diffusion={}) if wrap_unet else explicit)
+    entries = check_against(source, target_spec(cfg), cfg)
+    if trainer:
+        if source.kind == 'Unet':
+            if not explicit['diffusion']:
+                raise ConfigError(f'{dst}: a Trainer checkpoint holds a GaussianDiffusion; {src} is a bare Unet: '
+                                  f'pass its diffusion arguments (at least --image-size)')
+            cfg['diffusion'] = _jsonable(dict(DIFFUSION_DEFAULTS, **explicit['diffusion']))
+            cfg['model'] = 'GaussianDiffusion'
+            entries = diffusion_entries_for_unet(entries, cfg)
+        else:
+            diffusion_kwargs(cfg)   # image_size is needed to use the Trainer
+    elif cfg['model'] == 'GaussianDiffusion':
+        diffusion_kwargs(cfg)       # the config beside the weights must be enough to build the model
+
+    public = _public_config(cfg, source, dst, out_fmt)
+    total = sum(e.nbytes for e in entries.values())
+    side = AtomicFile(config_path(dst))
+    out = None
+    try:
+        side.file.write((json.dumps(public, indent=2) + '\n').encode())
+        side.close()
+        out = AtomicFile(dst)
+        if out_fmt == 'safetensors':
+            write_safetensors(entries, out.file, metadata={'format': 'pt', SAFETENSORS_CONFIG_KEY: json.dumps(public)},
+                              progress=progress)
+        elif out_fmt == 'mindspore':
+            write_ckpt(entries, out.file, progress=progress)
+        elif trainer:
+            ckpt_step = step if step is not None else (source.info.get('trainer_step') or 0)
+            save_torch(trainer_checkpoint(entries, cfg, step=ckpt_step), out.file)
+            if progress:
+                progress(total)
+        else:
+            save_torch(OrderedDict((k, torch_from_entry(e)) for k, e in entries.items()), out.file)
+            if progress:
+                progress(total)
+        out.close()
+        side.commit()
+        out.commit()
+    except BaseException:
+        side.abort()
+        if out is not None:
+            out.abort()
+        raise
+    return {'src': src, 'dst': dst, 'config_file': config_path(dst), 'config': public, 'kind': cfg['model'],
+            'tensors': len(entries), 'bytes': total, 'seconds': time.perf_counter() - t0}
+
+
+# --- one-call loader ----------------------------------------------------------------------------
+
+def load_model(path, config=None, ema=False, train=False):
+    """Build the ms_ddpm model that ``path``'s weights belong to and load them strictly.
+
+    The architecture comes from the config beside the weights (``<stem>.config.json``,
+    written by ``convert``), or the one embedded in a ``.safetensors`` written by it, else
+    it is inferred from the keys (a GaussianDiffusion then needs ``config={'image_size': N}``).
+    ``config`` (dict / JSON / file) overrides.  Values are cast exactly to the network's
+    float32 parameters (fp16 and bf16 widen without rounding)."""
+    source = read_weights(path, ema=ema)
+    cfg = resolve_config(source, parse_explicit_config(config))
+    net = build_ms_model(cfg, init=False)
+    spec = OrderedDict((name, tuple(p.shape)) for name, p in net.parameters_and_names())
+    entries = check_against(source, spec, cfg)
+    load_torch_state_dict(net, OrderedDict((k, e.value()) for k, e in entries.items()))
+    net.set_train(train)
+    net.ms_ddpm_config = {k: v for k, v in cfg.items() if not k.startswith('_')}
+    return net

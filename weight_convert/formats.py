@@ -1,0 +1,401 @@
+"""Reading and writing weight files, safely and without extra copies.
+
+Every tensor travels as an :class:`Entry`: a NumPy array of its raw values plus its dtype
+name.  bfloat16 (which NumPy lacks) is carried as its raw 16-bit pattern (``uint16``), so a
+bf16 tensor is never rounded on its way between files; where a NumPy *value* is needed
+(loading into a network, ``--verify``) it is widened to float32, which holds every bf16
+value exactly (:meth:`Entry.value`).
+
+Formats:
+- PyTorch ``.pt/.pth/.bin``: ``torch.load(weights_only=True, mmap=True)`` (never plain
+  pickle: a pickle that asks for anything but tensors and plain data is refused); tensors
+  stay views of the memory-mapped file.
+- ``.safetensors``: read and written here (the format is an 8-byte header length, a JSON
+  header, raw little-endian data), memory-mapped on read and streamed tensor by tensor on
+  write; bf16 is stored natively as ``BF16``.  Files are readable by the ``safetensors``
+  package and by MindSpore.
+- MindSpore ``.ckpt``: MindSpore's own protobuf message (``checkpoint_pb2.Checkpoint``),
+  written one tensor (slice) at a time exactly as ``mindspore.save_checkpoint`` does; bf16
+  is stored as MindSpore ``BFloat16`` (``ms.load_checkpoint`` returns ``ms.bfloat16``).
+
+Every output is written to a temporary file in the destination's directory and renamed
+into place (:class:`AtomicFile`), so a failed conversion never leaves a half-written file.
+"""
+
+import json
+import mmap
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+
+from weight_convert.rules import EXTENSIONS
+
+# dtype name -> (NumPy storage dtype, safetensors code, MindSpore ckpt tensor_type)
+DTYPES = {
+    'float32':  (np.float32, 'F32', 'Float32'),
+    'float16':  (np.float16, 'F16', 'Float16'),
+    'bfloat16': (np.uint16, 'BF16', 'BFloat16'),   # raw bit pattern
+    'float64':  (np.float64, 'F64', 'Float64'),
+    'int64':    (np.int64, 'I64', 'Int64'),
+    'int32':    (np.int32, 'I32', 'Int32'),
+    'int16':    (np.int16, 'I16', 'Int16'),
+    'int8':     (np.int8, 'I8', 'Int8'),
+    'uint8':    (np.uint8, 'U8', 'UInt8'),
+    'bool':     (np.bool_, 'BOOL', 'Bool'),
+}
+SAFETENSORS_DTYPES = {v[1]: k for k, v in DTYPES.items()}
+CKPT_DTYPES = {v[2]: k for k, v in DTYPES.items()}
+
+# largest protobuf message written for one tensor slice (MindSpore joins slices on load)
+CKPT_SLICE_BYTES = 64 << 20
+MAX_SAFETENSORS_HEADER = 100 << 20
+
+
+class ConvertError(ValueError):
+    """A conversion failed for a reason the user can act on; the message names the file."""
+
+
+class UnsafeCheckpointError(ConvertError):
+    """The file's pickle asks to run code or build objects other than tensors and plain data."""
+
+
+class CorruptCheckpointError(ConvertError):
+    """Truncated, corrupt, empty, or not the format its extension says."""
+
+
+class UnsupportedFormatError(ConvertError):
+    """Unknown extension, or a directory."""
+
+
+class Entry:
+    """One tensor: ``data`` holds its raw values (bf16 as uint16 bits), ``dtype`` its name."""
+
+    __slots__ = ('data', 'dtype')
+
+    def __init__(self, data, dtype):
+        self.data, self.dtype = data, dtype
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def nbytes(self):
+        return int(self.data.nbytes)
+
+    def value(self):
+        """The values as a NumPy array (bf16 widened to float32, exactly)."""
+        if self.dtype == 'bfloat16':
+            return (self.data.astype(np.uint32) << 16).view(np.float32)
+        return self.data
+
+    def raw_bytes(self):
+        """A C-contiguous byte view of the data (no copy when already contiguous)."""
+        return memoryview(np.ascontiguousarray(self.data).reshape(-1).view(np.uint8))
+
+    def __repr__(self):
+        return f'Entry({self.dtype}, {self.shape})'
+
+    @classmethod
+    def from_numpy(cls, array):
+        name = np.dtype(array.dtype).name
+        if name not in DTYPES or name == 'uint16':
+            raise TypeError(f'unsupported NumPy dtype {array.dtype}')
+        return cls(array, name)
+
+    @classmethod
+    def from_float32_as_bf16(cls, array):
+        """float32 values that are exactly bf16 values -> a bf16 Entry (exact: drops zero bits)."""
+        return cls(np.ascontiguousarray(array, dtype=np.float32).view(np.uint32).__rshift__(16).astype(np.uint16),
+                   'bfloat16')
+
+
+# --- checks shared by every reader ----------------------------------------------------------
+
+def format_of(path, role='source'):
+    """The format a path's extension names; a clear error for a directory or other extension."""
+    ext = os.path.splitext(str(path))[1].lower()
+    if role == 'source' and os.path.isdir(path):
+        raise UnsupportedFormatError(f'{path}: is a directory, not a checkpoint file')
+    if ext not in EXTENSIONS:
+        known = ', '.join(sorted(EXTENSIONS))
+        raise UnsupportedFormatError(
+            f"{path}: unsupported extension {ext or '(none)'!r} for a {role}; supported: {known}")
+    return EXTENSIONS[ext]
+
+
+def check_readable(path):
+    """Exists, is a regular file, is not empty."""
+    if not os.path.exists(path):
+        raise ConvertError(f'{path}: no such file')
+    if os.path.isdir(path):
+        raise UnsupportedFormatError(f'{path}: is a directory, not a checkpoint file')
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CorruptCheckpointError(f'{path}: is empty (0 bytes)')
+    return size
+
+
+# --- PyTorch --------------------------------------------------------------------------------
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ConvertError('reading or writing PyTorch .pt/.pth/.bin files needs PyTorch '
+                           '(pip install torch); .safetensors and .ckpt do not') from None
+    return torch
+
+
+TORCH_DTYPE_NAMES = {'torch.float32': 'float32', 'torch.float16': 'float16', 'torch.bfloat16': 'bfloat16',
+                     'torch.float64': 'float64', 'torch.int64': 'int64', 'torch.int32': 'int32',
+                     'torch.int16': 'int16', 'torch.int8': 'int8', 'torch.uint8': 'uint8', 'torch.bool': 'bool'}
+
+
+def entry_from_torch(t, key='?'):
+    torch = _torch()
+    name = TORCH_DTYPE_NAMES.get(str(t.dtype))
+    if name is None:
+        raise ConvertError(f'{key}: unsupported tensor dtype {t.dtype}')
+    t = t.detach()
+    if name == 'bfloat16':
+        return Entry(t.view(torch.int16).numpy().view(np.uint16), name)
+    return Entry(t.numpy(), name)
+
+
+def torch_from_entry(e):
+    torch = _torch()
+    data = e.data if e.data.flags.writeable else np.array(e.data)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        if e.dtype == 'bfloat16':
+            return torch.from_numpy(np.ascontiguousarray(data).view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(np.ascontiguousarray(data))
+
+
+def load_torch_file(path):
+    """``torch.load(path, weights_only=True)``, memory-mapped when the file allows it.
+    Returns the loaded object; unsafe, corrupt and truncated files raise ConvertError."""
+    torch = _torch()
+    check_readable(path)
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            return torch.load(path, map_location='cpu', weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        lines = [line.strip() for line in msg.splitlines() if line.strip()]
+        glob = next((line for line in lines if 'GLOBAL' in line or 'Unsupported global' in line), None)
+        if glob is not None:
+            raise UnsafeCheckpointError(
+                f'{path}: refused: its pickle asks for something other than tensors and plain data '
+                f'({glob.split(". Please")[0]}). Checkpoints are loaded with torch.load(weights_only=True); '
+                f'nothing in the file was run. If you trust it, re-save its state dict with torch.save.') from None
+        detail = next((line for line in lines if 'Unsupported' in line), lines[0] if lines else 'UnpicklingError')
+        raise CorruptCheckpointError(
+            f'{path}: not a checkpoint that torch.load(weights_only=True) accepts ({detail}): corrupt, '
+            f'or an arbitrary pickle; nothing in the file was run') from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError,
+            TypeError, AttributeError, UnicodeDecodeError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        why = 'truncated or corrupt zip archive' if is_zip else 'not a PyTorch checkpoint (truncated or corrupt?)'
+        raise CorruptCheckpointError(f'{path}: {why}: {type(e).__name__}: {first}') from None
+
+
+def save_torch(obj, f):
+    torch = _torch()
+    torch.save(obj, f)
+
+
+# --- safetensors ----------------------------------------------------------------------------
+
+def read_safetensors(path):
+    """-> (OrderedDict name -> Entry in file order, metadata dict or None).  Memory-mapped."""
+    size = check_readable(path)
+    with open(path, 'rb') as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CorruptCheckpointError(f'{path}: not a safetensors file (shorter than its 8-byte header length)')
+        n = int.from_bytes(head, 'little')
+        if n > min(size - 8, MAX_SAFETENSORS_HEADER):
+            raise CorruptCheckpointError(
+                f'{path}: not a safetensors file, or truncated: header length {n} does not fit in the file ({size} bytes)')
+        try:
+            header = json.loads(f.read(n).decode('utf-8'))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptCheckpointError(f'{path}: corrupt safetensors header ({e})') from None
+        if not isinstance(header, dict):
+            raise CorruptCheckpointError(f'{path}: corrupt safetensors header (not a JSON object)')
+        meta = header.pop('__metadata__', None)
+        data_len = size - 8 - n
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if data_len else b''
+    out = []
+    for name, info in header.items():
+        try:
+            dtype, shape, (begin, end) = info['dtype'], tuple(int(d) for d in info['shape']), info['data_offsets']
+        except (KeyError, TypeError, ValueError):
+            raise CorruptCheckpointError(f'{path}: corrupt safetensors header entry for {name!r}') from None
+        if dtype not in SAFETENSORS_DTYPES:
+            raise CorruptCheckpointError(f'{path}: {name}: unsupported safetensors dtype {dtype!r}')
+        dname = SAFETENSORS_DTYPES[dtype]
+        np_dtype = np.dtype(DTYPES[dname][0])
+        count = int(np.prod(shape, dtype=np.int64))
+        if not (0 <= begin <= end <= data_len) or end - begin != count * np_dtype.itemsize:
+            raise CorruptCheckpointError(
+                f'{path}: truncated or corrupt: {name} ({dtype}, shape {list(shape)}) claims bytes '
+                f'[{begin}, {end}) but the data section holds {data_len} bytes')
+        arr = np.frombuffer(buf, dtype=np_dtype, count=count, offset=8 + n + begin) if count else np.empty(0, np_dtype)
+        out.append((begin, name, Entry(arr.reshape(shape), dname)))
+    out.sort(key=lambda r: r[0])
+    return OrderedDict((name, e) for _, name, e in out), meta
+
+
+def write_safetensors(entries, f, metadata=None, progress=None):
+    """Stream ``entries`` (name -> Entry) into the open binary file ``f``."""
+    header, offset = {}, 0
+    for name, e in entries.items():
+        header[name] = {'dtype': DTYPES[e.dtype][1], 'shape': list(e.shape),
+                        'data_offsets': [offset, offset + e.nbytes]}
+        offset += e.nbytes
+    if metadata:
+        header['__metadata__'] = {str(k): str(v) for k, v in metadata.items()}
+    blob = json.dumps(header, separators=(',', ':')).encode('utf-8')
+    blob += b' ' * (-len(blob) % 8)
+    f.write(len(blob).to_bytes(8, 'little'))
+    f.write(blob)
+    for e in entries.values():
+        f.write(e.raw_bytes())
+        if progress:
+            progress(e.nbytes)
+
+
+# --- MindSpore .ckpt ------------------------------------------------------------------------
+
+def _checkpoint_pb2():
+    from mindspore.train.checkpoint_pb2 import Checkpoint
+    return Checkpoint
+
+
+def write_ckpt(entries, f, progress=None):
+    """Stream ``entries`` into ``f`` as MindSpore's checkpoint protobuf, one message per
+    tensor slice (what ``mindspore.save_checkpoint`` writes; ``load_checkpoint`` joins slices)."""
+    Checkpoint = _checkpoint_pb2()
+    for name, e in entries.items():
+        raw = e.raw_bytes()
+        dims = list(e.shape)
+        for start in range(0, max(len(raw), 1), CKPT_SLICE_BYTES):
+            msg = Checkpoint()
+            v = msg.value.add()
+            v.tag = name
+            v.tensor.dims.extend(dims)
+            v.tensor.tensor_type = DTYPES[e.dtype][2]
+            v.tensor.tensor_content = bytes(raw[start:start + CKPT_SLICE_BYTES])
+            f.write(msg.SerializeToString())
+        if progress:
+            progress(e.nbytes)
+
+
+def read_ckpt(path):
+    """-> (OrderedDict name -> Entry, {name: str} of string entries).  Parses the protobuf
+    itself (no MindSpore Parameters are built; bf16 stays raw)."""
+    check_readable(path)
+    Checkpoint = _checkpoint_pb2()
+    from google.protobuf.message import DecodeError
+    with open(path, 'rb') as fh:
+        data = fh.read()
+    msg = Checkpoint()
+    try:
+        msg.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise CorruptCheckpointError(f'{path}: not a MindSpore checkpoint, or truncated/corrupt ({e})') from None
+    del data
+    out, strings = OrderedDict(), {}
+    pieces, cur = [], None
+
+    def flush():
+        tag, dims, ttype = cur
+        content = pieces[0] if len(pieces) == 1 else b''.join(pieces)
+        if ttype == 'str':
+            strings[tag] = np.frombuffer(content, f'U{len(content) // 4}')[0] if content else ''
+            return
+        if ttype not in CKPT_DTYPES:
+            raise CorruptCheckpointError(f'{path}: {tag}: unsupported MindSpore tensor type {ttype!r}')
+        dname = CKPT_DTYPES[ttype]
+        np_dtype = np.dtype(DTYPES[dname][0])
+        shape = () if list(dims) == [0] else tuple(dims)
+        count = int(np.prod(shape, dtype=np.int64))
+        if len(content) != count * np_dtype.itemsize:
+            raise CorruptCheckpointError(
+                f'{path}: truncated or corrupt: {tag} ({ttype}, shape {list(shape)}) holds {len(content)} bytes, '
+                f'expected {count * np_dtype.itemsize}')
+        out[tag] = Entry(np.frombuffer(content, dtype=np_dtype).reshape(shape), dname)
+
+    for v in msg.value:
+        key = (v.tag, tuple(v.tensor.dims), v.tensor.tensor_type)
+        if cur is not None and key != cur:
+            flush()
+            pieces = []
+        cur = key
+        pieces.append(v.tensor.tensor_content)
+    if cur is not None:
+        flush()
+    if not out:
+        raise CorruptCheckpointError(f'{path}: not a MindSpore checkpoint (no tensors in it)')
+    return out, strings
+
+
+# --- atomic output --------------------------------------------------------------------------
+
+class AtomicFile:
+    """A temporary file beside ``dst``; :meth:`commit` renames it onto ``dst``, :meth:`abort`
+    deletes it.  Used as a context manager it aborts on any exception."""
+
+    def __init__(self, dst):
+        self.dst = os.path.abspath(str(dst))
+        d = os.path.dirname(self.dst)
+        if not os.path.isdir(d):
+            raise ConvertError(f'{dst}: destination directory {d} does not exist')
+        if os.path.isdir(self.dst):
+            raise UnsupportedFormatError(f'{dst}: is a directory; give a file name')
+        fd, self.tmp = tempfile.mkstemp(prefix='.' + os.path.basename(self.dst) + '.', suffix='.tmp', dir=d)
+        self.file = os.fdopen(fd, 'wb')
+        self.done = False
+
+    def commit(self):
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
+        os.replace(self.tmp, self.dst)
+        self.done = True
+
+    def close(self):
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+    def abort(self):
+        if not self.file.closed:
+            self.file.close()
+        if not self.done and os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        elif not self.done:
+            self.commit()
+        return False

@@ -1,0 +1,229 @@
+"""Infer ``Unet`` / ``GaussianDiffusion`` arguments from a state dict's keys and shapes.
+
+What a state dict determines (reference 2.3.4 layout):
+
+- ``dim``: ``time_mlp.3.weight`` is ``(4*dim, 4*dim)``; ``init_dim``: rows of ``init_conv.weight``;
+  ``dim_mults``: each stage's output width ``downs.i.3[.1].weight.shape[0] / dim``.
+- ``channels``, ``self_condition``, ``learned_variance``, ``out_dim``: ``init_conv`` takes
+  ``channels * (2 if self_condition else 1)`` inputs and ``final_conv`` gives ``out_dim``
+  (default ``channels * (2 if learned_variance else 1)``) outputs.  With an even number of
+  inputs both readings (c, no self-condition) and (c/2, self-condition) are possible; the
+  output width usually decides (out == in/2: self-condition), otherwise the reading whose
+  ``channels`` is a usual image channel count (1, 3, 4) is taken and the ambiguity reported.
+  A ``GaussianDiffusion`` needs ``out_dim == channels``, which removes the ambiguity.
+  ``learned_variance=True`` and ``out_dim=2*channels`` build the same Unet; the former is reported.
+- ``learned_sinusoidal_cond`` / ``random_fourier_features`` (``time_mlp.0.weights`` present,
+  ``learned_sinusoidal_dim = 2 * len(weights)``): which of the two cannot be told.
+- per stage: full vs linear attention (only LinearAttention has ``to_out.1.g``), heads and
+  dim_head from ``mem_kv`` ((2, heads, 4, dim_head) for Attention, (2, heads, dim_head, 4)
+  for LinearAttention).
+- ``GaussianDiffusion``: ``timesteps`` = length of ``betas``; ``beta_schedule`` by recomputing
+  each candidate schedule and comparing with ``betas``; ``objective`` (and
+  ``min_snr_loss_weight``/``min_snr_gamma``) by recomputing ``loss_weight`` for each candidate.
+- never: ``dropout``, ``sinusoidal_pos_emb_theta``, ``flash_attn``, ``image_size`` and the
+  sampling/training-time options (see ``rules.UNET_NOT_INFERABLE``, ``DIFFUSION_NOT_INFERABLE``).
+"""
+
+import re
+
+import numpy as np
+
+from weight_convert.rules import (
+    COMMON_CHANNELS, DIFFUSION_DEFAULTS, DIFFUSION_NOT_INFERABLE, LINEAR_ATTENTION_MARKER, NUM_MEM_KV,
+    RANDOM_OR_LEARNED, UNET_DEFAULTS, UNET_NOT_INFERABLE,
+)
+
+
+class InferenceError(ValueError):
+    """The keys/shapes are not those of a reference Unet."""
+
+
+def _shape(shapes, key):
+    if key not in shapes:
+        raise InferenceError(f'missing {key}: not a reference Unet state dict')
+    return tuple(shapes[key])
+
+
+def _stage_attention(shapes, prefix, where):
+    """(full_attn, heads, dim_head) of the attention layer at ``prefix`` (e.g. 'downs.0.2.')."""
+    mem = _shape(shapes, prefix + 'mem_kv')
+    if len(mem) != 4 or mem[0] != 2:
+        raise InferenceError(f'{prefix}mem_kv has shape {mem}, expected (2, heads, ., .) ({where})')
+    linear = (prefix + LINEAR_ATTENTION_MARKER) in shapes
+    heads, a, b = mem[1], mem[2], mem[3]
+    dim_head, n_mem = (a, b) if linear else (b, a)
+    if n_mem != NUM_MEM_KV:
+        raise InferenceError(f'{prefix}mem_kv has shape {mem}: num_mem_kv {n_mem} != {NUM_MEM_KV} ({where})')
+    return (not linear), heads, dim_head
+
+
+def _collapse(values):
+    """A per-stage tuple as the reference would be given it: one value if all equal."""
+    values = tuple(values)
+    return values[0] if len(set(values)) == 1 else list(values)
+
+
+def infer_unet_config(shapes, diffusion=False):
+    """``shapes``: {Unet key: shape}.  Returns ``(config, report)``: ``config`` holds every Unet
+    argument (inferred or default); ``report`` has 'inferred' (list), 'not_inferred' and
+    'ambiguous' ({name: reason})."""
+    report = {'inferred': [], 'not_inferred': dict(UNET_NOT_INFERABLE), 'ambiguous': {}}
+    cfg = dict(UNET_DEFAULTS)
+
+    init_w = _shape(shapes, 'init_conv.weight')
+    init_dim, in_ch = init_w[0], init_w[1]
+    time_w = _shape(shapes, 'time_mlp.3.weight')
+    if time_w[0] % 4:
+        raise InferenceError(f'time_mlp.3.weight has shape {time_w}: its width is not 4 * dim')
+    dim = time_w[0] // 4
+    cfg['dim'] = dim
+    cfg['init_dim'] = None if init_dim == dim else init_dim
+
+    # time embedding
+    if 'time_mlp.0.weights' in shapes:
+        cfg['learned_sinusoidal_cond'] = True
+        cfg['learned_sinusoidal_dim'] = 2 * _shape(shapes, 'time_mlp.0.weights')[0]
+        report['ambiguous']['random_fourier_features'] = RANDOM_OR_LEARNED
+        report['inferred'] += ['learned_sinusoidal_dim']
+
+    # stages
+    stages = sorted({int(m.group(1)) for k in shapes for m in [re.match(r'downs\.(\d+)\.', k)] if m})
+    if not stages or stages != list(range(len(stages))):
+        raise InferenceError(f'down stages {stages} are not 0..n-1: not a reference Unet state dict')
+    mults, full, heads, dim_heads = [], [], [], []
+    for i in stages:
+        last = i == len(stages) - 1
+        key = f'downs.{i}.3.weight' if last else f'downs.{i}.3.1.weight'
+        out_w = _shape(shapes, key)[0]
+        if out_w % dim:
+            raise InferenceError(f'{key}: width {out_w} is not a multiple of dim={dim}')
+        mults.append(out_w // dim)
+        f, h, d = _stage_attention(shapes, f'downs.{i}.2.', f'stage {i}')
+        full.append(f)
+        heads.append(h)
+        dim_heads.append(d)
+    mid_full, mid_h, mid_d = _stage_attention(shapes, 'mid_attn.', 'middle')
+    if not mid_full or (mid_h, mid_d) != (heads[-1], dim_heads[-1]):
+        raise InferenceError(f'mid_attn (full={mid_full}, heads={mid_h}, dim_head={mid_d}) disagrees with the '
+                             f'last stage (heads={heads[-1]}, dim_head={dim_heads[-1]})')
+    cfg['dim_mults'] = list(mults)
+    default_full = [False] * (len(stages) - 1) + [True]
+    cfg['full_attn'] = None if full == default_full else (True if all(full) else list(full))
+    cfg['attn_heads'] = _collapse(heads)
+    cfg['attn_dim_head'] = _collapse(dim_heads)
+
+    # channels / self_condition / learned_variance / out_dim
+    out_dim = _shape(shapes, 'final_conv.weight')[0]
+    candidates = [(in_ch, False)] + ([(in_ch // 2, True)] if in_ch % 2 == 0 else [])
+
+    def reading(c, sc):
+        if out_dim == c:
+            return dict(channels=c, self_condition=sc, learned_variance=False, out_dim=None)
+        if out_dim == 2 * c and not diffusion:
+            return dict(channels=c, self_condition=sc, learned_variance=True, out_dim=None)
+        return dict(channels=c, self_condition=sc, learned_variance=False, out_dim=out_dim)
+
+    if diffusion:   # GaussianDiffusion asserts model.channels == model.out_dim
+        fits = [(c, sc) for c, sc in candidates if c == out_dim]
+        if not fits:
+            raise InferenceError(f'init_conv takes {in_ch} channels and final_conv gives {out_dim}: '
+                                 f'no GaussianDiffusion has channels == out_dim with these')
+        choice = fits[0]
+    else:
+        exact = [(c, sc) for c, sc in candidates if out_dim == c]          # out_dim default, no learned variance
+        if len(exact) == 1:
+            choice = exact[0]
+        else:
+            def likely(cand):
+                return (cand[0] in COMMON_CHANNELS, out_dim in (cand[0], 2 * cand[0]), not cand[1])
+            ranked = sorted(candidates, key=likely, reverse=True)
+            choice = ranked[0]
+            if len(candidates) > 1:
+                alt = reading(*ranked[1])
+                report['ambiguous']['channels/self_condition'] = (
+                    f'init_conv takes {in_ch} channels, final_conv gives {out_dim}: read as '
+                    f'channels={choice[0]}, self_condition={choice[1]}; also possible: '
+                    + ', '.join(f'{k}={v}' for k, v in alt.items() if v is not None)
+                    + ' (pass --config to choose)')
+    r = reading(*choice)
+    cfg.update(r)
+    if r['learned_variance']:
+        report['ambiguous']['learned_variance'] = (
+            f'out_dim = 2*channels: learned_variance=True and out_dim={out_dim} build the same Unet')
+    report['inferred'] += ['dim', 'init_dim', 'dim_mults', 'channels', 'self_condition', 'learned_variance',
+                           'out_dim', 'learned_sinusoidal_cond', 'attn_heads', 'attn_dim_head', 'full_attn']
+    return cfg, report
+
+
+# --- GaussianDiffusion --------------------------------------------------------------------------
+
+def _schedules():
+    from ms_ddpm.denoising_diffusion_pytorch import (cosine_beta_schedule, linear_beta_schedule,
+                                                     sigmoid_beta_schedule)
+    return {'linear': linear_beta_schedule, 'cosine': cosine_beta_schedule, 'sigmoid': sigmoid_beta_schedule}
+
+
+def _close(a, b, rtol):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return a.shape == b.shape and np.allclose(a, b, rtol=rtol, atol=0)
+
+
+def _loss_weight(objective, snr, min_snr, gamma):
+    clipped = np.minimum(snr, gamma) if min_snr else snr
+    return {'pred_noise': clipped / snr, 'pred_x0': clipped, 'pred_v': clipped / (snr + 1)}[objective]
+
+
+def infer_diffusion_config(buffers):
+    """``buffers``: {buffer name: float array}.  Returns ``(config, report)`` like
+    :func:`infer_unet_config` for the GaussianDiffusion arguments."""
+    cfg = dict(DIFFUSION_DEFAULTS)
+    report = {'inferred': [], 'not_inferred': dict(DIFFUSION_NOT_INFERABLE), 'ambiguous': {}}
+    betas = np.asarray(buffers['betas'], np.float64)
+    if betas.ndim != 1 or betas.size < 1:
+        raise InferenceError(f'betas has shape {betas.shape}; expected (timesteps,)')
+    T = int(betas.shape[0])
+    cfg['timesteps'] = T
+    report['inferred'].append('timesteps')
+
+    alphas_cumprod = None
+    for name, fn in _schedules().items():
+        b = fn(T)
+        if _close(b.astype(np.float32), betas, 1e-6):
+            cfg['beta_schedule'] = name
+            alphas_cumprod = np.cumprod(1. - b)
+            report['inferred'].append('beta_schedule')
+            break
+    else:
+        cfg['beta_schedule'] = 'linear'
+        report['not_inferred']['beta_schedule'] = (
+            'betas match none of linear/cosine/sigmoid with default schedule_fn_kwargs; the model is built '
+            'with beta_schedule=linear and the checkpoint\'s buffers replace its schedule, so it computes the same')
+        alphas_cumprod = np.asarray(buffers['alphas_cumprod'], np.float64)
+
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    lw = buffers.get('loss_weight')
+    found = None
+    if lw is not None:
+        for min_snr in (False, True):
+            for objective in ('pred_v', 'pred_noise', 'pred_x0'):
+                gammas = [DIFFUSION_DEFAULTS['min_snr_gamma']] if min_snr else [None]
+                if min_snr and objective == 'pred_x0':
+                    gammas.append(float(np.max(lw)))      # pred_x0 clamped: max(loss_weight) = gamma
+                for gamma in gammas:
+                    ref = _loss_weight(objective, snr, min_snr, gamma if min_snr else np.inf)
+                    if _close(ref.astype(np.float32), lw, 1e-5):
+                        found = (objective, min_snr, gamma)
+                        break
+                if found:
+                    break
+            if found:
+                break
+    if found:
+        cfg['objective'], cfg['min_snr_loss_weight'] = found[0], found[1]
+        if found[1]:
+            cfg['min_snr_gamma'] = found[2]
+        report['inferred'] += ['objective', 'min_snr_loss_weight'] + (['min_snr_gamma'] if found[1] else [])
+    else:
+        report['not_inferred']['objective'] = ('loss_weight matches no objective (pred_v, pred_noise, pred_x0, with '
+                                               'or without min_snr_loss_weight): pass it with --config')
+    return cfg, report
