@@ -167,7 +167,12 @@ def read_weights(path, ema=False):
     entries = _strip_wrappers(entries)
     entries = OrderedDict((torch_to_ms_name(k), v) for k, v in entries.items())
     kind = _detect_kind(entries, path)
-    return Source(path, fmt, entries, kind, info, _stored_config(path, meta))
+    stored = _stored_config(path, meta)
+    if isinstance(stored, Mapping) and isinstance(stored.get('source'), Mapping):
+        for k in ('trainer_step', 'reference_version'):    # provenance travels with the weights
+            if stored['source'].get(k) is not None:
+                info.setdefault(k, stored['source'][k])
+    return Source(path, fmt, entries, kind, info, stored)
 
 
 # --- config ----------------------------------------------------------------------------------
