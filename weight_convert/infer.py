@@ -130,21 +130,19 @@ def infer_unet_config(shapes, diffusion=False):
                                  f'no GaussianDiffusion has channels == out_dim with these')
         choice = fits[0]
     else:
-        exact = [(c, sc) for c, sc in candidates if out_dim == c]          # out_dim default, no learned variance
-        if len(exact) == 1:
-            choice = exact[0]
+        if len(candidates) == 1 or out_dim * 2 == in_ch:    # odd inputs; or out == in/2: self-condition
+            choice = candidates[-1]
         else:
             def likely(cand):
                 return (cand[0] in COMMON_CHANNELS, out_dim in (cand[0], 2 * cand[0]), not cand[1])
             ranked = sorted(candidates, key=likely, reverse=True)
             choice = ranked[0]
-            if len(candidates) > 1:
-                alt = reading(*ranked[1])
-                report['ambiguous']['channels/self_condition'] = (
-                    f'init_conv takes {in_ch} channels, final_conv gives {out_dim}: read as '
-                    f'channels={choice[0]}, self_condition={choice[1]}; also possible: '
-                    + ', '.join(f'{k}={v}' for k, v in alt.items() if v is not None)
-                    + ' (pass --config to choose)')
+            alt = reading(*ranked[1])
+            report['ambiguous']['channels/self_condition'] = (
+                f'init_conv takes {in_ch} channels, final_conv gives {out_dim}: read as '
+                f'channels={choice[0]}, self_condition={choice[1]}; also possible: '
+                + ', '.join(f'{k}={v}' for k, v in alt.items() if v is not None)
+                + ' (pass --config to choose)')
     r = reading(*choice)
     cfg.update(r)
     if r['learned_variance']:
