@@ -1,0 +1,227 @@
+"""The benchmark items.  Each builds the PyTorch reference and its MindSpore twin with the
+same weights, times both on the same inputs, and returns a dict of figures (seconds).
+
+MindSpore runs asynchronously: every timed MindSpore call ends in ``.asnumpy()`` on its
+result, so the time covers the work.  GRAPH mode is ``ms.jit`` of a function calling the
+cell (as in ``parity_tests.harness.run_ms``); its first call (tracing + compiling + one run)
+is timed on its own and ``compile_s`` = first call - steady-state median.
+"""
+
+import contextlib
+import io
+import os
+import time
+
+import numpy as np
+
+from bench.timing import interleaved, load, ratio, summary, timed
+
+# The reference's default U-Net, and the small U-Net of the parity tests (parity_tests/cases.py).
+DEFAULT_UNET = dict(dim=64)
+SMALL_UNET = dict(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8)
+
+
+def _torch():
+    import torch
+    return torch
+
+
+def build_unets(cfg, seed=0):
+    """(torch Unet, MindSpore Unet) with the same weights (loaded strictly by name)."""
+    torch = _torch()
+    from reference.builders import build_unet
+    from weight_convert import load_torch_state_dict
+    import ms_ddpm
+    t = build_unet(cfg, seed=seed)
+    m = ms_ddpm.Unet(**cfg)
+    load_torch_state_dict(m, t.state_dict())
+    return t, m
+
+
+def build_diffusions(cfg, seed=0, **diffusion_kwargs):
+    """(torch GaussianDiffusion, MindSpore GaussianDiffusion) around U-Nets with the same weights."""
+    import denoising_diffusion_pytorch as ddp
+    import ms_ddpm
+    t_unet, m_unet = build_unets(cfg, seed=seed)
+    t = ddp.GaussianDiffusion(t_unet, **diffusion_kwargs)
+    m = ms_ddpm.GaussianDiffusion(m_unet, **diffusion_kwargs)
+    return t, m
+
+
+def _graph_first_and_steady(first_call):
+    """Time the first GRAPH call (trace + compile + run)."""
+    return timed(first_call)
+
+
+def _finish(result, figures):
+    """Add ratios MindSpore / PyTorch for every MindSpore figure, and the compile times."""
+    torch_s = figures['torch']['median_s']
+    result['figures'] = figures
+    result['ratios'] = {name: ratio(f['median_s'], torch_s) for name, f in figures.items() if name != 'torch'}
+    return result
+
+
+def unet_forward(s, name, cfg, shape):
+    """One U-Net forward (no gradients) at ``shape``: torch eager, MindSpore PyNative and GRAPH."""
+    torch = _torch()
+    import mindspore as ms
+    result = {'item': name, 'what': f'Unet({_cfg_str(cfg)}) forward, input {shape}', 'load_before': load()}
+    t, m = build_unets(cfg)
+    t.eval()
+    m.set_train(False)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    tm = rng.integers(0, 1000, size=(shape[0],)).astype(np.int64)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(tm)
+    xm, tmm = ms.Tensor(x), ms.Tensor(tm)
+
+    def run_torch():
+        with torch.no_grad():
+            return t(xt, tt)
+
+    def forward(a, b):
+        return m(a, b)
+    graph = ms.jit(forward)
+
+    fns = {'torch': run_torch, 'ms_graph': lambda: graph(xm, tmm).asnumpy()}
+    if 'pynative' in s.modes:
+        fns['ms_pynative'] = lambda: m(xm, tmm).asnumpy()
+    first = timed(fns['ms_graph'])
+    figures = interleaved(fns, s.repeats, warmup=1)
+    result['compile_s'] = {'ms_graph': max(first - figures['ms_graph']['median_s'], 0.0)}
+    result['first_call_s'] = {'ms_graph': first}
+    result['load_after'] = load()
+    return _finish(result, figures)
+
+
+def train_step(s, name, cfg, batch, image_size):
+    """One GaussianDiffusion training step (loss + backward + Adam(lr 1e-4, betas (0.9, 0.99)))
+    on the same batch, times and noise in both frameworks.  MindSpore: ``ms.value_and_grad`` +
+    ``ms_compat.Adam`` (torch's update; GRAPH: the whole step in one ``ms.jit``), and in GRAPH
+    mode also MindSpore's own ``nn.Adam`` (ApplyAdam kernel; a different eps placement)."""
+    torch = _torch()
+    import mindspore as ms
+    from mindspore import nn
+    from ms_ddpm.ms_compat import Adam
+    result = {'item': name, 'what': f'GaussianDiffusion(Unet({_cfg_str(cfg)}), image_size={image_size}) train step, batch {batch}',
+              'load_before': load()}
+    t, m = build_diffusions(cfg, image_size=image_size)
+    t.train()
+    m.set_train(True)
+    rng = np.random.default_rng(0)
+    img = rng.random((batch, 3, image_size, image_size)).astype(np.float32)
+    times = rng.integers(0, 1000, size=(batch,)).astype(np.int64)
+    noise = rng.standard_normal(img.shape).astype(np.float32)
+    it, tt, nt = (torch.from_numpy(a) for a in (img, times, noise))
+    im, tm, nm = (ms.Tensor(a) for a in (img, times, noise))
+
+    t_opt = torch.optim.Adam(t.parameters(), lr=1e-4, betas=(0.9, 0.99))
+
+    def run_torch():
+        loss = t(it, times=tt, noise=nt)
+        loss.backward()
+        t_opt.step()
+        t_opt.zero_grad()
+        return loss.item()
+
+    params = m.trainable_params()
+
+    def loss_fn(img_, times_, noise_):
+        return m(img_, times_, 'mean', noise_)
+
+    def make_step(opt):
+        grad_fn = ms.value_and_grad(loss_fn, None, opt.parameters)
+
+        def step(img_, times_, noise_):
+            loss, grads = grad_fn(img_, times_, noise_)
+            opt(grads)
+            return loss
+        return step
+
+    opt_py = Adam(params, lr=1e-4, betas=(0.9, 0.99))
+    opt_graph = Adam(params, lr=1e-4, betas=(0.9, 0.99))
+    py_step = make_step(opt_py)
+    graph_step = ms.jit(make_step(opt_graph))
+    fns = {'torch': run_torch, 'ms_graph': lambda: graph_step(im, tm, nm).asnumpy()}
+    first = {'ms_graph': timed(fns['ms_graph'])}
+    if s.full and 'nn_adam' in s.extras:
+        nn_opt = nn.Adam(params, learning_rate=1e-4, beta1=0.9, beta2=0.99)
+        graph_nn = ms.jit(make_step(nn_opt))
+        fns['ms_graph_nn_adam'] = lambda: graph_nn(im, tm, nm).asnumpy()
+        first['ms_graph_nn_adam'] = timed(fns['ms_graph_nn_adam'])
+    if 'pynative' in s.modes:
+        fns['ms_pynative'] = lambda: py_step(im, tm, nm).asnumpy()
+    figures = interleaved(fns, s.train_repeats, warmup=1)
+    result['compile_s'] = {k: max(v - figures[k]['median_s'], 0.0) for k, v in first.items()}
+    result['first_call_s'] = first
+    result['load_after'] = load()
+    return _finish(result, figures)
+
+
+def sampling(s, name, cfg, image_size, batch, timesteps, sampling_timesteps):
+    """``GaussianDiffusion.sample(batch)``: DDIM when ``sampling_timesteps < timesteps``, else
+    DDPM (one U-Net call per step).  MindSpore compiles its sampling step with ``ms.jit``
+    (``GaussianDiffusion.jit_sampling``); the first call's extra time is the compile time."""
+    torch = _torch()
+    import mindspore as ms
+    steps = sampling_timesteps or timesteps
+    kind = 'DDIM' if steps < timesteps else 'DDPM'
+    result = {'item': name, 'what': f'{kind} sampling, {steps} steps, batch {batch}, Unet({_cfg_str(cfg)}) {image_size}x{image_size}',
+              'steps': steps, 'load_before': load()}
+    t, m = build_diffusions(cfg, image_size=image_size, timesteps=timesteps, sampling_timesteps=sampling_timesteps)
+    t.eval()
+    m.set_train(False)
+
+    def run_torch():
+        return t.sample(batch_size=batch)
+
+    fns = {'torch': run_torch, 'ms_graph': lambda: m.sample(batch_size=batch).asnumpy()}
+    torch.manual_seed(0)
+    ms.set_seed(0)
+    first = {'ms_graph': timed(fns['ms_graph'])}
+    figures = interleaved(fns, s.sample_repeats, warmup=0)
+    for f in figures.values():
+        f['per_step_s'] = f['median_s'] / steps
+    result['compile_s'] = {k: max(v - figures[k]['median_s'], 0.0) for k, v in first.items()}
+    result['first_call_s'] = first
+    result['load_after'] = load()
+    return _finish(result, figures)
+
+
+def convert(s):
+    """Checkpoint conversion against ``cp``, and peak memory: ``bench.convert_bench`` (owned by
+    the converter's maintainers) if present."""
+    result = {'item': 'convert', 'what': 'checkpoint conversion of a large U-Net vs cp, peak memory', 'load_before': load()}
+    try:
+        from bench.convert_bench import run_convert_bench
+    except ImportError as err:
+        result['skipped'] = f'bench.convert_bench is not available yet ({err})'
+        return result
+    import inspect
+    kwargs = {}
+    if 'quick' in inspect.signature(run_convert_bench).parameters:
+        kwargs['quick'] = not s.full
+    start = time.perf_counter()
+    result['convert_bench'] = run_convert_bench(**kwargs)
+    result['wall_s'] = time.perf_counter() - start
+    result['load_after'] = load()
+    return result
+
+
+def suite(s, root):
+    """Wall time of ``python -m pytest parity_tests -q`` in a subprocess."""
+    import subprocess
+    import sys
+    result = {'item': 'suite', 'what': 'wall time of the parity test suite (pytest parity_tests -q)', 'load_before': load()}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, '-m', 'pytest', 'parity_tests', '-q', '-p', 'no:cacheprovider'],
+                          cwd=root, capture_output=True, text=True)
+    result['wall_s'] = time.perf_counter() - start
+    result['returncode'] = proc.returncode
+    result['summary'] = (proc.stdout.strip().splitlines() or [''])[-1]
+    result['load_after'] = load()
+    return result
+
+
+def _cfg_str(cfg):
+    return ', '.join(f'{k}={v}' for k, v in cfg.items())

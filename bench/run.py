@@ -1,0 +1,205 @@
+"""``ms-ddpm bench``: the MindSpore port against the PyTorch reference on this machine.
+
+One run times both frameworks in one process on the same CPU threads, interleaving their
+repeats, and prints medians and ratios MindSpore / PyTorch (< 1 means MindSpore is faster).
+Results go to a JSON file (written atomically) and a table; docs/benchmarks.md has the
+figures for the project's machine.
+
+    ms-ddpm bench                 # full run (~10 min on 2 cores)
+    ms-ddpm bench --quick         # a short run: fewer repeats, fewer sampling steps
+    ms-ddpm bench --suite         # also the wall time of the parity test suite (minutes)
+    ms-ddpm bench --only unet_small,ddim --out results.json
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ITEMS = ('unet_dim64', 'unet_small', 'train_dim64', 'ddim', 'ddpm_small', 'convert', 'suite')
+
+
+@dataclass
+class Settings:
+    full: bool = True
+    threads: int = 2
+    repeats: int = 5
+    train_repeats: int = 3
+    sample_repeats: int = 2
+    ddim_steps: int = 50
+    ddpm_steps: int = 1000
+    modes: tuple = ('pynative', 'graph')
+    extras: tuple = ('nn_adam',)
+
+
+def set_threads(n):
+    """The same number of CPU threads for both frameworks; returns what was applied.  Must run
+    before MindSpore executes its first op (its thread count can be set once)."""
+    import torch
+    import mindspore as ms
+    applied = {}
+    torch.set_num_threads(n)
+    applied['torch.set_num_threads'] = torch.get_num_threads()
+    try:
+        torch.set_num_interop_threads(1)
+        applied['torch.set_num_interop_threads'] = 1
+    except RuntimeError:
+        pass
+    ms.set_device('CPU')
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        ms.device_context.cpu.op_tuning.threads_num(n)
+        applied['ms.device_context.cpu.op_tuning.threads_num'] = n
+    except (AttributeError, RuntimeError):
+        ms.set_context(runtime_num_threads=n)
+        applied['ms.set_context(runtime_num_threads)'] = n
+    return applied
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='ms-ddpm bench', description=__doc__.split('\n\n')[0])
+    p.add_argument('--quick', action='store_true', help='short run: 2 repeats, 10 DDIM / 100 DDPM steps, no nn.Adam variant')
+    p.add_argument('--suite', action='store_true', help='also time the whole parity test suite in a subprocess (minutes)')
+    p.add_argument('--only', default=None, help=f'comma-separated items out of {",".join(ITEMS)}')
+    p.add_argument('--threads', type=int, default=min(os.cpu_count() or 1, 2),
+                   help='CPU threads for both frameworks (default: 2, or fewer cores)')
+    p.add_argument('--repeats', type=int, default=None, help='timed repeats per item (after warm-up)')
+    p.add_argument('--no-pynative', action='store_true', help='skip MindSpore PyNative timings (GRAPH only)')
+    p.add_argument('--out', default=None, help='JSON output path (default: bench/results/bench-ms<version>.json)')
+    return p.parse_args(argv)
+
+
+def settings_from(args):
+    s = Settings(threads=args.threads)
+    if args.quick:
+        s.full, s.repeats, s.train_repeats, s.sample_repeats = False, 2, 1, 1
+        s.ddim_steps, s.ddpm_steps, s.extras = 10, 100, ()
+    if args.repeats:
+        s.repeats = args.repeats
+        s.train_repeats = s.sample_repeats = max(1, min(args.repeats, 3))
+    if args.no_pynative:
+        s.modes = ('graph',)
+    return s
+
+
+def selected(args):
+    if args.only:
+        items = [i.strip() for i in args.only.split(',') if i.strip()]
+        unknown = sorted(set(items) - set(ITEMS))
+        if unknown:
+            raise SystemExit(f'ms-ddpm bench: unknown item(s) {unknown}; known: {", ".join(ITEMS)}')
+        return items
+    return [i for i in ITEMS if i != 'suite' or args.suite]
+
+
+def run_item(name, s):
+    from bench import items as it
+    if name == 'unet_dim64':
+        return it.unet_forward(s, name, it.DEFAULT_UNET, (16, 3, 32, 32))
+    if name == 'unet_small':
+        return it.unet_forward(s, name, it.SMALL_UNET, (16, 3, 16, 16))
+    if name == 'train_dim64':
+        return it.train_step(s, name, it.DEFAULT_UNET, batch=16, image_size=32)
+    if name == 'ddim':
+        return it.sampling(s, name, it.DEFAULT_UNET, image_size=32, batch=4, timesteps=1000, sampling_timesteps=s.ddim_steps)
+    if name == 'ddpm_small':
+        return it.sampling(s, name, it.SMALL_UNET, image_size=16, batch=4, timesteps=s.ddpm_steps, sampling_timesteps=None)
+    if name == 'convert':
+        return it.convert(s)
+    if name == 'suite':
+        return it.suite(s, ROOT)
+    raise ValueError(name)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def _ms(x):
+    return '-' if x is None else (f'{x * 1e3:.1f} ms' if x < 10 else f'{x:.1f} s')
+
+
+def table(results):
+    head = f'{"item":13s} {"torch":>10s} {"ms pynative":>12s} {"ms graph":>10s} {"compile":>9s} {"graph/torch":>12s} {"pyn/torch":>10s}'
+    lines = [head, '-' * len(head)]
+    for r in results:
+        f = r.get('figures')
+        if f:
+            g = f.get('ms_graph', {}).get('median_s')
+            lines.append(f'{r["item"]:13s} {_ms(f["torch"]["median_s"]):>10s} {_ms(f.get("ms_pynative", {}).get("median_s")):>12s} '
+                         f'{_ms(g):>10s} {_ms(r.get("compile_s", {}).get("ms_graph")):>9s} '
+                         f'{_r(r["ratios"].get("ms_graph")):>12s} {_r(r["ratios"].get("ms_pynative")):>10s}')
+            if 'ms_graph_nn_adam' in f:
+                lines.append(f'{"  (nn.Adam)":13s} {"":>10s} {"":>12s} {_ms(f["ms_graph_nn_adam"]["median_s"]):>10s} '
+                             f'{_ms(r["compile_s"].get("ms_graph_nn_adam")):>9s} {_r(r["ratios"].get("ms_graph_nn_adam")):>12s}')
+            if 'steps' in r:
+                lines.append(f'{"  per step":13s} {_ms(f["torch"]["per_step_s"]):>10s} {"":>12s} {_ms(f["ms_graph"]["per_step_s"]):>10s}')
+        elif r['item'] == 'convert':
+            lines.append(f'{"convert":13s} ' + (r.get('skipped') or _convert_line(r.get('convert_bench', {}))))
+        elif r['item'] == 'suite':
+            lines.append(f'{"suite":13s} {_ms(r["wall_s"]):>10s}  ({r["summary"]})')
+        elif 'error' in r:
+            lines.append(f'{r["item"]:13s} FAILED: {r["error"]}')
+    return '\n'.join(lines)
+
+
+def _r(x):
+    return '-' if x is None else f'{x:.2f}'
+
+
+def _convert_line(cb):
+    keys = sorted(k for k, v in cb.items() if isinstance(v, (int, float)))
+    return ', '.join(f'{k}={cb[k]:.3g}' for k in keys[:8])
+
+
+def write_json(path, data):
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, suffix='.tmp')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(data, f, indent=1, sort_keys=False, default=str)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    names = selected(args)
+    s = settings_from(args)
+    os.environ.setdefault('TQDM_DISABLE', '1')    # the sampling loops' progress bars, both frameworks
+    os.environ.setdefault('GLOG_v', '3')          # MindSpore: errors only
+    threads = set_threads(s.threads)
+    from bench.timing import load, versions
+    import mindspore as ms
+    out = args.out or os.path.join(ROOT, 'bench', 'results', f'bench-ms{ms.__version__}.json')
+    data = {'started': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'versions': versions(),
+            'threads': threads, 'settings': vars(s) | {'modes': list(s.modes), 'extras': list(s.extras)},
+            'env': {k: os.environ.get(k) for k in ('MS_DDPM_FAST_MATH', 'OMP_NUM_THREADS', 'PYTHONPATH')},
+            'load_start': load(), 'results': []}
+    print(f'ms-ddpm bench: mindspore {data["versions"]["mindspore"]}, torch {data["versions"]["torch"]}, '
+          f'{s.threads} threads, load {data["load_start"]}, items: {", ".join(names)}', flush=True)
+    start = time.perf_counter()
+    for name in names:
+        t0 = time.perf_counter()
+        print(f'  {name} ...', end='', flush=True)
+        try:
+            r = run_item(name, s)
+        except Exception as err:     # one failing item must not lose the others' figures
+            r = {'item': name, 'error': f'{type(err).__name__}: {err}'}
+        r['item_wall_s'] = time.perf_counter() - t0
+        data['results'].append(r)
+        print(f' {r["item_wall_s"]:.0f} s' + (f'  FAILED: {r["error"][:300]}' if 'error' in r else ''), flush=True)
+        write_json(out, data)
+    data['wall_s'] = time.perf_counter() - start
+    data['load_end'] = load()
+    write_json(out, data)
+    print()
+    print(table(data['results']))
+    print(f'\nload {data["load_start"]} -> {data["load_end"]}; wall {data["wall_s"]:.0f} s; JSON: {out}')
+    return 1 if any('error' in r for r in data['results']) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

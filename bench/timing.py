@@ -1,0 +1,90 @@
+"""Timing helpers: interleaved repeats, medians, host load and versions.
+
+Both frameworks are timed in one process on the same threads.  Repeats of the contestants
+are interleaved (torch, MindSpore, torch, MindSpore, ...) so that the load other processes
+put on a shared machine falls on both alike; the figure reported is the median.
+"""
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+
+def load():
+    """1-, 5- and 15-minute load averages of the machine (other processes count too)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(fns, repeats, warmup=1):
+    """``{name: callable}`` -> ``{name: {'median_s', 'min_s', 'times_s'}}``; each callable must
+    block until its result exists (MindSpore: ``.asnumpy()`` the output).  ``warmup`` calls of
+    each are made first and not counted."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: summary(ts) for name, ts in times.items()}
+
+
+def summary(ts):
+    return {'median_s': statistics.median(ts), 'min_s': min(ts), 'times_s': [round(t, 5) for t in ts]}
+
+
+def ratio(a, b):
+    return None if not a or not b else a / b
+
+
+def versions():
+    out = {'python': platform.python_version(), 'machine': platform.machine(),
+           'cpu': _cpu_model(), 'cpu_count': os.cpu_count()}
+    for mod in ('mindspore', 'torch', 'numpy'):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception as err:  # a missing framework is reported, not fatal here
+            out[mod] = f'unavailable: {err}'
+    try:
+        from importlib import metadata
+        out['denoising_diffusion_pytorch'] = metadata.version('denoising-diffusion-pytorch')
+    except Exception:
+        out['denoising_diffusion_pytorch'] = None
+    try:
+        import mindspore
+        out['mindspore_path'] = os.path.dirname(mindspore.__file__)
+    except Exception:
+        pass
+    out['git_commit'] = _git_commit()
+    return out
+
+
+def _cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _git_commit():
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=here, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except Exception:
+        return None
