@@ -6,7 +6,7 @@ import pytest
 
 from parity_tests.cases import UNET_CASES
 from weight_convert import infer_diffusion_config, infer_unet_config
-from weight_convert.convert import target_spec
+from weight_convert.converter import target_spec
 from weight_convert.rules import UNET_DEFAULTS, UNET_NOT_INFERABLE
 
 torch = pytest.importorskip('torch')

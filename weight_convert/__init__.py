@@ -22,7 +22,7 @@ from weight_convert.formats import (
     UnsafeCheckpointError,
     UnsupportedFormatError,
 )
-from weight_convert.convert import (
+from weight_convert.converter import (
     CheckpointMismatchError,
     ConfigError,
     config_path,

@@ -51,7 +51,7 @@ def main(argv=None):
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     from weight_convert.formats import ConvertError
-    from weight_convert.convert import convert, parse_explicit_config
+    from weight_convert.converter import convert, parse_explicit_config
 
     try:
         explicit = parse_explicit_config(args.config)

@@ -178,12 +178,58 @@ def torch_from_entry(e):
         return torch.from_numpy(np.ascontiguousarray(data))
 
 
-def load_torch_file(path):
+ZIP_MAGIC = b'PK\x03\x04'
+CRC_CHUNK = 8 << 20
+
+
+def verify_zip_crc(path):
+    """Check every member of a (torch.save) zip against its CRC-32, reading in chunks (no
+    extra memory).  torch.load with mmap=True maps tensor data without checking it."""
+    import zlib
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CorruptCheckpointError(f'{path}: corrupt zip archive ({e})') from None
+    buf = bytearray(CRC_CHUNK)
+    view = memoryview(buf)
+    with open(path, 'rb') as f:
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED:
+                continue      # torch.save stores; a compressed member is checked by zipfile on read
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if len(local) < 30 or local[:4] != ZIP_MAGIC:
+                raise CorruptCheckpointError(f'{path}: corrupt zip archive (bad local header for {info.filename})')
+            f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], 'little')
+                   + int.from_bytes(local[28:30], 'little'))
+            left, crc = info.file_size, 0
+            while left:
+                n = f.readinto(view[:min(left, CRC_CHUNK)])
+                if not n:
+                    raise CorruptCheckpointError(f'{path}: truncated: {info.filename} ends early')
+                crc = zlib.crc32(view[:n], crc)
+                left -= n
+            if crc != info.CRC:
+                raise CorruptCheckpointError(
+                    f'{path}: corrupt: {info.filename} fails its CRC-32 check (stored {info.CRC:08x}, '
+                    f'computed {crc:08x}); the file was damaged after it was written')
+
+
+def load_torch_file(path, check_crc=True):
     """``torch.load(path, weights_only=True)``, memory-mapped when the file allows it.
     Returns the loaded object; unsafe, corrupt and truncated files raise ConvertError."""
     torch = _torch()
     check_readable(path)
     is_zip = zipfile.is_zipfile(path)
+    if not is_zip:
+        with open(path, 'rb') as f:
+            if f.read(4) == ZIP_MAGIC:
+                raise CorruptCheckpointError(
+                    f'{path}: truncated or corrupt: a zip archive (torch.save format) without its central '
+                    f'directory; the file was probably cut short')
+    elif check_crc:
+        verify_zip_crc(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -203,7 +249,7 @@ def load_torch_file(path):
             f'or an arbitrary pickle; nothing in the file was run') from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError,
             TypeError, AttributeError, UnicodeDecodeError) as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0]
+        first = (str(e).splitlines() or [type(e).__name__])[0].split('. This is an internal')[0]
         why = 'truncated or corrupt zip archive' if is_zip else 'not a PyTorch checkpoint (truncated or corrupt?)'
         raise CorruptCheckpointError(f'{path}: {why}: {type(e).__name__}: {first}') from None
 

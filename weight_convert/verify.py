@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from weight_convert.convert import diffusion_kwargs, load_model, read_weights, unet_kwargs
+from weight_convert.converter import diffusion_kwargs, load_model, read_weights, unet_kwargs
 from weight_convert.formats import torch_from_entry
 from weight_convert.rules import DIFFUSION_BUFFERS
 

@@ -123,12 +123,13 @@ def _detect_kind(entries, path):
 def _stored_config(path, safetensors_meta=None):
     if safetensors_meta and SAFETENSORS_CONFIG_KEY in safetensors_meta:
         try:
-            return json.loads(safetensors_meta[SAFETENSORS_CONFIG_KEY])
-        except json.JSONDecodeError:
+            return dict(json.loads(safetensors_meta[SAFETENSORS_CONFIG_KEY]), _origin='the safetensors metadata')
+        except (json.JSONDecodeError, TypeError, ValueError):
             pass
     side = config_path(path)
     if os.path.isfile(side):
-        return read_config_file(side)
+        cfg = read_config_file(side)
+        return dict(cfg, _origin=side) if isinstance(cfg, Mapping) else None
     return None
 
 
@@ -228,22 +229,24 @@ def _unet_shapes(source):
 
 
 def resolve_config(source, explicit=None):
-    """The full config for ``source``: a config stored with the file, else one inferred from its
-    keys and shapes; then ``explicit`` (``parse_explicit_config`` output) on top."""
+    """The full config for ``source``: a config stored with the file (if it is for this kind
+    of model), else one inferred from its keys and shapes; then ``explicit``
+    (``parse_explicit_config`` output) on top."""
     explicit = explicit or {'unet': {}, 'diffusion': {}}
     diffusion = source.kind == 'GaussianDiffusion'
     notes = {'inferred': [], 'not_inferred': {}, 'ambiguous': {}, 'given': []}
     stored = source.stored_config
-    if stored and stored.get('format') == CONFIG_FORMAT:
+    if stored and stored.get('format') == CONFIG_FORMAT and stored.get('model') == source.kind:
         unet = dict(UNET_DEFAULTS, **stored.get('unet', {}))
         diff = dict(DIFFUSION_DEFAULTS, **(stored.get('diffusion') or {})) if diffusion else None
-        notes['from_file'] = 'config stored with the weights'
-        inferred_unet = inferred_diff = None
+        notes['from_file'] = f'read from {stored.get("_origin", "the weights file")}'
     else:
         try:
             unet, rep = infer_unet_config(_unet_shapes(source), diffusion=diffusion)
         except InferenceError as e:
-            raise ConvertError(f'{source.path}: cannot infer the Unet config: {e}; pass it with --config') from None
+            if 'dim' not in explicit['unet']:
+                raise ConvertError(f'{source.path}: cannot infer the Unet config: {e}; pass it with --config') from None
+            unet, rep = dict(UNET_DEFAULTS), {'not_inferred': {'*': f'inference failed ({e}); --config used'}}
         for k in notes:
             if k in rep:
                 notes[k] = rep[k] if k != 'not_inferred' else dict(rep[k])
@@ -257,7 +260,7 @@ def resolve_config(source, explicit=None):
             notes['inferred'] += drep['inferred']
             notes['not_inferred'].update(drep['not_inferred'])
             notes['ambiguous'].update(drep['ambiguous'])
-        inferred_unet, inferred_diff = dict(unet), (dict(diff) if diff else None)
+    base_unet = dict(unet)
     for k, v in explicit['unet'].items():
         unet[k] = v
         notes['given'].append(k)
@@ -274,12 +277,12 @@ def resolve_config(source, explicit=None):
     cfg = {'format': CONFIG_FORMAT, 'version': CONFIG_VERSION, 'model': source.kind,
            'unet': _jsonable(unet), 'diffusion': _jsonable(diff) if diffusion else None,
            'notes': notes}
-    conflicts = []
-    if inferred_unet is not None:
-        conflicts += [f'{k}: given {explicit["unet"][k]!r}, the weights imply {inferred_unet[k]!r}'
-                      for k in explicit['unet'] if _jsonable(explicit['unet'][k]) != _jsonable(inferred_unet.get(k))
-                      and k not in ('dropout', 'sinusoidal_pos_emb_theta', 'flash_attn')]
-    cfg['_conflicts'] = conflicts
+    implied = 'the stored config says' if notes.get('from_file') else 'the weights imply'
+    cfg['_conflicts'] = [f'{k}: given {explicit["unet"][k]!r}, {implied} {base_unet.get(k)!r}'
+                         for k in explicit['unet'] if _jsonable(explicit['unet'][k]) != _jsonable(base_unet.get(k))
+                         and k not in ('dropout', 'sinusoidal_pos_emb_theta', 'flash_attn')]
+    if notes.get('from_file'):
+        cfg['_conflicts'].append(f'(config {notes["from_file"]}; pass --config to override it)')
     return cfg
 
 
@@ -350,7 +353,7 @@ def check_against(source, spec, cfg):
     if missing or unexpected or mismatched:
         hint = ''
         if cfg.get('_conflicts'):
-            hint = 'the given config differs from what the weights imply:\n' + '\n'.join(
+            hint = 'the config used differs from the weights:\n' + '\n'.join(
                 f'    {c}' for c in cfg['_conflicts'])
         raise CheckpointMismatchError(source.path, StateDictMismatchError(
             missing, unexpected, mismatched, target=f'{cfg["model"]}({_brief(cfg)})'), hint)
