@@ -74,6 +74,36 @@ def test_ms_checkpoint_is_native_mindspore(tmp_path, unet_sd):
     assert np.array_equal(p.astype(ms.float32).asnumpy(), sd['init_conv.weight'].float().numpy())
 
 
+@pytest.mark.parametrize('crc_check', [False, True])
+def test_reads_checkpoints_written_by_mindspore(tmp_path, unet_sd, crc_check):
+    """A .ckpt from mindspore.save_checkpoint (of an ms_ddpm network, bf16 values included)
+    converts to the same bits."""
+    import ms_ddpm
+    from weight_convert import load_torch_state_dict
+    net = ms_ddpm.Unet(**CFG)
+    load_torch_state_dict(net, unet_sd)
+    params = [{'name': n, 'data': p.value().astype(ms.bfloat16) if 'weight' in n else p.value()}
+              for n, p in net.parameters_and_names()]
+    ms.save_checkpoint(params, str(tmp_path / 'ms.ckpt'), crc_check=crc_check)
+    convert(tmp_path / 'ms.ckpt', tmp_path / 'back.pt')
+    want = {k: v.to(torch.bfloat16) if 'weight' in k else v for k, v in unet_sd.items()}
+    assert_bit_identical(want, torch.load(tmp_path / 'back.pt', weights_only=True))
+
+
+def test_ckpt_framing_is_protobuf_serialization():
+    """write_ckpt frames messages by hand; the bytes equal Checkpoint.SerializeToString()."""
+    from weight_convert.formats import _checkpoint_pb2, ckpt_slice_prefix
+    Checkpoint = _checkpoint_pb2()
+    for name, dims, n in [('a', [3, 2], 24), ('downs.0.0.block1.proj.weight', [64, 64, 3, 3], 64 * 64 * 9 * 4),
+                          ('scalar', [], 4), ('empty', [0], 0), ('big', [1 << 22], 1 << 24)]:
+        data = bytes(range(256)) * (n // 256) + bytes(n % 256)
+        msg = Checkpoint()
+        v = msg.value.add()
+        v.tag, v.tensor.tensor_type, v.tensor.tensor_content = name, 'Float32', data
+        v.tensor.dims.extend(dims)
+        assert ckpt_slice_prefix(name, dims, 'Float32', n) + data == msg.SerializeToString(), name
+
+
 def test_safetensors_output_is_standard(tmp_path, unet_sd):
     """The safetensors package reads ours (bf16 natively, as BF16), and we read its files."""
     from safetensors.torch import load_file, save_file
@@ -186,6 +216,16 @@ def test_cli_verify_prints_difference_and_passes(tmp_path, unet_sd, capsys):
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert 'rel_fro=' in out.out and 'verify: PASS' in out.out
+
+
+def test_cli_verify_reverse_direction(tmp_path, unet_sd, capsys):
+    """MindSpore -> PyTorch: the reference model is built from DST, the MindSpore one from SRC."""
+    torch.save(unet_sd, tmp_path / 'unet.pt')
+    convert(tmp_path / 'unet.pt', tmp_path / 'unet.ckpt')
+    rc = cli_main([str(tmp_path / 'unet.ckpt'), str(tmp_path / 'torch_out.pt'), '--verify'])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert 'verify: PASS' in out.out
 
 
 def test_cli_help_and_usage_errors(capsys):

@@ -111,6 +111,7 @@ def test_corrupt_zip_member(tmp_path, good, member):
     with pytest.raises(CorruptCheckpointError) as e:
         convert(bad, tmp_path / 'out.ckpt')
     assert str(bad) in str(e.value) and 'CRC-32' in str(e.value) and member in str(e.value)
+    assert _files(tmp_path) == ['damaged.pt'], 'nothing may be written from a damaged file'
 
 
 def test_empty_file_directory_wrong_extension_missing_file(tmp_path):

@@ -12,11 +12,32 @@ stderr, nothing written); 2 bad command line; 3 --verify found outputs that diff
 
 import argparse
 import json
-import os
 import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
 PROGRESS_MIN_BYTES = 32 << 20
+
+
+class Progress:
+    """tqdm bar over the bytes written, shown for outputs of PROGRESS_MIN_BYTES and more."""
+
+    def __init__(self, enabled=True):
+        self.enabled, self.bar = enabled, None
+
+    def start(self, total):
+        if self.enabled and total >= PROGRESS_MIN_BYTES:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit='B', unit_scale=True, unit_divisor=1024, desc='writing',
+                            file=sys.stderr, leave=False)
+
+    def __call__(self, n):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _parser():
@@ -57,21 +78,12 @@ def main(argv=None):
         explicit = parse_explicit_config(args.config)
         if args.image_size is not None:
             explicit['diffusion']['image_size'] = args.image_size
-        size = os.path.getsize(args.src) if os.path.isfile(args.src) else 0
-        bar = None
-        if not args.quiet and size >= PROGRESS_MIN_BYTES:
-            from tqdm import tqdm
-            bar = tqdm(total=None, unit='B', unit_scale=True, unit_divisor=1024, desc='writing', file=sys.stderr)
-
-        def progress(n):
-            if bar is not None:
-                bar.update(n)
+        progress = Progress(enabled=not args.quiet)
         try:
             summary = convert(args.src, args.dst, ema=args.ema, config=explicit, trainer=args.trainer,
                               step=args.step, progress=progress, log=log)
         finally:
-            if bar is not None:
-                bar.close()
+            progress.close()
     except ConvertError as e:
         print(f'ms-ddpm convert: error: {e}', file=sys.stderr)
         return EXIT_FAILED
@@ -96,9 +108,14 @@ def main(argv=None):
     if args.print_config:
         print(json.dumps(cfg, indent=2))
     if args.verify:
+        from weight_convert.formats import format_of
         from weight_convert.verify import verify
+        if format_of(args.dst, role='destination') == 'torch':     # MindSpore -> PyTorch
+            files = dict(torch_path=args.dst, ms_path=args.src, ms_ema=args.ema)
+        else:
+            files = dict(torch_path=args.src, ms_path=args.dst, torch_ema=args.ema)
         try:
-            ok, _ = verify(args.src, args.dst, ema=args.ema, log=lambda s: print(s, flush=True))
+            ok, _ = verify(config=cfg, log=lambda s: print(s, flush=True), **files)
         except ConvertError as e:
             print(f'ms-ddpm convert: verify error: {e}', file=sys.stderr)
             return EXIT_FAILED

@@ -48,9 +48,15 @@ class Source:
     ('Unet' | 'GaussianDiffusion'), ``info`` (trainer step, reference version, which
     weights), ``stored_config`` (a config found in/beside the file, or None)."""
 
-    def __init__(self, path, fmt, entries, kind, info, stored_config=None):
+    def __init__(self, path, fmt, entries, kind, info, stored_config=None, pending_check=None):
         self.path, self.format, self.entries, self.kind = path, fmt, entries, kind
         self.info, self.stored_config = info, stored_config
+        self.pending_check = pending_check
+
+    def check_integrity(self):
+        """Wait for a background integrity check (zip CRC-32) of the file; raise if it failed."""
+        if self.pending_check is not None:
+            self.pending_check.wait()
 
     @property
     def nbytes(self):
@@ -133,14 +139,20 @@ def _stored_config(path, safetensors_meta=None):
     return None
 
 
-def read_weights(path, ema=False):
-    """Read a weights file of any supported format into a :class:`Source`."""
+def read_weights(path, ema=False, background_check=False):
+    """Read a weights file of any supported format into a :class:`Source`.  With
+    ``background_check`` a torch file's CRC-32 check runs alongside; call
+    ``source.check_integrity()`` before trusting (committing) anything made from it."""
     path = str(path)
     fmt = format_of(path)
     info = {}
     meta = None
+    pending = None
     if fmt == 'torch':
-        obj = load_torch_file(path)
+        if background_check:
+            obj, pending = load_torch_file(path, check_crc='background')
+        else:
+            obj = load_torch_file(path)
         if _is_trainer(obj):
             info.update(trainer_step=_scalar(obj.get('step')), reference_version=obj.get('version'))
             if ema:
@@ -173,7 +185,7 @@ def read_weights(path, ema=False):
         for k in ('trainer_step', 'reference_version'):    # provenance travels with the weights
             if stored['source'].get(k) is not None:
                 info.setdefault(k, stored['source'][k])
-    return Source(path, fmt, entries, kind, info, stored)
+    return Source(path, fmt, entries, kind, info, stored, pending)
 
 
 # --- config ----------------------------------------------------------------------------------
@@ -419,7 +431,7 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
     if trainer and out_fmt != 'torch':
         raise ConvertError(f'{dst}: a Trainer-style checkpoint is a PyTorch file; use a .pt destination')
     explicit = parse_explicit_config(config)
-    source = read_weights(src, ema=ema)
+    source = read_weights(src, ema=ema, background_check=True)
     log(f'read {src}: {source.format}, {source.kind}, {len(source.entries)} tensors, '
         f'{source.nbytes / 2**20:.1f} MiB, dtypes {source.dtype_counts()}'
         + ''.join(f', {k}={v}' for k, v in source.info.items()))
@@ -441,6 +453,8 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
 
     public = _public_config(cfg, source, dst, out_fmt)
     total = sum(e.nbytes for e in entries.values())
+    if progress is not None and hasattr(progress, 'start'):
+        progress.start(total)
     side = AtomicFile(config_path(dst))
     out = None
     try:
@@ -462,6 +476,7 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
             if progress:
                 progress(total)
         out.close()
+        source.check_integrity()
         side.commit()
         out.commit()
     except BaseException:

@@ -170,7 +170,7 @@ def entry_from_torch(t, key='?'):
 
 def torch_from_entry(e):
     torch = _torch()
-    data = e.data if e.data.flags.writeable else np.array(e.data)
+    data = e.data      # read-only (memory-mapped) arrays are shared, not copied: only saved, never written
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         if e.dtype == 'bfloat16':
@@ -216,9 +216,33 @@ def verify_zip_crc(path):
                     f'computed {crc:08x}); the file was damaged after it was written')
 
 
+class BackgroundCheck:
+    """Runs ``fn`` in a thread (zlib and file reads release the GIL, so it overlaps the
+    conversion); :meth:`wait` re-raises its error.  Wait before committing any output."""
+
+    def __init__(self, fn):
+        import threading
+        self.error = None
+
+        def run():
+            try:
+                fn()
+            except BaseException as e:      # re-raised in wait()
+                self.error = e
+        self.thread = threading.Thread(target=run, daemon=True, name='weight_convert-crc')
+        self.thread.start()
+
+    def wait(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def load_torch_file(path, check_crc=True):
     """``torch.load(path, weights_only=True)``, memory-mapped when the file allows it.
-    Returns the loaded object; unsafe, corrupt and truncated files raise ConvertError."""
+    Returns the loaded object; unsafe, corrupt and truncated files raise ConvertError.
+    ``check_crc``: True checks the zip members' CRC-32 first; 'background' returns
+    ``(obj, BackgroundCheck)`` with the check running alongside."""
     torch = _torch()
     check_readable(path)
     is_zip = zipfile.is_zipfile(path)
@@ -228,6 +252,17 @@ def load_torch_file(path, check_crc=True):
                 raise CorruptCheckpointError(
                     f'{path}: truncated or corrupt: a zip archive (torch.save format) without its central '
                     f'directory; the file was probably cut short')
+    elif check_crc == 'background':
+        check = BackgroundCheck(lambda: verify_zip_crc(path))
+        try:
+            obj = load_torch_file(path, check_crc=False)
+        except ConvertError:
+            try:
+                check.wait()          # a corrupt file: report the CRC failure, the likelier cause
+            except ConvertError as crc_error:
+                raise crc_error from None
+            raise
+        return obj, check
     elif check_crc:
         verify_zip_crc(path)
     try:
@@ -328,69 +363,171 @@ def _checkpoint_pb2():
     return Checkpoint
 
 
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7f
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def ckpt_slice_prefix(name, dims, tensor_type, n):
+    """The bytes of one serialized ``Checkpoint`` message (one ``value`` holding tag, dims,
+    tensor_type and an ``n``-byte tensor_content) up to where tensor_content's bytes start:
+    writing these and then the raw data gives exactly ``Checkpoint.SerializeToString()``,
+    without copying the data twice into protobuf strings."""
+    Checkpoint = _checkpoint_pb2()
+    msg = Checkpoint()
+    v = msg.value.add()
+    v.tag = name
+    head_v = v.SerializePartialToString()
+    v.tensor.dims.extend(dims)
+    v.tensor.tensor_type = tensor_type
+    head_t = v.tensor.SerializePartialToString()
+    desc = Checkpoint.DESCRIPTOR.fields_by_name['value']
+    f_value = desc.number
+    f_tensor = desc.message_type.fields_by_name['tensor'].number
+    f_content = desc.message_type.fields_by_name['tensor'].message_type.fields_by_name['tensor_content'].number
+    tag = lambda num: bytes([(num << 3) | 2])              # length-delimited field key
+    tensor = head_t + tag(f_content) + _varint(n)
+    value = head_v + tag(f_tensor) + _varint(len(tensor) + n) + tensor
+    return tag(f_value) + _varint(len(value) + n) + value
+
+
 def write_ckpt(entries, f, progress=None):
     """Stream ``entries`` into ``f`` as MindSpore's checkpoint protobuf, one message per
-    tensor slice (what ``mindspore.save_checkpoint`` writes; ``load_checkpoint`` joins slices)."""
-    Checkpoint = _checkpoint_pb2()
+    tensor slice (what ``mindspore.save_checkpoint`` writes; ``load_checkpoint`` joins
+    slices); the data go from the source buffer straight to the file."""
     for name, e in entries.items():
         raw = e.raw_bytes()
         dims = list(e.shape)
+        ttype = DTYPES[e.dtype][2]
         for start in range(0, max(len(raw), 1), CKPT_SLICE_BYTES):
-            msg = Checkpoint()
-            v = msg.value.add()
-            v.tag = name
-            v.tensor.dims.extend(dims)
-            v.tensor.tensor_type = DTYPES[e.dtype][2]
-            v.tensor.tensor_content = bytes(raw[start:start + CKPT_SLICE_BYTES])
-            f.write(msg.SerializeToString())
+            piece = raw[start:start + CKPT_SLICE_BYTES]
+            f.write(ckpt_slice_prefix(name, dims, ttype, len(piece)))
+            f.write(piece)
         if progress:
             progress(e.nbytes)
 
 
-def read_ckpt(path):
-    """-> (OrderedDict name -> Entry, {name: str} of string entries).  Parses the protobuf
-    itself (no MindSpore Parameters are built; bf16 stays raw)."""
-    check_readable(path)
-    Checkpoint = _checkpoint_pb2()
-    from google.protobuf.message import DecodeError
-    with open(path, 'rb') as fh:
-        data = fh.read()
-    msg = Checkpoint()
-    try:
-        msg.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as e:
-        raise CorruptCheckpointError(f'{path}: not a MindSpore checkpoint, or truncated/corrupt ({e})') from None
-    del data
-    out, strings = OrderedDict(), {}
-    pieces, cur = [], None
+def _read_varint(buf, pos, end):
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise IndexError('varint runs past the end')
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7f) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError('varint too long')
 
-    def flush():
-        tag, dims, ttype = cur
-        content = pieces[0] if len(pieces) == 1 else b''.join(pieces)
+
+def _fields(buf, pos, end):
+    """Yield (field number, wire type, value or (start, stop)) of a protobuf message in
+    ``buf[pos:end]``: varints as ints, length-delimited fields as byte ranges (no copies)."""
+    while pos < end:
+        key, pos = _read_varint(buf, pos, end)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            val, pos = _read_varint(buf, pos, end)
+            yield num, wire, val
+        elif wire == 2:
+            n, pos = _read_varint(buf, pos, end)
+            if pos + n > end:
+                raise IndexError(f'field {num} ({n} bytes) runs past the end')
+            yield num, wire, (pos, pos + n)
+            pos += n
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+            if pos > end:
+                raise IndexError('fixed-size field runs past the end')
+        else:
+            raise ValueError(f'unsupported protobuf wire type {wire}')
+
+
+CKPT_CRC_TRAILER = b'crc_num'
+
+
+def read_ckpt(path):
+    """-> (OrderedDict name -> Entry, {name: str} of string entries).  Walks MindSpore's
+    checkpoint protobuf (``Checkpoint{repeated Value value = 1}``, ``Value{tag = 1,
+    TensorProto tensor = 2}``, ``TensorProto{dims = 1, tensor_type = 2, tensor_content = 3}``)
+    over a memory map: tensors are views of the file, not copies; bf16 stays raw."""
+    size = check_readable(path)
+    with open(path, 'rb') as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    end = size
+    if size >= 17 and mm[size - 17:size - 10] == CKPT_CRC_TRAILER:   # save_checkpoint(crc_check=True)
+        end = size - 17
+    slices = []          # (tag, dims, tensor_type, start, stop)
+    try:
+        for num, wire, val in _fields(mm, 0, end):
+            if num != 1 or wire != 2:
+                raise ValueError(f'unexpected top-level field {num}')
+            tag, tensor = None, None
+            for vnum, vwire, vval in _fields(mm, *val):
+                if vnum == 1 and vwire == 2:
+                    tag = bytes(mm[vval[0]:vval[1]]).decode('utf-8')
+                elif vnum == 2 and vwire == 2:
+                    tensor = vval
+                elif vnum == 3:
+                    raise ValueError('map parameters (MapParameter) are not supported')
+            if tag is None or tensor is None:
+                raise ValueError('a checkpoint value without a name or a tensor')
+            dims, ttype, content = [], None, (0, 0)
+            for tnum, twire, tval in _fields(mm, *tensor):
+                if tnum == 1 and twire == 0:
+                    dims.append(tval)
+                elif tnum == 1 and twire == 2:          # packed dims
+                    p, q = tval
+                    while p < q:
+                        d, p = _read_varint(mm, p, q)
+                        dims.append(d)
+                elif tnum == 2 and twire == 2:
+                    ttype = bytes(mm[tval[0]:tval[1]]).decode('utf-8')
+                elif tnum == 3 and twire == 2:
+                    content = tval
+            slices.append((tag, tuple(dims), ttype, content[0], content[1]))
+    except (IndexError, ValueError, UnicodeDecodeError) as e:
+        raise CorruptCheckpointError(f'{path}: not a MindSpore checkpoint, or truncated/corrupt ({e})') from None
+
+    out, strings = OrderedDict(), {}
+    i = 0
+    while i < len(slices):
+        tag, dims, ttype, _, _ = slices[i]
+        j = i
+        while j + 1 < len(slices) and slices[j + 1][:3] == (tag, dims, ttype):
+            j += 1                                   # consecutive slices of one tensor
+        parts = [(a, b) for _, _, _, a, b in slices[i:j + 1]]
+        i = j + 1
+        nbytes = sum(b - a for a, b in parts)
         if ttype == 'str':
-            strings[tag] = np.frombuffer(content, f'U{len(content) // 4}')[0] if content else ''
-            return
+            raw = b''.join(bytes(mm[a:b]) for a, b in parts)
+            strings[tag] = str(np.frombuffer(raw, f'U{len(raw) // 4}')[0]) if raw else ''
+            continue
         if ttype not in CKPT_DTYPES:
             raise CorruptCheckpointError(f'{path}: {tag}: unsupported MindSpore tensor type {ttype!r}')
         dname = CKPT_DTYPES[ttype]
         np_dtype = np.dtype(DTYPES[dname][0])
-        shape = () if list(dims) == [0] else tuple(dims)
+        shape = () if list(dims) == [0] else dims
         count = int(np.prod(shape, dtype=np.int64))
-        if len(content) != count * np_dtype.itemsize:
+        if nbytes != count * np_dtype.itemsize:
             raise CorruptCheckpointError(
-                f'{path}: truncated or corrupt: {tag} ({ttype}, shape {list(shape)}) holds {len(content)} bytes, '
+                f'{path}: truncated or corrupt: {tag} ({ttype}, shape {list(shape)}) holds {nbytes} bytes, '
                 f'expected {count * np_dtype.itemsize}')
-        out[tag] = Entry(np.frombuffer(content, dtype=np_dtype).reshape(shape), dname)
-
-    for v in msg.value:
-        key = (v.tag, tuple(v.tensor.dims), v.tensor.tensor_type)
-        if cur is not None and key != cur:
-            flush()
-            pieces = []
-        cur = key
-        pieces.append(v.tensor.tensor_content)
-    if cur is not None:
-        flush()
+        if len(parts) == 1:
+            arr = np.frombuffer(mm, dtype=np_dtype, count=count, offset=parts[0][0]) if count else np.empty(0, np_dtype)
+        else:
+            arr = np.concatenate([np.frombuffer(mm, dtype=np_dtype, count=(b - a) // np_dtype.itemsize, offset=a)
+                                  for a, b in parts])
+        out[tag] = Entry(arr.reshape(shape), dname)
     if not out:
         raise CorruptCheckpointError(f'{path}: not a MindSpore checkpoint (no tensors in it)')
     return out, strings

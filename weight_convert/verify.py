@@ -30,9 +30,12 @@ def _probe(cfg, seed=0):
     return x, t, cond
 
 
-def verify(src, dst, ema=False, config=None, log=print):
-    """Returns (ok, list of Diff).  ``src``: the source file (torch side), ``dst``: the
-    converted file (MindSpore side, with its config beside it)."""
+def verify(torch_path, ms_path, torch_ema=False, ms_ema=False, config=None, log=print):
+    """Build the reference model from ``torch_path``'s weights and the ms_ddpm model from
+    ``ms_path``'s (any supported format each; ``*_ema`` picks a Trainer checkpoint's EMA
+    weights), run both on one probe input and compare.  ``config``: the architecture (as
+    written beside converted weights); default: the one stored with ``ms_path`` or inferred.
+    Returns (ok, list of Diff)."""
     import torch
     import mindspore as ms
     from parity_tests.compare import diff
@@ -41,9 +44,9 @@ def verify(src, dst, ema=False, config=None, log=print):
     check_reference_version()
     import denoising_diffusion_pytorch as ddp
 
-    net = load_model(dst, config=config)
+    net = load_model(ms_path, config=config, ema=ms_ema)
     cfg = net.ms_ddpm_config
-    source = read_weights(src, ema=ema)
+    source = read_weights(torch_path, ema=torch_ema)
     sd = OrderedDict((k, torch_from_entry(e)) for k, e in source.entries.items())
     tu = ddp.Unet(**unet_kwargs(cfg))
     if cfg['model'] == 'GaussianDiffusion':

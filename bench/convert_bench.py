@@ -1,0 +1,158 @@
+"""Converter benchmark: a large reference checkpoint (``Unet(dim=128, dim_mults=(1,2,4,8))``
+saved by ``torch.save``, ~560 MB) converted to MindSpore ``.ckpt`` and ``.safetensors``,
+against ``cp`` of the same file, with the conversion's peak memory.
+
+Each conversion runs in a fresh subprocess, so its peak RSS (``ru_maxrss``) is its own:
+- ``work``: inside the subprocess, after ``import torch, mindspore, ms_ddpm`` (the fixed cost
+  of any MindSpore program), ``weight_convert.convert(SRC, DST)`` is timed and the peak RSS
+  reached during it is compared with the checkpoint size, both absolute and over the RSS the
+  process had after its imports (the part the conversion adds);
+- ``cli``: the whole ``python -m weight_convert.cli SRC DST`` command, imports included.
+``cp`` is ``cp --reflink=never``; the converter fsyncs its output before renaming it into
+place, so ``cp`` followed by ``sync FILE`` is timed too.  Figures are medians of ``runs``
+repeats, interleaved; the file is in the page cache for all of them.
+
+    python -m bench.convert_bench [--runs 3] [--dim 128]
+"""
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = r'''
+import json, os, resource, sys, time
+sys.path.insert(0, {root!r})
+import torch, mindspore, ms_ddpm                # the fixed cost of any MindSpore program
+from weight_convert import convert
+import weight_convert.verify                    # everything the conversion imports lazily
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+t = time.perf_counter()
+convert({src!r}, {dst!r})
+work = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(dict(work_s=work, base_rss=base, peak_rss=peak)))
+'''
+
+
+def _make_checkpoint(path, dim):
+    code = (f'import torch, denoising_diffusion_pytorch as ddp; torch.manual_seed(0); '
+            f'torch.save(ddp.Unet(dim={dim}, dim_mults=(1, 2, 4, 8)).state_dict(), {path!r})')
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
+
+
+def _timed(cmd, **kw):
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, **kw)
+    dt = time.perf_counter() - t
+    if r.returncode:
+        raise RuntimeError(f'{cmd[:3]} failed ({r.returncode}): {r.stderr[-2000:]}')
+    return dt, r.stdout
+
+
+def _rm(*paths):
+    for p in paths:
+        for q in (p, os.path.splitext(p)[0] + '.config.json'):
+            if os.path.exists(q):
+                os.unlink(q)
+
+
+def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
+    """Returns a dict of figures (seconds, bytes, ratios) and prints a summary."""
+    runs = runs or (2 if quick else 3)
+    say = print if verbose else (lambda *a, **k: None)
+    env = dict(os.environ, GLOG_v='3', TQDM_DISABLE='1')
+    tmp = tempfile.mkdtemp(prefix='convert_bench_')
+    try:
+        src = os.path.join(tmp, 'unet.pt')
+        _make_checkpoint(src, dim)
+        size = os.path.getsize(src)
+        say(f'checkpoint: Unet(dim={dim}, dim_mults=(1, 2, 4, 8)) state dict, {size / 2**20:.0f} MiB; '
+            f'{runs} runs each, medians')
+        with open(src, 'rb') as f:               # into the page cache for everyone
+            while f.read(64 << 20):
+                pass
+        cp_dst = os.path.join(tmp, 'copy.pt')
+        times = {'cp': [], 'cp_sync': [], 'work_ckpt': [], 'work_safetensors': [], 'cli_ckpt': []}
+        peaks = {'ckpt': [], 'safetensors': []}
+        bases = []
+        for _ in range(runs):
+            _rm(cp_dst)
+            times['cp'].append(_timed(['cp', '--reflink=never', src, cp_dst])[0])
+            _rm(cp_dst)
+            t = time.perf_counter()
+            subprocess.run(['cp', '--reflink=never', src, cp_dst], check=True)
+            subprocess.run(['sync', cp_dst], check=True)
+            times['cp_sync'].append(time.perf_counter() - t)
+            for ext in ('ckpt', 'safetensors'):
+                dst = os.path.join(tmp, f'out.{ext}')
+                _rm(dst)
+                _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=src, dst=dst)], env=env)
+                r = json.loads(out.strip().splitlines()[-1])
+                times[f'work_{ext}'].append(r['work_s'])
+                peaks[ext].append((r['peak_rss'], r['base_rss']))
+                bases.append(r['base_rss'])
+            dst = os.path.join(tmp, 'cli.ckpt')
+            _rm(dst)
+            times['cli_ckpt'].append(_timed([sys.executable, '-m', 'weight_convert.cli', src, dst, '-q'], env=env)[0])
+        med = {k: statistics.median(v) for k, v in times.items()}
+        res = {
+            'checkpoint_bytes': size,
+            'runs': runs,
+            'cp_s': med['cp'],
+            'cp_sync_s': med['cp_sync'],
+            'convert_ckpt_s': med['work_ckpt'],
+            'convert_safetensors_s': med['work_safetensors'],
+            'cli_ckpt_s': med['cli_ckpt'],
+            'ratio_time_ckpt_vs_cp': med['work_ckpt'] / med['cp'],
+            'ratio_time_ckpt_vs_cp_sync': med['work_ckpt'] / med['cp_sync'],
+            'ratio_time_safetensors_vs_cp': med['work_safetensors'] / med['cp'],
+            'ratio_time_cli_vs_cp': med['cli_ckpt'] / med['cp'],
+            'rss_after_imports_bytes': statistics.median(bases),
+        }
+        for ext in ('ckpt', 'safetensors'):
+            peak = statistics.median(p for p, _ in peaks[ext])
+            added = statistics.median(p - b for p, b in peaks[ext])
+            res[f'peak_rss_{ext}_bytes'] = peak
+            res[f'peak_rss_added_{ext}_bytes'] = added
+            res[f'ratio_peak_rss_{ext}_vs_checkpoint'] = peak / size
+            res[f'ratio_added_rss_{ext}_vs_checkpoint'] = added / size
+        mib = 2 ** 20
+        say(f'cp: {res["cp_s"]:.3f} s   cp + sync: {res["cp_sync_s"]:.3f} s')
+        for ext in ('ckpt', 'safetensors'):
+            say(f'convert -> .{ext}: {res[f"convert_{ext}_s"]:.3f} s = {res[f"ratio_time_{ext}_vs_cp"]:.2f}x cp'
+                + (f' ({res["ratio_time_ckpt_vs_cp_sync"]:.2f}x cp+sync)' if ext == 'ckpt' else '')
+                + f';  peak RSS {res[f"peak_rss_{ext}_bytes"] / mib:.0f} MiB = '
+                f'{res[f"ratio_peak_rss_{ext}_vs_checkpoint"]:.2f}x checkpoint, of which the conversion added '
+                f'{res[f"peak_rss_added_{ext}_bytes"] / mib:.0f} MiB = {res[f"ratio_added_rss_{ext}_vs_checkpoint"]:.2f}x '
+                f'(after imports: {res["rss_after_imports_bytes"] / mib:.0f} MiB)')
+        say(f'whole command (python -m weight_convert.cli, imports included) -> .ckpt: {res["cli_ckpt_s"]:.2f} s '
+            f'= {res["ratio_time_cli_vs_cp"]:.1f}x cp')
+        return res
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None):
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--runs', type=int, default=3)
+    p.add_argument('--dim', type=int, default=128)
+    p.add_argument('--json', help='also write the figures to this JSON file')
+    a = p.parse_args(argv)
+    res = run_convert_bench(runs=a.runs, dim=a.dim)
+    if a.json:
+        with open(a.json, 'w') as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
