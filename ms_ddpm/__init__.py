@@ -20,5 +20,8 @@ from ms_ddpm.denoising_diffusion_pytorch import (
     linear_beta_schedule,
     cosine_beta_schedule,
     sigmoid_beta_schedule,
+    Dataset,
+    Trainer,
 )
+from ms_ddpm.ema import EMA
 from ms_ddpm.attend import Attend

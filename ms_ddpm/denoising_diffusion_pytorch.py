@@ -935,3 +935,620 @@ class GaussianDiffusion(Module):
         if self.auto_normalize:
             img = normalize_to_neg_one_to_one(img)
         return self.p_losses(img, times, noise = noise, offset_noise_strength = offset_noise_strength, loss_reduction = loss_reduction, offset_noise = offset_noise, self_cond_coin = self_cond_coin)
+
+
+# dataset classes
+#
+# Everything below this line is the Trainer side (issue 6): Dataset, Trainer and the
+# checkpoint interop with the reference Trainer.  MindSpore parts: a mindspore.dataset
+# pipeline, ms_compat.Adam, ms_compat.clip_grad_norm_, a compiled (ms.jit) train step,
+# mindspore.amp.DynamicLossScaler, ms_ddpm.ema.EMA.
+
+import json as _json
+import os as _os
+from collections import OrderedDict
+import time as _time
+from pathlib import Path as _Path
+
+from ms_ddpm.ms_compat import save_image, save_gif
+
+TRAINER_CKPT_FORMAT = 'ms_ddpm-trainer'
+TRAINER_CKPT_VERSION = 1
+
+
+class Dataset:
+    """The reference ``Dataset``: every ``exts`` image under ``folder`` (same glob, same order),
+    transformed like ``T.Compose([convert, Resize(image_size), RandomHorizontalFlip,
+    CenterCrop(image_size), ToTensor])`` with ``mindspore.dataset.vision`` ops on PIL images
+    -> float32 CHW in [0, 1].
+
+    ``__getitem__`` accepts an index or ``(index, flip)``: the Trainer decides the flips with
+    its own seeded generator, so a run (and a resumed run) sees the same data."""
+
+    def __init__(
+        self,
+        folder,
+        image_size,
+        exts = ['jpg', 'jpeg', 'png', 'tiff'],
+        augment_horizontal_flip = False,
+        convert_image_to = None
+    ):
+        import mindspore.dataset.vision as vision
+        super().__init__()
+        self.folder = folder
+        self.image_size = image_size
+        self.paths = [p for ext in exts for p in _Path(f'{folder}').glob(f'**/*.{ext}')]
+        self.augment_horizontal_flip = augment_horizontal_flip
+        self.convert_image_to = convert_image_to
+        size = tuple(image_size) if isinstance(image_size, (tuple, list)) else image_size
+        self._resize = vision.Resize(size, vision.Inter.BILINEAR)
+        self._flip = vision.HorizontalFlip()
+        self._crop = vision.CenterCrop(size)
+        self._to_tensor = vision.ToTensor()
+
+    def __len__(self):
+        return len(self.paths)
+
+    def transform(self, img, flip = False):
+        if exists(self.convert_image_to):
+            img = convert_image_to_fn(self.convert_image_to, img)
+        img = self._resize(img)
+        if self.augment_horizontal_flip and flip:
+            img = self._flip(img)
+        img = self._crop(img)
+        return self._to_tensor(img)
+
+    def __getitem__(self, index):
+        from PIL import Image
+        if isinstance(index, tuple):
+            index, flip = index
+        else:
+            import random as _random
+            flip = _random.random() < 0.5
+        with Image.open(self.paths[int(index)]) as img:
+            img.load()
+            return self.transform(img, flip)
+
+
+class _EncodedSource:
+    """Random-access source for ``mindspore.dataset.GeneratorDataset``: index ``i + n * flip``
+    -> ``(image,)``, so that a plain index sampler carries the flip decision too."""
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.n = len(ds)
+
+    def __len__(self):
+        return 2 * self.n
+
+    def __getitem__(self, i):
+        i = int(i)
+        return (self.ds[(i % self.n, i >= self.n)],)
+
+
+class DataOrder:
+    """The reference's ``cycle(DataLoader(ds, batch_size, shuffle=True))`` with a seeded,
+    restartable order: epoch ``e`` is the permutation (and flip coins) drawn by
+    ``numpy.random.default_rng([seed, 0, e])``; batches do not cross epochs, the last one of
+    an epoch is smaller when ``len(ds)`` is not a multiple of the batch size (``drop_last``
+    False, as the reference).  Position = number of batches consumed, so resuming is exact."""
+
+    def __init__(self, n, batch_size, seed, flip):
+        self.n, self.batch_size, self.seed, self.flip = n, batch_size, seed, flip
+        self.batches_per_epoch = -(-n // batch_size)
+
+    def epoch(self, e):
+        rng = np.random.default_rng([self.seed, 0, e])
+        perm = rng.permutation(self.n)
+        flips = rng.random(self.n) < 0.5 if self.flip else np.zeros(self.n, dtype=bool)
+        return perm + self.n * flips.astype(np.int64)
+
+    def locate(self, batches_consumed):
+        return divmod(batches_consumed, self.batches_per_epoch)
+
+
+def _dataset_pipeline(source, indices, batch_size, workers):
+    import mindspore.dataset as msds
+    data = msds.GeneratorDataset(source, column_names = ['image'], sampler = [int(i) for i in indices],
+                                 num_parallel_workers = workers, python_multiprocessing = False)
+    return data.batch(batch_size, drop_remainder = False)
+
+
+class _Batches:
+    """Iterator of NumPy batches from the mindspore.dataset pipeline, epoch after epoch,
+    starting at ``start`` batches into the stream; counts what it hands out."""
+
+    def __init__(self, ds, order, start = 0, workers = 1):
+        self.source = _EncodedSource(ds)
+        self.order, self.consumed, self.workers = order, start, workers
+        self._it = None
+
+    def _open(self):
+        e, b = self.order.locate(self.consumed)
+        idx = self.order.epoch(e)[b * self.order.batch_size:]
+        pipe = _dataset_pipeline(self.source, idx, self.order.batch_size, self.workers)
+        self._it = pipe.create_tuple_iterator(output_numpy = True, num_epochs = 1)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._it is None:
+            self._open()
+        try:
+            batch = next(self._it)[0]
+        except StopIteration:
+            self._it = None
+            self._open()
+            batch = next(self._it)[0]
+        self.consumed += 1
+        if self.order.locate(self.consumed)[1] == 0:
+            self._it = None            # epoch done: the next batch opens the next epoch
+        return batch
+
+
+def draws_for(seed, step, micro, shape, num_timesteps, offset = False, coin = False):
+    """The random draws of one micro-batch of training step ``step`` (0-based), as the
+    reference draws them in ``GaussianDiffusion.forward``/``p_losses``: times
+    (``torch.randint``), noise (``torch.randn_like``), offset noise, the self-conditioning
+    coin (``random()``).  Counter-based (``default_rng([seed, 1, step, micro])``): no RNG
+    state to carry, a resumed run draws exactly what the straight run drew."""
+    rng = np.random.default_rng([seed, 1, step, micro])
+    b, c = shape[0], shape[1]
+    d = dict(times = rng.integers(0, num_timesteps, size = (b,)).astype(np.int64),
+             noise = rng.standard_normal(shape, dtype = np.float32))
+    if offset:
+        d['offset_noise'] = rng.standard_normal((b, c), dtype = np.float32)
+    if coin:
+        d['coin'] = np.float32(rng.random())
+    return d
+
+
+class FIDUnavailable(RuntimeError):
+    pass
+
+
+def _fid_weights_path(fid_weights):
+    path = fid_weights or _os.environ.get('MS_DDPM_FID_WEIGHTS')
+    if not path:
+        return None, ('FID: calculate_fid=True, but the InceptionV3 FID weights (pt_inception-2015-12-05-6726825d.pth, '
+                      'which the reference downloads) are not available offline. Give a local copy with '
+                      'fid_weights=PATH / --fid-weights PATH / MS_DDPM_FID_WEIGHTS=PATH; continuing WITHOUT FID.')
+    if not _os.path.isfile(path):
+        return None, f'FID: weights file {path} does not exist; continuing WITHOUT FID.'
+    return path, None
+
+
+class _FIDScorer:
+    """FID as the reference computes it (pytorch-fid's InceptionV3 block, the reference's
+    ``FIDEvaluation``), fed with MindSpore samples; needs torch + pytorch-fid and a local
+    weights file (never downloaded)."""
+
+    def __init__(self, weights, trainer, inception_block_idx, num_fid_samples, stats_dir):
+        import torch
+        import pytorch_fid.inception as pfi
+        from denoising_diffusion_pytorch.fid_evaluation import FIDEvaluation
+        local = torch.load(weights, map_location = 'cpu', weights_only = True)
+        saved = pfi.load_state_dict_from_url
+        pfi.load_state_dict_from_url = lambda *a, **k: local
+        try:
+            trainer_ = trainer
+
+            class _Sampler:
+                def sample(self, batch_size):
+                    return torch.from_numpy(trainer_.ema.ema_model.sample(batch_size = batch_size).asnumpy())
+
+            def _dl():
+                while True:
+                    yield torch.from_numpy(np.asarray(trainer_._fid_batches()))
+
+            self.evaluation = FIDEvaluation(batch_size = trainer.batch_size, dl = _dl(), sampler = _Sampler(),
+                                            channels = trainer.channels, accelerator = None, stats_dir = str(stats_dir),
+                                            device = 'cpu', num_fid_samples = num_fid_samples,
+                                            inception_block_idx = inception_block_idx)
+        finally:
+            pfi.load_state_dict_from_url = saved
+
+    def fid_score(self):
+        return self.evaluation.fid_score()
+
+
+class Trainer:
+    """MindSpore twin of the reference ``Trainer``: same arguments and defaults; MindSpore
+    extras are keyword-only with defaults:
+
+    - ``seed``: data order, flips and training draws (counter-based, see ``draws_for``) and
+      the sampling seed of each milestone;
+    - ``jit``: compile the train step (value_and_grad + clip + Adam [+ loss scaling]) with
+      ``ms.jit`` (GRAPH mode); ``False`` runs it op by op (PyNative);
+    - ``draws``: ``callable(step, micro, shape) -> dict(times, noise[, offset_noise, coin])``
+      to inject the random draws (parity tests); ``batches``: an iterator of NumPy batches
+      replacing the dataset pipeline (parity tests);
+    - ``fid_weights``: a local pytorch-fid InceptionV3 weights file (never downloaded);
+    - ``loss_scale``/``loss_scale_factor``/``loss_scale_window``: ``DynamicLossScaler``
+      (defaults = torch's GradScaler: 2**16, 2, 2000);
+    - ``sample_every_milestone``: write the sample grid at each milestone (default True);
+    - ``progress``: show the tqdm bar; ``num_workers``: dataset workers.
+    """
+
+    def __init__(
+        self,
+        diffusion_model,
+        folder,
+        *,
+        train_batch_size = 16,
+        gradient_accumulate_every = 1,
+        augment_horizontal_flip = True,
+        train_lr = 1e-4,
+        train_num_steps = 100000,
+        ema_update_every = 10,
+        ema_decay = 0.995,
+        adam_betas = (0.9, 0.99),
+        save_and_sample_every = 1000,
+        num_samples = 25,
+        results_folder = './results',
+        amp = False,
+        mixed_precision_type = 'fp16',
+        split_batches = True,
+        convert_image_to = None,
+        calculate_fid = True,
+        inception_block_idx = 2048,
+        max_grad_norm = 1.,
+        num_fid_samples = 50000,
+        save_best_and_latest_only = False,
+        # MindSpore extras
+        seed = 0,
+        jit = True,
+        draws = None,
+        batches = None,
+        fid_weights = None,
+        loss_scale = 2. ** 16,
+        loss_scale_factor = 2,
+        loss_scale_window = 2000,
+        sample_every_milestone = True,
+        progress = True,
+        num_workers = 1,
+        log = print,
+    ):
+        from ms_ddpm.ema import EMA
+        from ms_ddpm.ms_compat import Adam
+
+        self.log = log
+        self.model = diffusion_model
+        self.channels = diffusion_model.channels
+        is_ddim_sampling = diffusion_model.is_ddim_sampling
+
+        if not exists(convert_image_to):
+            convert_image_to = {1: 'L', 3: 'RGB', 4: 'RGBA'}.get(self.channels)
+
+        assert has_int_squareroot(num_samples), 'number of samples must have an integer square root'
+        self.num_samples = num_samples
+        self.save_and_sample_every = save_and_sample_every
+
+        self.batch_size = train_batch_size
+        self.gradient_accumulate_every = gradient_accumulate_every
+        assert (train_batch_size * gradient_accumulate_every) >= 16, f'your effective batch size (train_batch_size x gradient_accumulate_every) should be at least 16 or above'
+
+        self.train_num_steps = train_num_steps
+        self.image_size = diffusion_model.image_size
+        self.max_grad_norm = max_grad_norm
+        self.seed = int(seed)
+        self.jit = jit
+        self.progress = progress
+        self.sample_every_milestone = sample_every_milestone
+        self.split_batches = split_batches   # single process: nothing to split (see docs/training.md)
+
+        # dataset and its mindspore.dataset pipeline
+
+        self.ds = Dataset(folder, self.image_size, augment_horizontal_flip = augment_horizontal_flip, convert_image_to = convert_image_to)
+
+        assert len(self.ds) >= 100, 'you should have at least 100 images in your folder. at least 10k images recommended'
+
+        self.data_order = DataOrder(len(self.ds), train_batch_size, self.seed, augment_horizontal_flip)
+        self.num_workers = num_workers
+        self._external_batches = batches
+        self.batches_consumed = 0
+        self.dl = batches if exists(batches) else _Batches(self.ds, self.data_order, 0, num_workers)
+
+        # optimizer (torch.optim.Adam's update)
+
+        self.params = tuple(diffusion_model.trainable_params())
+        self.train_lr, self.adam_betas = train_lr, tuple(adam_betas)
+        self.opt = Adam(self.params, lr = train_lr, betas = adam_betas)
+
+        # EMA (the reference keeps it on the main process only; one process here)
+
+        self.ema = EMA(diffusion_model, beta = ema_decay, update_every = ema_update_every)
+
+        self.results_folder = _Path(results_folder)
+        self.results_folder.mkdir(exist_ok = True)
+
+        self.step = 0
+
+        # mixed precision: MindSpore's auto mixed precision + DynamicLossScaler
+
+        self.amp = amp
+        self.mixed_precision_type = mixed_precision_type
+        self.train_model = diffusion_model
+        self.scaler = None
+        if amp:
+            from mindspore.amp import DynamicLossScaler, auto_mixed_precision
+            dtypes = {'fp16': ms.float16, 'bf16': ms.bfloat16}
+            assert mixed_precision_type in dtypes, f'mixed_precision_type must be one of {sorted(dtypes)}'
+            self.train_model = auto_mixed_precision(diffusion_model, amp_level = 'auto', dtype = dtypes[mixed_precision_type])
+            self.scaler = DynamicLossScaler(scale_value = loss_scale, scale_factor = loss_scale_factor, scale_window = loss_scale_window)
+            self.scaler.scale_value.name = 'scaler.scale_value'
+            self.scaler.counter.name = 'scaler.counter'
+
+        self.draws = draws
+        self._steps = {}
+        self.skipped_steps = 0
+        self.last_grad_norm = None
+
+        # FID-score computation: needs local InceptionV3 weights (the reference downloads them)
+
+        self.calculate_fid = calculate_fid
+        self.fid_scorer = None
+        if calculate_fid:
+            if not is_ddim_sampling:
+                self.log("WARNING: Robust FID computation requires a lot of generated samples and can therefore be very time consuming."
+                         "Consider using DDIM sampling to save time.")
+            weights, why = _fid_weights_path(fid_weights)
+            if weights is None:
+                self.log(why)
+                self.calculate_fid = False
+            else:
+                self.fid_scorer = _FIDScorer(weights, self, inception_block_idx, num_fid_samples, results_folder)
+
+        if save_best_and_latest_only:
+            assert calculate_fid, "`calculate_fid` must be True to provide a means for model evaluation for `save_best_and_latest_only`."
+            self.best_fid = 1e10 # infinite
+
+        self.save_best_and_latest_only = save_best_and_latest_only
+
+    @property
+    def device(self):
+        return ms.get_context('device_target')
+
+    # --- the compiled train step -------------------------------------------------------
+
+    def _draws(self, step, micro, shape):
+        md = self.model
+        if exists(self.draws):
+            return self.draws(step, micro, shape)
+        return draws_for(self.seed, step, micro, shape, md.num_timesteps,
+                         offset = md.offset_noise_strength > 0., coin = md.self_condition)
+
+    def _train_step_fn(self, accum, offset, coin):
+        key = (accum, offset, coin)
+        if key in self._steps:
+            return self._steps[key]
+        from ms_ddpm.ms_compat import clip_grad_norm_
+        from mindspore import amp as ms_amp
+        net, opt, scaler, params = self.train_model, self.opt, self.scaler, self.params
+        max_norm = float(self.max_grad_norm)
+        add = ops.HyperMap()
+
+        def loss_fn(img, times, noise, offset_noise, self_cond_coin, scale):
+            loss = net(img, times, 'mean', noise, None, offset_noise if offset else None, self_cond_coin if coin else None)
+            loss = loss / accum
+            return loss * scale, loss
+
+        grad_fn = ms.value_and_grad(loss_fn, None, params, has_aux = True)
+
+        def train_step(imgs, times, noises, offsets, coins, scale):
+            total = ops.zeros((), ms.float32)
+            grads = None
+            for a in range(accum):
+                (_, loss), g = grad_fn(imgs[a], times[a], noises[a], offsets[a], coins[a], scale)
+                grads = g if grads is None else add(ops.add, grads, g)
+                total = total + loss
+            if scaler is not None:
+                grads = scaler.unscale(grads)
+                finite = ms_amp.all_finite(grads)
+                grads, norm = clip_grad_norm_(grads, max_norm)
+                if finite:
+                    opt(grads)
+                scaler.adjust(finite)
+                return total, norm, finite
+            grads, norm = clip_grad_norm_(grads, max_norm)
+            opt(grads)
+            return total, norm, ops.ones((), ms.bool_)
+
+        fn = ms.jit(train_step) if self.jit else train_step
+        self._steps[key] = fn
+        return fn
+
+    def train_step(self):
+        """One optimiser step over ``gradient_accumulate_every`` batches; returns the loss
+        (the sum of the micro-batch losses / accumulation, as the reference's ``total_loss``)."""
+        md = self.model
+        accum = self.gradient_accumulate_every
+        batches = [np.asarray(next(self.dl), dtype = np.float32) for _ in range(accum)]
+        self.batches_consumed += accum
+        if len({b.shape for b in batches}) != 1:
+            # the short last batch of an epoch next to a full one: one micro-step each
+            return sum(self._train_micro_steps(batches))
+        offset, coin = md.offset_noise_strength > 0., md.self_condition
+        ds = [self._draws(self.step, a, batches[a].shape) for a in range(accum)]
+        b, c = batches[0].shape[:2]
+        imgs = ms.Tensor(np.stack(batches))
+        times = ms.Tensor(np.stack([d['times'] for d in ds]).astype(np.int64))
+        noises = ms.Tensor(np.stack([d['noise'] for d in ds]).astype(np.float32))
+        offsets = ms.Tensor(np.stack([d['offset_noise'] if offset else np.zeros((b, c), np.float32) for d in ds]))
+        coins = ms.Tensor(np.array([d['coin'] if coin else 1. for d in ds], dtype = np.float32))
+        scale = self.scaler.scale_value.value() if exists(self.scaler) else ms.Tensor(1., ms.float32)
+        loss, norm, finite = self._train_step_fn(accum, offset, coin)(imgs, times, noises, offsets, coins, scale)
+        self.last_grad_norm = float(norm.asnumpy())
+        if not bool(finite.asnumpy()):
+            self.skipped_steps += 1
+        return float(loss.asnumpy())
+
+    def _train_micro_steps(self, batches):
+        raise NotImplementedError('gradient accumulation over batches of different sizes (the short last batch of an '
+                                  'epoch): make the dataset size a multiple of train_batch_size, or use '
+                                  'gradient_accumulate_every=1')
+
+    # --- the reference's loop ----------------------------------------------------------
+
+    def train(self):
+        from tqdm.auto import tqdm as _tqdm
+        with _tqdm(initial = self.step, total = self.train_num_steps, disable = not self.progress) as pbar:
+
+            while self.step < self.train_num_steps:
+                self.model.set_train(True)
+
+                total_loss = self.train_step()
+                self.last_loss = total_loss
+
+                pbar.set_description(f'loss: {total_loss:.4f}')
+
+                self.step += 1
+                self.ema.update()
+
+                if self.step != 0 and divisible_by(self.step, self.save_and_sample_every):
+                    milestone = self.step // self.save_and_sample_every
+
+                    if self.sample_every_milestone:
+                        all_images = self.sample_images(self.num_samples, seed = self.seed * 1000003 + milestone)
+                        save_image(all_images, str(self.results_folder / f'sample-{milestone}.png'), nrow = int(math.sqrt(self.num_samples)))
+
+                    fid_score = None
+                    if self.calculate_fid:
+                        fid_score = self.fid_scorer.fid_score()
+                        self.log(f'fid_score: {fid_score}')
+
+                    if self.save_best_and_latest_only:
+                        if exists(fid_score) and self.best_fid > fid_score:
+                            self.best_fid = fid_score
+                            self.save("best")
+                        self.save("latest")
+                    else:
+                        self.save(milestone)
+
+                pbar.update(1)
+
+        self.log('training complete')
+
+    def sample_images(self, n, seed = None, ema = True, return_all_timesteps = False):
+        """``n`` samples (NumPy, [0, 1]) from the EMA (or online) model in batches of
+        ``train_batch_size``, as the reference's milestone sampling."""
+        model = self.ema.ema_model if ema else self.model
+        model.set_train(False)
+        if exists(seed):
+            ms.set_seed(int(seed) % (2 ** 31))
+        batches = num_to_groups(n, self.batch_size)
+        out = [model.sample(batch_size = b, return_all_timesteps = return_all_timesteps).asnumpy() for b in batches]
+        self.model.set_train(True)
+        return np.concatenate(out, axis = 0)
+
+    def _fid_batches(self):
+        return next(self.dl)
+
+    # --- checkpoints -------------------------------------------------------------------
+
+    def state_entries(self):
+        """Every tensor of the training state, by name (see ``save``)."""
+        out = OrderedDict()
+        for name, p in self.model.parameters_and_names():
+            out['online_model.' + name] = p.asnumpy()
+        for k, v in self.ema.state_dict().items():
+            if k.startswith('ema_model.'):
+                out[k] = v
+        names = {id(p): n for n, p in self.model.parameters_and_names()}
+        for p, m, v in zip(self.params, self.opt.exp_avg, self.opt.exp_avg_sq):
+            out['opt.exp_avg.' + names[id(p)]] = m.asnumpy()
+            out['opt.exp_avg_sq.' + names[id(p)]] = v.asnumpy()
+        out['opt.state_step'] = self.opt.state_step.asnumpy()
+        if exists(self.scaler):
+            out['scaler.scale_value'] = self.scaler.scale_value.asnumpy()
+            out['scaler.counter'] = self.scaler.counter.asnumpy()
+        return out
+
+    def state_meta(self):
+        from ms_ddpm.version import __version__, REFERENCE_VERSION
+        return dict(format = TRAINER_CKPT_FORMAT, format_version = TRAINER_CKPT_VERSION,
+                    step = self.step, batches_consumed = self.batches_consumed, seed = self.seed,
+                    ema_initted = bool(self.ema.initted), ema_step = int(self.ema.step),
+                    skipped_steps = self.skipped_steps, version = __version__, reference_version = REFERENCE_VERSION,
+                    train_lr = self.train_lr, adam_betas = list(self.adam_betas), amp = bool(self.amp),
+                    best_fid = getattr(self, 'best_fid', None),
+                    config = getattr(self.model, 'ms_ddpm_config', None))
+
+    def checkpoint_path(self, milestone):
+        return self.results_folder / f'model-{milestone}.ckpt'
+
+    def save(self, milestone):
+        """``results_folder/model-{milestone}.ckpt`` (MindSpore checkpoint, written atomically):
+        ``online_model.*`` (the model), ``ema_model.*``, ``opt.exp_avg.*``/``opt.exp_avg_sq.*``/
+        ``opt.state_step``, ``scaler.*`` (amp), and a JSON ``trainer_meta`` string (step, data
+        position, seed, EMA initted/step, versions).  The draws are counter-based, so step,
+        seed and data position are the whole RNG state."""
+        write_trainer_checkpoint(self.checkpoint_path(milestone), self.state_entries(), self.state_meta())
+        return self.checkpoint_path(milestone)
+
+    def load(self, milestone):
+        path = milestone if str(milestone).endswith('.ckpt') else self.checkpoint_path(milestone)
+        entries, meta = read_trainer_checkpoint(path)
+        self.load_state(entries, meta)
+        if 'version' in meta:
+            self.log(f"loading from version {meta['version']}")
+
+    def load_state(self, entries, meta):
+        from weight_convert import load_torch_state_dict
+        pick = lambda prefix: OrderedDict((k[len(prefix):], v) for k, v in entries.items() if k.startswith(prefix))
+        load_torch_state_dict(self.model, pick('online_model.'))
+        load_torch_state_dict(self.ema.ema_model, pick('ema_model.'))
+        self.ema.initted, self.ema.step = bool(meta['ema_initted']), int(meta['ema_step'])
+        names = {id(p): n for n, p in self.model.parameters_and_names()}
+        m_sd, v_sd = pick('opt.exp_avg.'), pick('opt.exp_avg_sq.')
+        missing = [names[id(p)] for p in self.params if names[id(p)] not in m_sd or names[id(p)] not in v_sd]
+        if missing:
+            raise ValueError(f'checkpoint has no Adam moments for {missing[:5]}{"..." if len(missing) > 5 else ""}')
+        for p, m, v in zip(self.params, self.opt.exp_avg, self.opt.exp_avg_sq):
+            m.set_data(ms.Tensor(np.asarray(m_sd[names[id(p)]], dtype = np.float32)))
+            v.set_data(ms.Tensor(np.asarray(v_sd[names[id(p)]], dtype = np.float32)))
+        self.opt.state_step.set_data(ms.Tensor(np.asarray(entries['opt.state_step'], dtype = np.float64)))
+        if exists(self.scaler) and 'scaler.scale_value' in entries:
+            self.scaler.scale_value.set_data(ms.Tensor(np.asarray(entries['scaler.scale_value'], dtype = np.float32)))
+            self.scaler.counter.set_data(ms.Tensor(np.asarray(entries['scaler.counter'], dtype = np.int32)))
+        self.step = int(meta['step'])
+        self.skipped_steps = int(meta.get('skipped_steps', 0))
+        if meta.get('best_fid') is not None:
+            self.best_fid = meta['best_fid']
+        self.batches_consumed = int(meta.get('batches_consumed', self.step * self.gradient_accumulate_every))
+        if int(meta.get('seed', self.seed)) != self.seed:
+            self.log(f"note: the checkpoint was trained with seed {meta['seed']}; continuing with its seed")
+            self.seed = int(meta['seed'])
+            self.data_order = DataOrder(len(self.ds), self.batch_size, self.seed, self.data_order.flip)
+        if not exists(self._external_batches):
+            self.dl = _Batches(self.ds, self.data_order, self.batches_consumed, self.num_workers)
+        return self
+
+
+def write_trainer_checkpoint(path, entries, meta):
+    """Atomic MindSpore ``.ckpt``: tensors + ``trainer_meta`` (JSON string)."""
+    path = str(path)
+    d = _os.path.dirname(_os.path.abspath(path))
+    tmp = _os.path.join(d, f'.tmp-{_os.getpid()}-{_os.path.basename(path)}')
+    if not tmp.endswith('.ckpt'):
+        tmp += '.ckpt'
+    items = [{'name': k, 'data': ms.Tensor(np.ascontiguousarray(v))} for k, v in entries.items()]
+    try:
+        ms.save_checkpoint(items, tmp, append_dict = {'trainer_meta': _json.dumps(meta)})
+        _os.replace(tmp, path)
+    except BaseException:
+        if _os.path.exists(tmp):
+            _os.remove(tmp)
+        raise
+
+
+def read_trainer_checkpoint(path):
+    """-> (OrderedDict name -> NumPy array, meta dict) of a checkpoint written by ``Trainer.save``."""
+    from weight_convert.formats import read_ckpt
+    entries, strings = read_ckpt(str(path))
+    if 'trainer_meta' not in strings:
+        raise ValueError(f'{path}: not an ms_ddpm Trainer checkpoint (no trainer_meta); for plain weights use '
+                         f'weight_convert.load_model')
+    meta = _json.loads(str(strings['trainer_meta']))
+    return OrderedDict((k, np.array(e.value())) for k, e in entries.items()), meta

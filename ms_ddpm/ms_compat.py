@@ -295,3 +295,92 @@ def _adam_update_one(one_minus_beta1, beta2, one_minus_beta2, eps, step_size, bi
     ops.assign(exp_avg_sq, v)
     ops.assign(param, param - step_size * (m / denom))                # param.addcdiv_(exp_avg, denom, value=-step_size)
     return True
+
+
+# === training helpers (Trainer, issue 6) =====================================================
+# torch.nn.utils.clip_grad_norm_ and torchvision.utils.save_image, for ms_ddpm.Trainer.
+
+def grad_global_norm(grads):
+    """torch's total 2-norm: the 2-norm of the per-tensor 2-norms (``_foreach_norm``, then
+    ``vector_norm(stack(norms))``), in float32.  Compiles in GRAPH mode."""
+    norms = ()
+    for g in grads:
+        norms = norms + (ops.sqrt(ops.reduce_sum(ops.square(g.astype(ms.float32)))),)
+    return ops.sqrt(ops.reduce_sum(ops.square(ops.stack(norms))))
+
+
+def clip_grad_norm_(grads, max_norm):
+    """``torch.nn.utils.clip_grad_norm_(params, max_norm)`` on a tuple of gradients:
+    ``coef = clamp(max_norm / (total_norm + 1e-6), max=1)``; every gradient is multiplied
+    by ``coef`` (also when it is 1, as torch does).  Returns ``(clipped grads, total_norm)``."""
+    total_norm = grad_global_norm(grads)
+    clip_coef = ops.clamp(max_norm / (total_norm + 1e-6), None, 1.0)
+    clipped = ()
+    for g in grads:
+        clipped = clipped + ((g * clip_coef.astype(g.dtype)),)
+    return clipped, total_norm
+
+
+def make_grid(images, nrow=8, padding=2, pad_value=0.):
+    """``torchvision.utils.make_grid`` on a NumPy (B, C, H, W) array (1-channel images are
+    repeated to 3 channels, as torchvision does)."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.shape[1] == 1:
+        images = np.concatenate([images] * 3, axis=1)
+    n, c, h, w = images.shape
+    xmaps = min(nrow, n)
+    ymaps = int(math.ceil(float(n) / xmaps))
+    height, width = h + padding, w + padding
+    grid = np.full((c, height * ymaps + padding, width * xmaps + padding), pad_value, dtype=np.float32)
+    k = 0
+    for y in range(ymaps):
+        for x in range(xmaps):
+            if k >= n:
+                break
+            grid[:, y * height + padding:y * height + padding + h, x * width + padding:x * width + padding + w] = images[k]
+            k += 1
+    return grid
+
+
+def to_uint8_image(chw):
+    """torchvision's float [0, 1] -> uint8 HWC: ``(x * 255 + 0.5).clamp(0, 255)`` truncated."""
+    chw = np.asarray(chw, dtype=np.float32)
+    return np.clip(chw * 255 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def _atomic_save_pil(image, path, **kw):
+    import os
+    import tempfile
+    path = str(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=d)
+    os.close(fd)
+    try:
+        image.save(tmp, format=os.path.splitext(path)[1][1:].upper().replace('JPG', 'JPEG') or 'PNG', **kw)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_image(images, path, nrow=8, padding=2):
+    """``torchvision.utils.save_image(images, path, nrow)`` for NumPy / MindSpore images in
+    [0, 1], written atomically."""
+    from PIL import Image
+    if hasattr(images, 'asnumpy'):
+        images = images.asnumpy()
+    _atomic_save_pil(Image.fromarray(to_uint8_image(make_grid(images, nrow=nrow, padding=padding))), path)
+
+
+def save_gif(frames, path, nrow=8, duration_ms=40, hold_last_ms=1500):
+    """An animated GIF: ``frames`` is (T, B, C, H, W) in [0, 1] (a denoising trajectory);
+    each frame is the grid of the B images at that step."""
+    from PIL import Image
+    if hasattr(frames, 'asnumpy'):
+        frames = frames.asnumpy()
+    pics = [Image.fromarray(to_uint8_image(make_grid(f, nrow=nrow))) for f in frames]
+    durations = [duration_ms] * (len(pics) - 1) + [hold_last_ms]
+    first, rest = pics[0], pics[1:]
+    _atomic_save_pil(first, path, save_all=True, append_images=rest, duration=durations, loop=0)
+# === end of training helpers =================================================================
