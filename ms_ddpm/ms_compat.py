@@ -61,7 +61,14 @@ def sigmoid(x):
 
 
 def softmax(x, dim):
-    """``x.softmax(dim=dim)``, correctly rounded (see PRECISE_TRANSCENDENTALS)."""
+    """``x.softmax(dim=dim)``.  Along the last axis MindSpore's float32 kernel uses its fast exp
+    (up to ~30 ulp off), so there it is evaluated in float64 and rounded once (see
+    PRECISE_TRANSCENDENTALS).  Along any other axis (LinearAttention's ``q.softmax(dim=-2)``)
+    MindSpore 2.8's float32 kernel already computes like torch's: measured within ~2e-8
+    relative of torch's result, with the same worst case (~23 ulp) against the exact value,
+    at half the cost of the float64 route; so it is used as is there."""
+    if PRECISE_TRANSCENDENTALS and dim not in (-1, x.ndim - 1):
+        return ops.softmax(x, axis=dim)
     return ops.softmax(_up(x), axis=dim).astype(x.dtype)
 
 
@@ -140,14 +147,30 @@ class PixelUnshuffle2x(nn.Cell):
 
 def normalize(x, dim=1, eps=1e-12):
     """``torch.nn.functional.normalize(x, dim=dim)``: ``x / max(||x||_2, eps)``
-    (``ops.L2Normalize`` would use eps 1e-4 and a different formula)."""
-    norm = ops.sqrt(ops.sum(x * x, dim, keepdim=True))
+    (``ops.L2Normalize`` would use eps 1e-4 and a different formula).
+
+    Over the channels of a float32 NCHW tensor (RMSNorm) the sum of squares is a matmul with a
+    row of ones: on MindSpore 2.8 CPU 2-3x faster than ``ops.sum`` over axis 1 (a strided
+    reduction), and it adds in the order torch's norm does (bit-identical to
+    ``F.normalize`` in nearly every shape measured, else within one rounding)."""
+    if dim == 1 and x.ndim == 4 and x.dtype == ms.float32:
+        b, c, h, w = x.shape
+        sum_sq = ops.matmul(ops.ones((1, c), x.dtype), ops.reshape(x * x, (b, c, h * w)))
+        norm = ops.sqrt(ops.reshape(sum_sq, (b, 1, h, w)))
+    else:
+        norm = ops.sqrt(ops.sum(x * x, dim, keepdim=True))
     return x / ops.clamp(norm, min=eps)
 
 
 def chunk(x, chunks, dim=1):
     """``x.chunk(chunks, dim=dim)`` for a dimension that divides evenly."""
-    return ops.split(x, x.shape[dim] // chunks, axis=dim)
+    # not ops.split: its axis check is a generator expression that GRAPH mode fails to
+    # compile in some graphs (NameError: name 'axis' is not defined, MindSpore 2.8)
+    n = x.shape[dim] // chunks
+    out = ()
+    for i in range(chunks):
+        out = out + (ops.narrow(x, dim, i * n, n),)
+    return out
 
 
 def cat(tensors, dim):
@@ -295,6 +318,25 @@ def _adam_update_one(one_minus_beta1, beta2, one_minus_beta2, eps, step_size, bi
     ops.assign(exp_avg_sq, v)
     ops.assign(param, param - step_size * (m / denom))                # param.addcdiv_(exp_avg, denom, value=-step_size)
     return True
+
+
+from mindspore.ops.primitive import constexpr as _constexpr   # noqa: E402
+
+
+def _probe():
+    return 0
+
+
+@_constexpr(check=False)
+def _is_none(fn):
+    return fn is None
+
+
+def in_graph():
+    """True while MindSpore compiles the code (GRAPH mode / ``ms.jit``), False in PyNative
+    (the trick of ``mindspore.common.api._run_in_jit``: a function reaches a constexpr as None
+    only inside a graph)."""
+    return _is_none(_probe)
 
 
 # === training helpers (Trainer, issue 6) =====================================================
