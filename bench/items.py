@@ -7,14 +7,11 @@ cell (as in ``parity_tests.harness.run_ms``); its first call (tracing + compilin
 is timed on its own and ``compile_s`` = first call - steady-state median.
 """
 
-import contextlib
-import io
-import os
 import time
 
 import numpy as np
 
-from bench.timing import interleaved, load, ratio, summary, timed
+from bench.timing import interleaved, load, ratio, timed
 
 # The reference's default U-Net, and the small U-Net of the parity tests (parity_tests/cases.py).
 DEFAULT_UNET = dict(dim=64)
@@ -46,11 +43,6 @@ def build_diffusions(cfg, seed=0, **diffusion_kwargs):
     t = ddp.GaussianDiffusion(t_unet, **diffusion_kwargs)
     m = ms_ddpm.GaussianDiffusion(m_unet, **diffusion_kwargs)
     return t, m
-
-
-def _graph_first_and_steady(first_call):
-    """Time the first GRAPH call (trace + compile + run)."""
-    return timed(first_call)
 
 
 def _finish(result, figures):

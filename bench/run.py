@@ -151,8 +151,18 @@ def _r(x):
 
 
 def _convert_line(cb):
-    keys = sorted(k for k, v in cb.items() if isinstance(v, (int, float)))
-    return ', '.join(f'{k}={cb[k]:.3g}' for k in keys[:8])
+    if 'cp_s' not in cb:
+        keys = sorted(k for k, v in cb.items() if isinstance(v, (int, float)))
+        return ', '.join(f'{k}={cb[k]:.3g}' for k in keys[:8])
+    mib = 2 ** 20
+    line = (f'{cb["checkpoint_bytes"] / mib:.0f} MiB checkpoint: cp {_ms(cb["cp_s"])}, -> .ckpt {_ms(cb["convert_ckpt_s"])} '
+            f'({cb["ratio_time_ckpt_vs_cp"]:.2f}x cp)')
+    if 'convert_safetensors_s' in cb:
+        line += f', -> .safetensors {_ms(cb["convert_safetensors_s"])} ({cb["ratio_time_safetensors_vs_cp"]:.2f}x)'
+    if 'ratio_peak_rss_ckpt_vs_checkpoint' in cb:
+        line += (f'; peak RSS {cb["peak_rss_ckpt_bytes"] / mib:.0f} MiB = {cb["ratio_peak_rss_ckpt_vs_checkpoint"]:.2f}x '
+                 f'checkpoint (added by the conversion {cb["ratio_added_rss_ckpt_vs_checkpoint"]:.2f}x)')
+    return line
 
 
 def write_json(path, data):
