@@ -80,8 +80,8 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             while f.read(64 << 20):
                 pass
         cp_dst = os.path.join(tmp, 'copy.pt')
-        times = {'cp': [], 'cp_sync': [], 'work_ckpt': [], 'work_safetensors': [], 'cli_ckpt': []}
-        peaks = {'ckpt': [], 'safetensors': []}
+        times = {'cp': [], 'cp_sync': [], 'work_ckpt': [], 'work_safetensors': [], 'work_reverse': [], 'cli_ckpt': []}
+        peaks = {'ckpt': [], 'safetensors': [], 'reverse': []}
         bases = []
         for _ in range(runs):
             _rm(cp_dst)
@@ -99,6 +99,13 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
                 times[f'work_{ext}'].append(r['work_s'])
                 peaks[ext].append((r['peak_rss'], r['base_rss']))
                 bases.append(r['base_rss'])
+            back = os.path.join(tmp, 'back.pt')             # the reverse direction: .ckpt -> torch
+            _rm(back)
+            _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=os.path.join(tmp, 'out.ckpt'),
+                                                                dst=back)], env=env)
+            r = json.loads(out.strip().splitlines()[-1])
+            times['work_reverse'].append(r['work_s'])
+            peaks['reverse'].append((r['peak_rss'], r['base_rss']))
             dst = os.path.join(tmp, 'cli.ckpt')
             _rm(dst)
             times['cli_ckpt'].append(_timed([sys.executable, '-m', 'weight_convert.cli', src, dst, '-q'], env=env)[0])
@@ -110,14 +117,17 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             'cp_sync_s': med['cp_sync'],
             'convert_ckpt_s': med['work_ckpt'],
             'convert_safetensors_s': med['work_safetensors'],
+            'convert_reverse_s': med['work_reverse'],
             'cli_ckpt_s': med['cli_ckpt'],
             'ratio_time_ckpt_vs_cp': med['work_ckpt'] / med['cp'],
-            'ratio_time_ckpt_vs_cp_sync': med['work_ckpt'] / med['cp_sync'],
             'ratio_time_safetensors_vs_cp': med['work_safetensors'] / med['cp'],
+            'ratio_time_reverse_vs_cp': med['work_reverse'] / med['cp'],
             'ratio_time_cli_vs_cp': med['cli_ckpt'] / med['cp'],
             'rss_after_imports_bytes': statistics.median(bases),
         }
-        for ext in ('ckpt', 'safetensors'):
+        for ext in ('ckpt', 'safetensors', 'reverse'):
+            res[f'ratio_time_{ext}_vs_cp_sync'] = med[f'work_{ext}'] / med['cp_sync']
+        for ext in ('ckpt', 'safetensors', 'reverse'):
             peak = statistics.median(p for p, _ in peaks[ext])
             added = statistics.median(p - b for p, b in peaks[ext])
             res[f'peak_rss_{ext}_bytes'] = peak
@@ -126,9 +136,9 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             res[f'ratio_added_rss_{ext}_vs_checkpoint'] = added / size
         mib = 2 ** 20
         say(f'cp: {res["cp_s"]:.3f} s   cp + sync: {res["cp_sync_s"]:.3f} s')
-        for ext in ('ckpt', 'safetensors'):
-            say(f'convert -> .{ext}: {res[f"convert_{ext}_s"]:.3f} s = {res[f"ratio_time_{ext}_vs_cp"]:.2f}x cp'
-                + (f' ({res["ratio_time_ckpt_vs_cp_sync"]:.2f}x cp+sync)' if ext == 'ckpt' else '')
+        for ext in ('ckpt', 'safetensors', 'reverse'):
+            say(('reverse .ckpt -> .pt' if ext == 'reverse' else f'convert -> .{ext}') + f': {res[f"convert_{ext}_s"]:.3f} s = {res[f"ratio_time_{ext}_vs_cp"]:.2f}x cp'
+                + f' ({res[f"ratio_time_{ext}_vs_cp_sync"]:.2f}x cp+sync)'
                 + f';  peak RSS {res[f"peak_rss_{ext}_bytes"] / mib:.0f} MiB = '
                 f'{res[f"ratio_peak_rss_{ext}_vs_checkpoint"]:.2f}x checkpoint, of which the conversion added '
                 f'{res[f"peak_rss_added_{ext}_bytes"] / mib:.0f} MiB = {res[f"ratio_added_rss_{ext}_vs_checkpoint"]:.2f}x '

@@ -61,6 +61,37 @@ def test_round_trip_torch_ms_torch_is_bit_identical(tmp_path, unet_sd, dtype, vi
     _unet(seed=1).load_state_dict(sd2, strict=True)     # the reference takes it strictly
 
 
+@pytest.mark.parametrize('ext', ['.ckpt', '.safetensors'])
+def test_kernel_copy_and_plain_writes_give_the_same_file(tmp_path, unet_sd, ext, monkeypatch):
+    """Tensor bytes go from the source file to the output with os.copy_file_range where the
+    tensors are located in the file; without it (or when it fails half-way) plain writes
+    produce the identical file."""
+    import weight_convert.formats as wf
+    from weight_convert.converter import read_weights
+    src = tmp_path / 'unet.pt'
+    torch.save(unet_sd, src)
+    assert all(e.file_range is not None for e in read_weights(src).entries.values())
+    for d in ('kernel', 'fallback', 'plain'):
+        (tmp_path / d).mkdir()
+    convert(src, tmp_path / 'kernel' / f'out{ext}')
+    calls = []
+
+    def failing(*a):
+        calls.append(a)
+        if len(calls) > 3:
+            raise OSError(18, 'Invalid cross-device link (simulated)')
+        return real(*a)
+    real = os.copy_file_range
+    monkeypatch.setattr(wf.os, 'copy_file_range', failing)
+    convert(src, tmp_path / 'fallback' / f'out{ext}')
+    assert len(calls) == 4
+    monkeypatch.delattr(wf.os, 'copy_file_range')
+    convert(src, tmp_path / 'plain' / f'out{ext}')
+    want = (tmp_path / 'kernel' / f'out{ext}').read_bytes()
+    assert (tmp_path / 'fallback' / f'out{ext}').read_bytes() == want
+    assert (tmp_path / 'plain' / f'out{ext}').read_bytes() == want
+
+
 def test_ms_checkpoint_is_native_mindspore(tmp_path, unet_sd):
     """MindSpore's own loader reads the .ckpt: names, shapes, bf16 kept as ms.bfloat16."""
     src = tmp_path / 'unet.pt'

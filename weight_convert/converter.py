@@ -10,6 +10,7 @@ import json
 import os
 import re
 import time
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from weight_convert.core import StateDictMismatchError, load_torch_state_dict, torch_to_ms_name
 from weight_convert.formats import (
-    AtomicFile, ConvertError, Entry, entry_from_torch, format_of, load_torch_file, read_ckpt,
+    AtomicFile, ConvertError, Entry, entry_from_torch, format_of, load_torch_file, locate_tensors_in_file, read_ckpt,
     read_safetensors, save_torch, torch_from_entry, write_ckpt, write_safetensors,
 )
 from weight_convert.infer import InferenceError, infer_diffusion_config, infer_unet_config
@@ -153,6 +154,7 @@ def read_weights(path, ema=False, background_check=False):
             obj, pending = load_torch_file(path, check_crc='background')
         else:
             obj = load_torch_file(path)
+        loaded = obj
         if _is_trainer(obj):
             info.update(trainer_step=_scalar(obj.get('step')), reference_version=obj.get('version'))
             if ema:
@@ -171,6 +173,10 @@ def read_weights(path, ema=False, background_check=False):
         flat = OrderedDict((str(k), v) for k, v in obj.items())
         flat = _select_weights(flat, path, ema, info)
         entries = OrderedDict((k, entry_from_torch(v, k)) for k, v in flat.items())
+        if zipfile.is_zipfile(path):
+            tensors = {k: v for k, v in flat.items() if hasattr(v, 'untyped_storage')}
+            for k, off in locate_tensors_in_file(path, tensors, loaded).items():
+                entries[k].file_range = (path, off)
     elif fmt == 'safetensors':
         entries, meta = read_safetensors(path)
         entries = _select_weights(entries, path, ema, info)
@@ -423,6 +429,13 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
     checkpoint (``.pt`` only).  Returns a summary dict.  Raises ConvertError subclasses."""
     log = log or (lambda *a: None)
     t0 = time.perf_counter()
+    phases = OrderedDict()
+
+    def phase(name):
+        now = time.perf_counter()
+        phases[name] = now - phase.last
+        phase.last = now
+    phase.last = t0
     src, dst = str(src), str(dst)
     out_fmt = format_of(dst, role='destination')
     format_of(src)
@@ -430,14 +443,19 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
         raise ConvertError(f'{dst}: is the source file; choose another destination')
     if trainer and out_fmt != 'torch':
         raise ConvertError(f'{dst}: a Trainer-style checkpoint is a PyTorch file; use a .pt destination')
+    if not os.path.isdir(os.path.dirname(os.path.abspath(dst))):
+        raise ConvertError(f'{dst}: destination directory {os.path.dirname(os.path.abspath(dst))} does not exist')
     explicit = parse_explicit_config(config)
     source = read_weights(src, ema=ema, background_check=True)
+    phase('read')
     log(f'read {src}: {source.format}, {source.kind}, {len(source.entries)} tensors, '
         f'{source.nbytes / 2**20:.1f} MiB, dtypes {source.dtype_counts()}'
         + ''.join(f', {k}={v}' for k, v in source.info.items()))
     wrap_unet = trainer and source.kind == 'Unet'
     cfg = resolve_config(source, dict(explicit, diffusion={}) if wrap_unet else explicit)
+    phase('config')
     entries = check_against(source, target_spec(cfg), cfg)
+    phase('check')
     if trainer:
         if source.kind == 'Unet':
             if not explicit['diffusion']:
@@ -475,17 +493,21 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
             save_torch(OrderedDict((k, torch_from_entry(e)) for k, e in entries.items()), out.file)
             if progress:
                 progress(total)
+        phase('write')
         out.close()
+        phase('fsync')
         source.check_integrity()
+        phase('crc_wait')
         side.commit()
         out.commit()
+        phase('commit')
     except BaseException:
         side.abort()
         if out is not None:
             out.abort()
         raise
     return {'src': src, 'dst': dst, 'config_file': config_path(dst), 'config': public, 'kind': cfg['model'],
-            'tensors': len(entries), 'bytes': total, 'seconds': time.perf_counter() - t0}
+            'tensors': len(entries), 'bytes': total, 'seconds': time.perf_counter() - t0, 'phases': dict(phases)}
 
 
 # --- one-call loader ----------------------------------------------------------------------------

@@ -75,10 +75,11 @@ class UnsupportedFormatError(ConvertError):
 class Entry:
     """One tensor: ``data`` holds its raw values (bf16 as uint16 bits), ``dtype`` its name."""
 
-    __slots__ = ('data', 'dtype')
+    __slots__ = ('data', 'dtype', 'file_range')
 
-    def __init__(self, data, dtype):
+    def __init__(self, data, dtype, file_range=None):
         self.data, self.dtype = data, dtype
+        self.file_range = file_range     # (path, offset): the same bytes lie there, contiguous
 
     @property
     def shape(self):
@@ -294,6 +295,100 @@ def save_torch(obj, f):
     torch.save(obj, f)
 
 
+# --- copying tensor bytes to an output ------------------------------------------------------
+
+class ByteCopier:
+    """Writes entries' bytes to an output file: straight from the source file with
+    ``os.copy_file_range`` (in the kernel, as ``cp`` does: no page faults, no copies in this
+    process) when the entry knows where its bytes lie in a file, else from its array."""
+
+    def __init__(self, f):
+        self.f, self.fds = f, {}
+        self.kernel_copy = hasattr(os, 'copy_file_range')
+
+    def write(self, e, start=0, stop=None):
+        stop = e.nbytes if stop is None else stop
+        if e.file_range is not None and self.kernel_copy and stop > start:
+            try:
+                self._copy(e.file_range[0], e.file_range[1] + start, stop - start)
+                return
+            except OSError:
+                self.kernel_copy = False        # e.g. EXDEV/ENOSYS on some file systems: plain writes
+                self.f.seek(self.pos)
+                self.f.truncate()
+        self.f.write(e.raw_bytes()[start:stop])
+
+    def _copy(self, path, offset, n):
+        self.f.flush()
+        out = self.f.fileno()
+        self.pos = os.lseek(out, 0, os.SEEK_CUR)
+        fd = self.fds.get(path)
+        if fd is None:
+            fd = self.fds[path] = os.open(path, os.O_RDONLY)
+        while n:
+            done = os.copy_file_range(fd, out, n, offset)
+            if done <= 0:
+                raise OSError('copy_file_range made no progress')
+            offset += done
+            n -= done
+        self.f.seek(0, os.SEEK_END)           # resynchronise the buffered writer's position
+
+    def close(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+
+
+def zip_member_offsets(path):
+    """{data offset in the file: (member name, size)} of a zip's stored (uncompressed) members."""
+    out = {}
+    with zipfile.ZipFile(path) as z, open(path, 'rb') as f:
+        for info in z.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                continue
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if len(local) < 30 or local[:4] != ZIP_MAGIC:
+                continue
+            start = info.header_offset + 30 + int.from_bytes(local[26:28], 'little') + \
+                int.from_bytes(local[28:30], 'little')
+            out[start] = (info.filename, info.file_size)
+    return out
+
+
+def all_tensors(obj):
+    """Every tensor in a loaded object (nested dicts, lists, tuples)."""
+    if hasattr(obj, 'untyped_storage'):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from all_tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from all_tensors(v)
+
+
+def locate_tensors_in_file(path, tensors, loaded):
+    """``tensors`` ({key: tensor}) from ``loaded = torch.load(path, mmap=True)`` -> ``{key:
+    file offset of its bytes}`` for the contiguous ones.  torch maps the whole file once, and
+    every ``data/N`` member of the zip is one storage of ``loaded``, so the lowest storage
+    address is the lowest ``data/`` member's offset; the shift found that way must then put
+    *every* storage exactly on a member of its size, or nothing is located (and the bytes
+    are written from memory instead)."""
+    members = {off: (name, size) for off, (name, size) in zip_member_offsets(path).items()
+               if '/data/' in name or name.startswith('data/')}
+    storages = {}
+    for t in all_tensors(loaded):
+        st = t.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
+    if not storages or len(members) != len(storages):
+        return {}
+    base = min(storages) - min(members)
+    if any(members.get(p - base, (None, -1))[1] != n for p, n in storages.items()):
+        return {}
+    return {k: t.data_ptr() - base for k, t in tensors.items() if t.is_contiguous() and t.numel()}
+
+
 # --- safetensors ----------------------------------------------------------------------------
 
 def read_safetensors(path):
@@ -350,10 +445,14 @@ def write_safetensors(entries, f, metadata=None, progress=None):
     blob += b' ' * (-len(blob) % 8)
     f.write(len(blob).to_bytes(8, 'little'))
     f.write(blob)
-    for e in entries.values():
-        f.write(e.raw_bytes())
-        if progress:
-            progress(e.nbytes)
+    out = ByteCopier(f)
+    try:
+        for e in entries.values():
+            out.write(e)
+            if progress:
+                progress(e.nbytes)
+    finally:
+        out.close()
 
 
 # --- MindSpore .ckpt ------------------------------------------------------------------------
@@ -402,16 +501,19 @@ def write_ckpt(entries, f, progress=None):
     """Stream ``entries`` into ``f`` as MindSpore's checkpoint protobuf, one message per
     tensor slice (what ``mindspore.save_checkpoint`` writes; ``load_checkpoint`` joins
     slices); the data go from the source buffer straight to the file."""
-    for name, e in entries.items():
-        raw = e.raw_bytes()
-        dims = list(e.shape)
-        ttype = DTYPES[e.dtype][2]
-        for start in range(0, max(len(raw), 1), CKPT_SLICE_BYTES):
-            piece = raw[start:start + CKPT_SLICE_BYTES]
-            f.write(ckpt_slice_prefix(name, dims, ttype, len(piece)))
-            f.write(piece)
-        if progress:
-            progress(e.nbytes)
+    out = ByteCopier(f)
+    try:
+        for name, e in entries.items():
+            dims = list(e.shape)
+            ttype = DTYPES[e.dtype][2]
+            for start in range(0, max(e.nbytes, 1), CKPT_SLICE_BYTES):
+                stop = min(start + CKPT_SLICE_BYTES, e.nbytes)
+                f.write(ckpt_slice_prefix(name, dims, ttype, stop - start))
+                out.write(e, start, stop)
+            if progress:
+                progress(e.nbytes)
+    finally:
+        out.close()
 
 
 def _read_varint(buf, pos, end):
