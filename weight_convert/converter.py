@@ -9,6 +9,7 @@ check every key and shape against the target network, write any supported file.
 import json
 import os
 import re
+import threading
 import time
 import zipfile
 from collections import OrderedDict
@@ -18,7 +19,7 @@ import numpy as np
 
 from weight_convert.core import StateDictMismatchError, load_torch_state_dict, torch_to_ms_name
 from weight_convert.formats import (
-    AtomicFile, ConvertError, Entry, entry_from_torch, format_of, load_torch_file, locate_tensors_in_file, read_ckpt,
+    AtomicFile, Background, ConvertError, Entry, entry_from_torch, format_of, load_torch_file, locate_tensors_in_file, read_ckpt,
     read_safetensors, save_torch, torch_from_entry, write_ckpt, write_safetensors,
 )
 from weight_convert.infer import InferenceError, infer_diffusion_config, infer_unet_config
@@ -451,23 +452,37 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
     log(f'read {src}: {source.format}, {source.kind}, {len(source.entries)} tensors, '
         f'{source.nbytes / 2**20:.1f} MiB, dtypes {source.dtype_counts()}'
         + ''.join(f', {k}={v}' for k, v in source.info.items()))
+    from ms_ddpm.version import REFERENCE_VERSION
+    written_by = source.info.get('reference_version')
+    if written_by is not None and str(written_by) != REFERENCE_VERSION:
+        log(f'note: {src} was written by denoising-diffusion-pytorch {written_by}; ms_ddpm mirrors '
+            f'{REFERENCE_VERSION} (the keys and shapes are checked all the same)')
     wrap_unet = trainer and source.kind == 'Unet'
     cfg = resolve_config(source, dict(explicit, diffusion={}) if wrap_unet else explicit)
     phase('config')
-    entries = check_against(source, target_spec(cfg), cfg)
-    phase('check')
-    if trainer:
-        if source.kind == 'Unet':
-            if not explicit['diffusion']:
-                raise ConfigError(f'{dst}: a Trainer checkpoint holds a GaussianDiffusion; {src} is a bare Unet: '
-                                  f'pass its diffusion arguments (at least --image-size)')
-            cfg['diffusion'] = _jsonable(dict(DIFFUSION_DEFAULTS, **explicit['diffusion']))
-            cfg['model'] = 'GaussianDiffusion'
-            entries = diffusion_entries_for_unet(entries, cfg)
-        else:
-            diffusion_kwargs(cfg)   # image_size is needed to use the Trainer
-    elif cfg['model'] == 'GaussianDiffusion':
-        diffusion_kwargs(cfg)       # the config beside the weights must be enough to build the model
+    # MindSpore outputs (the large, common case) are written speculatively, in the source's
+    # order, while the target network is built and every key checked; a failed check stops
+    # the writer and deletes its temporary file.  Torch outputs are written after the check.
+    speculative = out_fmt in ('safetensors', 'mindspore') and not trainer
+    if speculative:
+        if cfg['model'] == 'GaussianDiffusion':
+            diffusion_kwargs(cfg)   # the config beside the weights must be enough to build the model
+        entries = source.entries
+    else:
+        entries = check_against(source, target_spec(cfg), cfg)
+        phase('check')
+        if trainer:
+            if source.kind == 'Unet':
+                if not explicit['diffusion']:
+                    raise ConfigError(f'{dst}: a Trainer checkpoint holds a GaussianDiffusion; {src} is a bare Unet: '
+                                      f'pass its diffusion arguments (at least --image-size)')
+                cfg['diffusion'] = _jsonable(dict(DIFFUSION_DEFAULTS, **explicit['diffusion']))
+                cfg['model'] = 'GaussianDiffusion'
+                entries = diffusion_entries_for_unet(entries, cfg)
+            else:
+                diffusion_kwargs(cfg)   # image_size is needed to use the Trainer
+        elif cfg['model'] == 'GaussianDiffusion':
+            diffusion_kwargs(cfg)
 
     public = _public_config(cfg, source, dst, out_fmt)
     total = sum(e.nbytes for e in entries.values())
@@ -475,15 +490,18 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
         progress.start(total)
     side = AtomicFile(config_path(dst))
     out = None
+    stop = threading.Event()
+    writer = None
     try:
         side.file.write((json.dumps(public, indent=2) + '\n').encode())
         side.close()
         out = AtomicFile(dst)
         if out_fmt == 'safetensors':
-            write_safetensors(entries, out.file, metadata={'format': 'pt', SAFETENSORS_CONFIG_KEY: json.dumps(public)},
-                              progress=progress)
+            meta = {'format': 'pt', SAFETENSORS_CONFIG_KEY: json.dumps(public)}
+            writer = Background(lambda: write_safetensors(entries, out.file, metadata=meta, progress=progress,
+                                                          stop=stop))
         elif out_fmt == 'mindspore':
-            write_ckpt(entries, out.file, progress=progress)
+            writer = Background(lambda: write_ckpt(entries, out.file, progress=progress, stop=stop))
         elif trainer:
             ckpt_step = step if step is not None else (source.info.get('trainer_step') or 0)
             save_torch(trainer_checkpoint(entries, cfg, step=ckpt_step), out.file)
@@ -493,6 +511,15 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
             save_torch(OrderedDict((k, torch_from_entry(e)) for k, e in entries.items()), out.file)
             if progress:
                 progress(total)
+        if speculative:
+            try:
+                check_against(source, target_spec(cfg), cfg)
+            except BaseException:
+                stop.set()
+                writer.thread.join()
+                raise
+            phase('check')
+            writer.wait()
         phase('write')
         out.close()
         phase('fsync')
@@ -502,6 +529,9 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
         out.commit()
         phase('commit')
     except BaseException:
+        stop.set()
+        if writer is not None:
+            writer.thread.join()
         side.abort()
         if out is not None:
             out.abort()

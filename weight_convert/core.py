@@ -37,9 +37,12 @@ def torch_to_ms_name(key):
 
 
 def to_numpy(value):
-    """A torch tensor / NumPy array / MindSpore tensor as a NumPy array (bf16 -> float32)."""
+    """A torch tensor / NumPy array / MindSpore tensor / ``formats.Entry`` as a NumPy array
+    (bf16 -> float32, exactly)."""
     if isinstance(value, np.ndarray):
         return value
+    if hasattr(value, 'file_range') and hasattr(value, 'value'):     # weight_convert.formats.Entry
+        return value.value()
     if hasattr(value, 'asnumpy'):
         if value.dtype == ms.bfloat16:
             value = value.astype(ms.float32)

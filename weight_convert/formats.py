@@ -109,12 +109,6 @@ class Entry:
             raise TypeError(f'unsupported NumPy dtype {array.dtype}')
         return cls(array, name)
 
-    @classmethod
-    def from_float32_as_bf16(cls, array):
-        """float32 values that are exactly bf16 values -> a bf16 Entry (exact: drops zero bits)."""
-        return cls(np.ascontiguousarray(array, dtype=np.float32).view(np.uint32).__rshift__(16).astype(np.uint16),
-                   'bfloat16')
-
 
 # --- checks shared by every reader ----------------------------------------------------------
 
@@ -217,9 +211,9 @@ def verify_zip_crc(path):
                     f'computed {crc:08x}); the file was damaged after it was written')
 
 
-class BackgroundCheck:
-    """Runs ``fn`` in a thread (zlib and file reads release the GIL, so it overlaps the
-    conversion); :meth:`wait` re-raises its error.  Wait before committing any output."""
+class Background:
+    """Runs ``fn`` in a thread (zlib, file reads and writes release the GIL, so it overlaps
+    the rest of the conversion); :meth:`wait` re-raises its error."""
 
     def __init__(self, fn):
         import threading
@@ -230,7 +224,7 @@ class BackgroundCheck:
                 fn()
             except BaseException as e:      # re-raised in wait()
                 self.error = e
-        self.thread = threading.Thread(target=run, daemon=True, name='weight_convert-crc')
+        self.thread = threading.Thread(target=run, daemon=True, name='weight_convert-background')
         self.thread.start()
 
     def wait(self):
@@ -243,7 +237,7 @@ def load_torch_file(path, check_crc=True):
     """``torch.load(path, weights_only=True)``, memory-mapped when the file allows it.
     Returns the loaded object; unsafe, corrupt and truncated files raise ConvertError.
     ``check_crc``: True checks the zip members' CRC-32 first; 'background' returns
-    ``(obj, BackgroundCheck)`` with the check running alongside."""
+    ``(obj, Background)`` with the check running alongside."""
     torch = _torch()
     check_readable(path)
     is_zip = zipfile.is_zipfile(path)
@@ -254,7 +248,7 @@ def load_torch_file(path, check_crc=True):
                     f'{path}: truncated or corrupt: a zip archive (torch.save format) without its central '
                     f'directory; the file was probably cut short')
     elif check_crc == 'background':
-        check = BackgroundCheck(lambda: verify_zip_crc(path))
+        check = Background(lambda: verify_zip_crc(path))
         try:
             obj = load_torch_file(path, check_crc=False)
         except ConvertError:
@@ -432,8 +426,18 @@ def read_safetensors(path):
     return OrderedDict((name, e) for _, name, e in out), meta
 
 
-def write_safetensors(entries, f, metadata=None, progress=None):
-    """Stream ``entries`` (name -> Entry) into the open binary file ``f``."""
+class Stopped(Exception):
+    """A writer was told to stop (the conversion failed elsewhere)."""
+
+
+def _check_stop(stop):
+    if stop is not None and stop.is_set():
+        raise Stopped('stopped')
+
+
+def write_safetensors(entries, f, metadata=None, progress=None, stop=None):
+    """Stream ``entries`` (name -> Entry) into the open binary file ``f``; ``stop``: an
+    Event checked between tensors."""
     header, offset = {}, 0
     for name, e in entries.items():
         header[name] = {'dtype': DTYPES[e.dtype][1], 'shape': list(e.shape),
@@ -448,6 +452,7 @@ def write_safetensors(entries, f, metadata=None, progress=None):
     out = ByteCopier(f)
     try:
         for e in entries.values():
+            _check_stop(stop)
             out.write(e)
             if progress:
                 progress(e.nbytes)
@@ -497,19 +502,20 @@ def ckpt_slice_prefix(name, dims, tensor_type, n):
     return tag(f_value) + _varint(len(value) + n) + value
 
 
-def write_ckpt(entries, f, progress=None):
+def write_ckpt(entries, f, progress=None, stop=None):
     """Stream ``entries`` into ``f`` as MindSpore's checkpoint protobuf, one message per
     tensor slice (what ``mindspore.save_checkpoint`` writes; ``load_checkpoint`` joins
     slices); the data go from the source buffer straight to the file."""
     out = ByteCopier(f)
     try:
         for name, e in entries.items():
+            _check_stop(stop)
             dims = list(e.shape)
             ttype = DTYPES[e.dtype][2]
             for start in range(0, max(e.nbytes, 1), CKPT_SLICE_BYTES):
-                stop = min(start + CKPT_SLICE_BYTES, e.nbytes)
-                f.write(ckpt_slice_prefix(name, dims, ttype, stop - start))
-                out.write(e, start, stop)
+                end = min(start + CKPT_SLICE_BYTES, e.nbytes)
+                f.write(ckpt_slice_prefix(name, dims, ttype, end - start))
+                out.write(e, start, end)
             if progress:
                 progress(e.nbytes)
     finally:
@@ -653,10 +659,7 @@ class AtomicFile:
         self.done = False
 
     def commit(self):
-        if not self.file.closed:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
+        self.close()
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp, 0o666 & ~umask)
@@ -666,7 +669,7 @@ class AtomicFile:
     def close(self):
         if not self.file.closed:
             self.file.flush()
-            os.fsync(self.file.fileno())
+            getattr(os, 'fdatasync', os.fsync)(self.file.fileno())
             self.file.close()
 
     def abort(self):
