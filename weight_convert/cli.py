@@ -42,7 +42,7 @@ class Progress:
 
 def _parser():
     p = argparse.ArgumentParser(
-        prog='ms-ddpm convert', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog='ms-ddpm convert', description=__doc__.replace('``', ''), formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='examples:\n'
                '  ms-ddpm convert results/model-10.pt unet.ckpt --ema --image-size 32 --verify\n'
                '  ms-ddpm convert unet.ckpt unet.safetensors\n'

@@ -66,7 +66,8 @@ def verify(torch_path, ms_path, torch_ema=False, ms_ema=False, config=None, log=
     actual = m_unet(*args_m).asnumpy()
     tol = tolerance('unet', 'float32')
     results = []
-    r = diff(f'{cfg["model"]} Unet output on probe {tuple(x.shape)}', expected, actual)
+    what = 'Unet' if cfg['model'] == 'Unet' else 'GaussianDiffusion.model (Unet)'
+    r = diff(f'{what} output on probe {tuple(x.shape)}', expected, actual)
     r.tol, r.ok = tol.rel, (not r.nonfinite) and r.rel_fro <= tol.rel
     results.append(r)
     if cfg['model'] == 'GaussianDiffusion':
@@ -79,6 +80,6 @@ def verify(torch_path, ms_path, torch_ema=False, ms_ema=False, config=None, log=
     for r in results:
         log(str(r))
     ok = all(r.ok for r in results)
-    log('verify: ' + ('PASS' if ok else 'FAIL') + f' (Unet output tolerance rel_fro <= {tol.rel:.0e}: {tol.reason}; '
+    log('verify: ' + ('PASS' if ok else 'FAIL') + f' (Unet output tolerance rel_fro <= {tol.rel:.1e}: {tol.reason}; '
         'buffers must match exactly)')
     return ok, results
