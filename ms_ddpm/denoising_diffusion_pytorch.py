@@ -994,7 +994,10 @@ class Dataset:
             img = convert_image_to_fn(self.convert_image_to, img)
         img = self._resize(img)
         if self.augment_horizontal_flip and flip:
-            img = self._flip(img)
+            # back to PIL: ToTensor divides an ndarray by 255 differently (1 ulp) from a PIL image,
+            # and torchvision's ToTensor sees a PIL image here
+            from PIL import Image
+            img = Image.fromarray(np.asarray(self._flip(img)))
         img = self._crop(img)
         return self._to_tensor(img)
 
@@ -1552,3 +1555,96 @@ def read_trainer_checkpoint(path):
                          f'weight_convert.load_model')
     meta = _json.loads(str(strings['trainer_meta']))
     return OrderedDict((k, np.array(e.value())) for k, e in entries.items()), meta
+
+
+# --- interop with the reference Trainer's checkpoints ---------------------------------------
+#
+# reference Trainer.save(): {'step', 'model', 'opt', 'ema', 'scaler', 'version'} (torch.save)
+#   model: GaussianDiffusion state dict; opt: torch.optim.Adam state dict, parameters by index
+#   in ``model.parameters()`` order; ema: {initted, step, online_model.*, ema_model.*};
+#   scaler: accelerate's GradScaler state (amp) or None.
+# ms_ddpm Trainer.save(): see Trainer.save.  Parameter names are the torch keys, so only the
+# optimiser's index <-> name mapping needs care: torch numbers *every* parameter of the model
+# (frozen ones too, e.g. random Fourier features), in state-dict order without the buffers.
+
+_DIFFUSION_BUFFERS = ('betas', 'alphas_cumprod', 'alphas_cumprod_prev', 'sqrt_alphas_cumprod',
+                      'sqrt_one_minus_alphas_cumprod', 'log_one_minus_alphas_cumprod', 'sqrt_recip_alphas_cumprod',
+                      'sqrt_recipm1_alphas_cumprod', 'posterior_variance', 'posterior_log_variance_clipped',
+                      'posterior_mean_coef1', 'posterior_mean_coef2', 'loss_weight')
+
+
+def _torch_param_names(model_keys):
+    return [k for k in model_keys if k not in _DIFFUSION_BUFFERS]
+
+
+def to_reference_trainer_checkpoint(src, dst, scale_window = 2000, scale_factor = 2):
+    """ms_ddpm ``Trainer.save`` .ckpt -> a reference ``Trainer.save`` .pt (written atomically)
+    that the reference ``Trainer.load`` resumes from: model, EMA (initted, step, online and
+    EMA weights), Adam moments and step, loss-scaler state (amp), step, version."""
+    import torch
+    from weight_convert.formats import AtomicFile, save_torch
+    entries, meta = read_trainer_checkpoint(src)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
+    model = OrderedDict((k[len('online_model.'):], t(v)) for k, v in entries.items() if k.startswith('online_model.'))
+    ema = OrderedDict([('initted', torch.tensor(bool(meta['ema_initted']))), ('step', torch.tensor(int(meta['ema_step'])))])
+    ema.update(('online_model.' + k, v) for k, v in model.items())
+    ema.update((k, t(v)) for k, v in entries.items() if k.startswith('ema_model.'))
+    names = _torch_param_names(model)
+    dummy = [torch.nn.Parameter(torch.zeros(0)) for _ in names]
+    opt = torch.optim.Adam(dummy, lr = meta.get('train_lr', 1e-4), betas = tuple(meta.get('adam_betas', (0.9, 0.99)))).state_dict()
+    step = float(np.asarray(entries['opt.state_step']))
+    if step > 0:
+        for i, name in enumerate(names):
+            if 'opt.exp_avg.' + name in entries:
+                opt['state'][i] = {'step': torch.tensor(step, dtype = torch.float32),
+                                   'exp_avg': t(entries['opt.exp_avg.' + name]),
+                                   'exp_avg_sq': t(entries['opt.exp_avg_sq.' + name])}
+    scaler = None
+    if 'scaler.scale_value' in entries:
+        scaler = {'scale': float(np.asarray(entries['scaler.scale_value'])), 'growth_factor': float(scale_factor),
+                  'backoff_factor': 1. / scale_factor, 'growth_interval': int(scale_window),
+                  '_growth_tracker': int(np.asarray(entries['scaler.counter']))}
+    data = {'step': int(meta['step']), 'model': model, 'opt': opt, 'ema': ema, 'scaler': scaler,
+            'version': meta.get('reference_version')}
+    with AtomicFile(dst) as out:
+        save_torch(data, out.file)
+        out.commit()
+    return dst
+
+
+def from_reference_trainer_checkpoint(src, dst, seed = 0, gradient_accumulate_every = 1):
+    """A reference ``Trainer.save`` .pt -> an ms_ddpm Trainer .ckpt (atomic) that
+    ``Trainer.load`` resumes from.  Read with ``torch.load(weights_only=True)``.  The
+    reference's data order and draws come from torch's global RNG, which its checkpoint does
+    not hold: the MindSpore run continues with ``seed``'s order from the same position."""
+    from weight_convert.formats import load_torch_file
+    from ms_ddpm.version import __version__, REFERENCE_VERSION
+    data = load_torch_file(str(src))
+    n = lambda v: v.detach().cpu().numpy() if hasattr(v, 'detach') else np.asarray(v)
+    entries = OrderedDict(('online_model.' + k, n(v)) for k, v in data['model'].items())
+    entries.update((k, n(v)) for k, v in data['ema'].items() if k.startswith('ema_model.'))
+    names = _torch_param_names(data['model'])
+    state = data['opt']['state']
+    steps = {float(n(s['step'])) for s in state.values()}
+    if len(steps) > 1:
+        raise ValueError(f'{src}: Adam steps differ between parameters ({sorted(steps)}); ms_compat.Adam keeps one step')
+    for i, name in enumerate(names):
+        if i in state:
+            entries['opt.exp_avg.' + name] = n(state[i]['exp_avg'])
+            entries['opt.exp_avg_sq.' + name] = n(state[i]['exp_avg_sq'])
+        elif data['model'][name].dtype.is_floating_point:
+            entries['opt.exp_avg.' + name] = np.zeros(tuple(data['model'][name].shape), np.float32)
+            entries['opt.exp_avg_sq.' + name] = np.zeros(tuple(data['model'][name].shape), np.float32)
+    entries['opt.state_step'] = np.array(steps.pop() if steps else 0., np.float64)
+    if data.get('scaler'):
+        entries['scaler.scale_value'] = np.array(data['scaler']['scale'], np.float32)
+        entries['scaler.counter'] = np.array(data['scaler'].get('_growth_tracker', 0), np.int32)
+    group = data['opt']['param_groups'][0]
+    meta = dict(format = TRAINER_CKPT_FORMAT, format_version = TRAINER_CKPT_VERSION, step = int(data['step']),
+                batches_consumed = int(data['step']) * gradient_accumulate_every, seed = int(seed),
+                ema_initted = bool(n(data['ema']['initted'])), ema_step = int(n(data['ema']['step'])),
+                skipped_steps = 0, version = __version__, reference_version = data.get('version') or REFERENCE_VERSION,
+                train_lr = float(group['lr']), adam_betas = [float(b) for b in group['betas']],
+                amp = bool(data.get('scaler')), converted_from = _os.path.abspath(str(src)))
+    write_trainer_checkpoint(dst, entries, meta)
+    return dst

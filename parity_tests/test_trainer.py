@@ -1,0 +1,235 @@
+"""ms_ddpm.Trainer against the reference Trainer (denoising-diffusion-pytorch 2.3.4).
+
+One run of each, 20 steps, on scikit-learn's digits written as PNGs, with the same data order
+(the MindSpore Trainer's own mindspore.dataset pipeline; the reference gets the same images
+through its own Dataset, in that order, by replacing its ``dl``) and the same random draws
+(times and noise: the MindSpore Trainer's counter-based draws, fed to the reference through
+``reference.draws.injected_draws``).  Gradient accumulation (2 micro-batches) and gradient
+clipping (max_grad_norm small enough to clip every step) are both active.
+
+Then: checkpoint interop both ways (a MindSpore checkpoint converted to a reference one that
+the reference Trainer.load()s and keeps training from, and back), each checked by training
+on from the converted checkpoint in both frameworks with the same batches and draws.
+"""
+
+import numpy as np
+import pytest
+
+from parity_tests.compare import assert_parity
+from parity_tests.tolerances import tolerance
+
+UNET = dict(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=1)
+DIFF = dict(image_size=8, timesteps=100)
+BATCH, ACCUM, STEPS, SEED = 8, 2, 20, 3
+MAX_GRAD_NORM = 0.05      # below the measured gradient norms (~0.3-1): clipping acts every step
+MORE = 4                  # steps trained on after each checkpoint conversion
+
+
+def write_digits(folder, n):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(load_digits().images[:n]):
+        Image.fromarray((im / 16 * 255).round().astype(np.uint8), 'L').save(folder / f'{i:04d}.png')
+    return folder
+
+
+@pytest.fixture(scope='module')
+def digits(tmp_path_factory):
+    return write_digits(tmp_path_factory.mktemp('digits'), 112)     # 112 = 14 batches of 8
+
+
+class RefRun:
+    """The reference Trainer, fed a given batch sequence and given draws."""
+
+    def __init__(self, td, folder, results, **kw):
+        import denoising_diffusion_pytorch as ddp
+        self.trainer = ddp.Trainer(td, str(folder), train_batch_size=BATCH, gradient_accumulate_every=ACCUM,
+                                   augment_horizontal_flip=False, max_grad_norm=MAX_GRAD_NORM,
+                                   save_and_sample_every=10 ** 9, calculate_fid=False, results_folder=str(results), **kw)
+        self.losses = []
+        td.register_forward_hook(lambda m, i, o: self.losses.append(float(o.detach())))
+
+    def train_to(self, steps, batches, draws):
+        """Train until ``steps``; ``batches``/``draws``: per micro-batch, in order."""
+        import torch
+        from reference.draws import injected_draws
+        t = self.trainer
+        t.dl = iter([torch.from_numpy(b) for b in batches])
+        t.train_num_steps = steps
+        with injected_draws(randn=[d['noise'] for d in draws], randint=[d['times'] for d in draws]):
+            t.train()
+
+
+def ms_trainer(folder, results, model, **kw):
+    import ms_ddpm
+    return ms_ddpm.Trainer(model, str(folder), train_batch_size=BATCH, gradient_accumulate_every=ACCUM,
+                           augment_horizontal_flip=False, max_grad_norm=MAX_GRAD_NORM, save_and_sample_every=10 ** 9,
+                           calculate_fid=False, results_folder=str(results), seed=SEED, progress=False,
+                           log=lambda *a: None, **kw)
+
+
+class Recorder:
+    """Wraps the MindSpore Trainer's batch iterator and draws to hand the same ones to the reference."""
+
+    def __init__(self, trainer):
+        self.trainer, self.batches, self.draws = trainer, [], []
+        self.wrap_dl()
+        draws = trainer._draws
+
+        def rec(step, micro, shape):
+            d = draws(step, micro, shape)
+            self.draws.append(d)
+            return d
+        trainer._draws = rec
+
+    def wrap_dl(self):
+        inner = self.trainer.dl
+
+        def gen():
+            for b in inner:
+                self.batches.append(np.array(b))
+                yield b
+        self.trainer.dl = gen()
+
+
+@pytest.fixture(scope='module')
+def runs(digits, tmp_path_factory):
+    """Both trainers after STEPS steps, from the same initial weights."""
+    import ms_ddpm
+    from parity_tests.harness import build_diffusion_pair
+    td, md = build_diffusion_pair(UNET, DIFF)
+    res = tmp_path_factory.mktemp('results')
+    (res / 'ms').mkdir()
+    mt = ms_trainer(digits, res / 'ms', md)
+    rec = Recorder(mt)
+    ms_losses = []
+    for _ in range(STEPS):                       # Trainer.train()'s loop, one step at a time
+        ms_losses.append(mt.train_step())
+        mt.step += 1
+        mt.ema.update()
+    (res / 'ref').mkdir()
+    ref = RefRun(td, digits, res / 'ref')
+    ref.train_to(STEPS, rec.batches, rec.draws)
+    return dict(td=td, md=md, mt=mt, ref=ref, rec=rec, ms_losses=ms_losses, res=res)
+
+
+def test_data_order_and_transforms(digits, runs):
+    """The batches the MindSpore pipeline produced are the reference Dataset's images."""
+    import torch
+    t_ds = runs['ref'].trainer.ds
+    order = runs['mt'].data_order
+    first = order.epoch(0)[:BATCH]
+    expected = torch.stack([t_ds[int(i)] for i in first]).numpy()
+    np.testing.assert_array_equal(runs['rec'].batches[0], expected)
+    # horizontal flip: the MindSpore Dataset's flip is the reference transform's flip
+    import ms_ddpm
+    m_ds = ms_ddpm.Dataset(digits, (8, 8), augment_horizontal_flip=True, convert_image_to='L')
+    np.testing.assert_array_equal(m_ds[(5, True)], t_ds[5].numpy()[:, :, ::-1])
+    np.testing.assert_array_equal(m_ds[(5, False)], t_ds[5].numpy())
+
+
+def test_twenty_steps_losses_and_parameters(runs, record):
+    ref, mt = runs['ref'], runs['mt']
+    assert len(ref.losses) == STEPS * ACCUM and ref.trainer.step == mt.step == STEPS
+    ref_step_losses = np.array(ref.losses).reshape(STEPS, ACCUM).sum(1) / ACCUM
+    ms_losses = np.array(runs['ms_losses'])
+    rel = np.abs(ms_losses - ref_step_losses) / np.abs(ref_step_losses)
+    print(f'\nper-step loss, reference vs MindSpore, max relative difference over {STEPS} steps: {rel.max():.2e}'
+          f' (first {ref_step_losses[0]:.6f}, last {ref_step_losses[-1]:.6f})')
+    for i in range(STEPS):
+        r = assert_parity(f'trainer loss step {i + 1}', ref_step_losses[i], ms_losses[i], 'trainer_loss')
+    record(r)
+    assert not np.allclose(ref_step_losses[0], ref_step_losses[1:])      # it trains
+
+    t_params = {n: p.detach().numpy() for n, p in runs['td'].named_parameters()}
+    m_params = dict(runs['md'].parameters_and_names())
+    worst = None
+    for name, tv in t_params.items():
+        r = assert_parity(f'trainer param after {STEPS} steps {name}', tv, m_params[name].asnumpy(), 'trainer')
+        worst = r if worst is None or r.rel_fro > worst.rel_fro else worst
+    record(worst)
+    flat_t = np.concatenate([v.ravel() for v in t_params.values()])
+    flat_m = np.concatenate([m_params[n].asnumpy().ravel() for n in t_params])
+    record(assert_parity(f'trainer all params after {STEPS} steps', flat_t, flat_m, 'trainer'))
+    # the Adam moments agree too
+    t_opt = ref.trainer.opt.state_dict()['state']
+    names = [n for n, _ in runs['td'].named_parameters()]
+    sd = mt.state_entries()
+    m1 = np.concatenate([sd['opt.exp_avg.' + n].ravel() for n in names])
+    t1 = np.concatenate([t_opt[i]['exp_avg'].numpy().ravel() for i in range(len(names))])
+    record(assert_parity('trainer Adam exp_avg after 20 steps (an average of gradients)', t1, m1, 'grad'))
+
+
+def test_ema_state_matches_reference(runs, record):
+    """The Trainer's EMA (ema_decay 0.995, update_every 10, update_after_step 100 as the
+    reference): initted, step and weights, against ema_pytorch's state dict."""
+    t_sd = runs['ref'].trainer.ema.state_dict()
+    m_sd = runs['mt'].ema.state_dict()
+    assert list(t_sd) == list(m_sd)
+    assert bool(t_sd['initted']) == bool(m_sd['initted']) and int(t_sd['step']) == int(m_sd['step']) == STEPS
+    flat_t = np.concatenate([t_sd[k].numpy().ravel() for k in t_sd if k.startswith('ema_model.')])
+    flat_m = np.concatenate([m_sd[k].ravel() for k in t_sd if k.startswith('ema_model.')])
+    record(assert_parity(f'trainer EMA weights after {STEPS} steps', flat_t, flat_m, 'trainer'))
+
+
+def _continue_both(ref, mt, steps, rec):
+    """Train both ``steps`` more steps on the MindSpore Trainer's batches and draws."""
+    n0b, n0d = len(rec.batches), len(rec.draws)
+    for _ in range(steps):
+        mt.train_step()
+        mt.step += 1
+        mt.ema.update()
+    ref.train_to(ref.trainer.step + steps, rec.batches[n0b:], rec.draws[n0d:])
+
+
+def test_checkpoint_interop_both_ways(runs, digits, tmp_path, record):
+    """MindSpore ckpt -> reference .pt -> reference Trainer.load() and on; and back:
+    reference Trainer.save() -> MindSpore ckpt -> ms_ddpm Trainer.load() and on."""
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    import ms_ddpm
+    from ms_ddpm.denoising_diffusion_pytorch import to_reference_trainer_checkpoint, from_reference_trainer_checkpoint
+    mt, rec = runs['mt'], runs['rec']
+
+    # 1. MindSpore -> reference: a fresh reference Trainer (other initial weights) loads it
+    ms_ckpt = mt.save('interop')
+    (tmp_path / 'ref2').mkdir()
+    to_reference_trainer_checkpoint(ms_ckpt, tmp_path / 'ref2' / 'model-from-ms.pt')
+    torch.manual_seed(123)
+    td2 = ddp.GaussianDiffusion(ddp.Unet(**UNET), **DIFF)
+    ref2 = RefRun(td2, digits, tmp_path / 'ref2')
+    ref2.trainer.load('from-ms')
+    assert ref2.trainer.step == STEPS and int(ref2.trainer.ema.step) == STEPS
+    t_state = ref2.trainer.opt.state_dict()['state']
+    names = [n for n, _ in td2.named_parameters()]
+    entries = mt.state_entries()
+    for i, n in enumerate(names):          # moments by name: the index mapping is right
+        np.testing.assert_array_equal(t_state[i]['exp_avg'].numpy(), entries['opt.exp_avg.' + n])
+    _continue_both(ref2, mt, MORE, rec)
+    t_params = {n: p.detach().numpy() for n, p in td2.named_parameters()}
+    m_params = dict(runs['md'].parameters_and_names())
+    flat_t = np.concatenate([v.ravel() for v in t_params.values()])
+    flat_m = np.concatenate([m_params[n].asnumpy().ravel() for n in t_params])
+    record(assert_parity(f'ms ckpt -> reference Trainer.load, {MORE} more steps', flat_t, flat_m, 'trainer'))
+
+    # 2. reference -> MindSpore: the reference saves, the MindSpore Trainer loads the conversion
+    ref2.trainer.save('back')
+    step_before = mt.step
+    for p in runs['md'].trainable_params():     # scramble: the load must restore everything
+        p.set_data(p * 0 + 1)
+    from_reference_trainer_checkpoint(tmp_path / 'ref2' / 'model-back.pt', tmp_path / 'back.ckpt', seed=SEED,
+                                      gradient_accumulate_every=ACCUM)
+    mt.load(str(tmp_path / 'back.ckpt'))
+    rec.wrap_dl()                               # load() reopened the pipeline at the saved position
+    assert mt.step == step_before
+    _continue_both(ref2, mt, MORE, rec)
+    t_params = {n: p.detach().numpy() for n, p in td2.named_parameters()}
+    flat_t = np.concatenate([v.ravel() for v in t_params.values()])
+    flat_m = np.concatenate([m_params[n].asnumpy().ravel() for n in t_params])
+    record(assert_parity(f'reference ckpt -> ms Trainer.load, {MORE} more steps', flat_t, flat_m, 'trainer'))
+    t_sd, m_sd = ref2.trainer.ema.state_dict(), mt.ema.state_dict()
+    assert int(t_sd['step']) == int(m_sd['step']) == STEPS + 2 * MORE
+    flat_t = np.concatenate([t_sd[k].numpy().ravel() for k in t_sd if k.startswith('ema_model.')])
+    flat_m = np.concatenate([m_sd[k].ravel() for k in t_sd if k.startswith('ema_model.')])
+    record(assert_parity('EMA after both conversions', flat_t, flat_m, 'trainer'))
