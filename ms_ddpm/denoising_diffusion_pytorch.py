@@ -18,7 +18,7 @@ from ms_ddpm.ms_compat import (
     Module, ModuleList, Sequential, Identity, SiLU, Conv2d, Linear, GELU, Dropout,
     NearestUpsample2x, PixelUnshuffle2x, normalize, chunk, cat, softmax,
     ones_parameter, randn_parameter, name_parameters_by_path, heads_split, heads_merge, matmul_nt, matmul_tn, exp,
-    buffer_parameter, float64_linspace, float32_linspace, float64_sigmoid,
+    in_graph, buffer_parameter, float64_linspace, float32_linspace, float64_sigmoid,
 )
 from ms_ddpm.attend import Attend
 
@@ -480,8 +480,10 @@ def sigmoid_beta_schedule(timesteps, start = -3, end = 3, tau = 1, clamp_min = 1
     """
     steps = timesteps + 1
     t = float64_linspace(0, timesteps, steps) / timesteps
-    v_start = float64_sigmoid(np.float64(start / tau))
-    v_end = float64_sigmoid(np.float64(end / tau))
+    # the reference's torch.tensor(start / tau) is a float32 scalar: v_start/v_end are float32
+    # values, promoted to float64 in the expression below (worth ~6e-6 in betas)
+    v_start = float64_sigmoid(np.float32(start / tau)).astype(np.float32).astype(np.float64)
+    v_end = float64_sigmoid(np.float32(end / tau)).astype(np.float32).astype(np.float64)
     alphas_cumprod = (-float64_sigmoid((t * (end - start) + start) / tau) + v_end) / (v_end - v_start)
     alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
     betas = 1 - (alphas_cumprod[1:] / alphas_cumprod[:-1])
@@ -666,7 +668,9 @@ class GaussianDiffusion(Module):
         posterior_log_variance_clipped = extract(self.posterior_log_variance_clipped, t, x_t.shape)
         return posterior_mean, posterior_variance, posterior_log_variance_clipped
 
-    def model_predictions(self, x, t, x_self_cond = None, clip_x_start = False, rederive_pred_noise = False):
+    def _model_predictions(self, x, t, x_self_cond = None, clip_x_start = False, rederive_pred_noise = False):
+        # a plain tuple: GRAPH mode builds namedtuples through a Python fallback whose outputs
+        # lose their static shapes, which then fails inside the Unet
         model_output = self.model(x, t, x_self_cond)
 
         if self.objective == 'pred_noise':
@@ -691,10 +695,13 @@ class GaussianDiffusion(Module):
                 x_start = ops.clamp(x_start, -1., 1.)
             pred_noise = self.predict_noise_from_start(x, t, x_start)
 
-        return ModelPrediction(pred_noise, x_start)
+        return pred_noise, x_start
+
+    def model_predictions(self, x, t, x_self_cond = None, clip_x_start = False, rederive_pred_noise = False):
+        return ModelPrediction(*self._model_predictions(x, t, x_self_cond, clip_x_start, rederive_pred_noise))
 
     def p_mean_variance(self, x, t, x_self_cond = None, clip_denoised = True):
-        _, x_start = self.model_predictions(x, t, x_self_cond) # preds.pred_x_start (GRAPH mode: no namedtuple attributes)
+        _, x_start = self._model_predictions(x, t, x_self_cond) # preds.pred_x_start
 
         if clip_denoised:
             x_start = ops.clamp(x_start, -1., 1.)
@@ -714,7 +721,7 @@ class GaussianDiffusion(Module):
     def _ddim_step(self, img, time_cond, time, time_next, noise, x_self_cond):
         if not self.self_condition:
             x_self_cond = None
-        pred_noise, x_start = self.model_predictions(img, time_cond, x_self_cond, clip_x_start = True, rederive_pred_noise = True)
+        pred_noise, x_start = self._model_predictions(img, time_cond, x_self_cond, clip_x_start = True, rederive_pred_noise = True)
 
         alpha = self.alphas_cumprod[time]
         alpha_next = self.alphas_cumprod[time_next]
@@ -857,6 +864,10 @@ class GaussianDiffusion(Module):
             noise = ops.randn(x_start.shape, dtype = x_start.dtype)
 
         if self.immiscible:
+            if in_graph():
+                raise RuntimeError('immiscible=True needs a host-side linear sum assignment (scipy, as in the reference), '
+                                   'which cannot run inside a compiled graph: compute the loss in PyNative mode, or pass '
+                                   'noise=noise[diffusion.noise_assignment(x_start, noise)] and set diffusion.immiscible = False')
             assign = self.noise_assignment(x_start, noise)
             noise = noise[assign]
 
@@ -893,7 +904,7 @@ class GaussianDiffusion(Module):
             if self_cond_coin is None:
                 self_cond_coin = ops.rand(()) # the reference's random()
             if self_cond_coin < 0.5:
-                _, x_self_cond = self.model_predictions(x, t) # .pred_x_start
+                _, x_self_cond = self._model_predictions(x, t) # .pred_x_start
                 x_self_cond = ops.stop_gradient(x_self_cond)
             else:
                 x_self_cond = ops.zeros_like(x) # what the Unet substitutes for None
@@ -911,7 +922,7 @@ class GaussianDiffusion(Module):
             target = v
 
         loss = ops.square(model_out - target)
-        loss = ops.mean(loss.reshape(b, -1), axis = 1)
+        loss = loss.reshape(b, -1).mean(1) # reduce(loss, "b ... -> b", "mean")
 
         loss = loss * extract(self.loss_weight, t, loss.shape)
 
@@ -935,7 +946,6 @@ class GaussianDiffusion(Module):
         if self.auto_normalize:
             img = normalize_to_neg_one_to_one(img)
         return self.p_losses(img, times, noise = noise, offset_noise_strength = offset_noise_strength, loss_reduction = loss_reduction, offset_noise = offset_noise, self_cond_coin = self_cond_coin)
-
 
 # dataset classes
 #

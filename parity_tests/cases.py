@@ -44,3 +44,51 @@ UNET_CASES = [
     ('4-stages',             dict(dim=8, dim_mults=(1, 2, 4, 8)), (B, 3, 16, 16)),
     ('theta-dropout-flash',  dict(SMALL, sinusoidal_pos_emb_theta=1000, dropout=0.1, flash_attn=True), (B, 3, 16, 16)),
 ]
+
+# --- GaussianDiffusion -------------------------------------------------------------------
+
+DIFF_UNET = dict(SMALL)
+DIFF_UNET_SC = dict(SMALL, self_condition=True)
+IMG = (B, 3, 16, 16)
+
+# schedule buffers: (id, GaussianDiffusion kwargs)
+SCHEDULE_CASES = [
+    (f'{sched}-T{T}-{obj}{"-minsnr" if snr else ""}',
+     dict(image_size=16, timesteps=T, beta_schedule=sched, objective=obj, min_snr_loss_weight=snr))
+    for sched in ('linear', 'cosine', 'sigmoid') for T in (1000, 37)
+    for obj, snr in (('pred_noise', False), ('pred_x0', True), ('pred_v', False), ('pred_v', True))
+] + [
+    ('cosine-s0.02', dict(image_size=16, timesteps=200, beta_schedule='cosine', schedule_fn_kwargs=dict(s=0.02))),
+    ('sigmoid-kwargs', dict(image_size=16, timesteps=200, beta_schedule='sigmoid',
+                            schedule_fn_kwargs=dict(start=-2, end=4, tau=0.7))),
+    ('min_snr_gamma-2', dict(image_size=16, timesteps=100, min_snr_loss_weight=True, min_snr_gamma=2)),
+]
+
+# losses: (id, unet cfg, GaussianDiffusion kwargs, extra draws: {'offset': bool, 'coin': float or None}, reduction)
+LOSS_CASES = [
+    (f'{obj}-{sched}', DIFF_UNET, dict(image_size=16, timesteps=100, objective=obj, beta_schedule=sched), {}, 'mean')
+    for obj in ('pred_noise', 'pred_x0', 'pred_v') for sched in ('linear', 'cosine', 'sigmoid')
+] + [
+    ('min_snr-pred_v', DIFF_UNET, dict(image_size=16, timesteps=100, min_snr_loss_weight=True), {}, 'mean'),
+    ('min_snr-pred_noise', DIFF_UNET, dict(image_size=16, timesteps=100, objective='pred_noise', min_snr_loss_weight=True), {}, 'mean'),
+    ('min_snr-pred_x0', DIFF_UNET, dict(image_size=16, timesteps=100, objective='pred_x0', min_snr_loss_weight=True), {}, 'mean'),
+    ('offset_noise', DIFF_UNET, dict(image_size=16, timesteps=100, offset_noise_strength=0.1), {'offset': True}, 'mean'),
+    ('reduction-none', DIFF_UNET, dict(image_size=16, timesteps=100), {}, 'none'),
+    ('self_cond-coin-used', DIFF_UNET_SC, dict(image_size=16, timesteps=100), {'coin': 0.3}, 'mean'),
+    ('self_cond-coin-unused', DIFF_UNET_SC, dict(image_size=16, timesteps=100), {'coin': 0.7}, 'none'),
+    ('no-auto_normalize', DIFF_UNET, dict(image_size=16, timesteps=100, auto_normalize=False), {}, 'mean'),
+    ('immiscible', DIFF_UNET, dict(image_size=16, timesteps=100, immiscible=True), {}, 'none'),
+    ('non-square', dict(SMALL), dict(image_size=(8, 12), timesteps=100), {}, 'none'),
+]
+
+# gradients / optimiser steps: (id, unet cfg, GaussianDiffusion kwargs, extra draws)
+TRAIN_CASES = [
+    ('pred_v-sigmoid', DIFF_UNET, dict(image_size=16, timesteps=100), {}),
+    ('pred_noise-self_cond-offset', DIFF_UNET_SC, dict(image_size=16, timesteps=100, objective='pred_noise',
+                                                       offset_noise_strength=0.1), {'offset': True, 'coin': 0.2}),
+    ('pred_x0-min_snr-linear', DIFF_UNET, dict(image_size=16, timesteps=100, objective='pred_x0',
+                                              beta_schedule='linear', min_snr_loss_weight=True), {}),
+]
+
+# the reference Trainer's optimiser settings
+ADAM = dict(lr=1e-4, betas=(0.9, 0.99))

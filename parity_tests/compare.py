@@ -73,8 +73,9 @@ def assert_parity(name, expected, actual, kind, dtype='float32'):
     tol = tolerance(kind, dtype)
     r = diff(name, expected, actual)
     r.tol = tol.rel
-    r.ok = (not r.nonfinite) and r.rel_fro <= tol.rel
+    value = getattr(r, tol.metric)
+    r.ok = (not r.nonfinite) and value <= tol.rel
     if not r.ok:
-        why = 'NaN/Inf present' if r.nonfinite else f'rel_fro {r.rel_fro:.3e} > {tol.rel:.1e} ({tol.reason})'
+        why = 'NaN/Inf present' if r.nonfinite else f'{tol.metric} {value:.3e} > {tol.rel:.1e} ({tol.reason})'
         raise AssertionError(f'{r}\n  -> {why}')
     return r

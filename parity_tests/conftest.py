@@ -31,7 +31,16 @@ def pytest_terminal_summary(terminalreporter):
     if not RESULTS:
         return
     tr = terminalreporter
-    tr.section('parity: every comparison, worst first')
+    rows = sorted(RESULTS, key=lambda r: -r.rel_fro)
+    shown = rows if len(rows) <= 40 else rows[:40]
+    tr.section(f'parity: {len(rows)} comparisons, worst {len(shown)} by relative error')
     tr.write_line(f'{"comparison":58s} {"rel_fro":>10s} {"max_abs":>10s} {"max_rel":>10s} {"cosine":>12s} {"tol":>8s}')
-    for r in sorted(RESULTS, key=lambda r: -r.rel_fro):
+    for r in shown:
         tr.write_line(f'{r.name[:58]:58s} {r.rel_fro:10.2e} {r.max_abs:10.2e} {r.max_rel:10.2e} {r.cosine:12.9f} {r.tol!s:>8s}')
+    path = os.environ.get('PARITY_REPORT')
+    if path:
+        import json
+        with open(path + '.tmp', 'w') as f:
+            json.dump([r.as_dict() for r in RESULTS], f, indent=1)
+        os.replace(path + '.tmp', path)
+        tr.write_line(f'every comparison written to {path}')

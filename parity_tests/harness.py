@@ -69,3 +69,29 @@ def run_ms(cell, inputs, mode):
             return cell(*xs)
         return ms.jit(forward)(*args).asnumpy()
     raise ValueError(f'unknown mode {mode!r}; use one of {MODES}')
+
+
+def build_diffusion_pair(unet_cfg, diffusion_kwargs, seed=0):
+    """(torch GaussianDiffusion, MindSpore GaussianDiffusion) on twin U-Nets with the same
+    weights; the whole state dict (U-Net + 13 schedule buffers) is loaded strictly."""
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    import ms_ddpm
+    check_reference_version()
+    torch.manual_seed(seed)
+    t = ddp.GaussianDiffusion(ddp.Unet(**unet_cfg), **diffusion_kwargs).eval()
+    m = ms_ddpm.GaussianDiffusion(ms_ddpm.Unet(**unet_cfg), **diffusion_kwargs)
+    m.set_train(False)
+    load_torch_state_dict(m, t.state_dict())
+    return t, m
+
+
+def call_ms(fn, args, mode):
+    """``fn(*args)`` in PyNative, or compiled with ``ms.jit`` (GRAPH mode).  ``args`` are
+    NumPy arrays or MindSpore tensors; the result is returned as is."""
+    args = [ms.Tensor(a) if isinstance(a, np.ndarray) else a for a in args]
+    if mode == 'pynative':
+        return fn(*args)
+    if mode == 'graph':
+        return ms.jit(fn)(*args)
+    raise ValueError(f'unknown mode {mode!r}; use one of {MODES}')
