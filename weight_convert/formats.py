@@ -479,27 +479,24 @@ def _varint(n):
             return bytes(out)
 
 
+# MindSpore's checkpoint.proto (proto2): Checkpoint{repeated Value value = 1};
+# Value{required string tag = 1; required TensorProto tensor = 2; ...};
+# TensorProto{repeated int64 dims = 1; required string tensor_type = 2; required bytes tensor_content = 3}
+_LEN = lambda num: bytes([(num << 3) | 2])       # key of a length-delimited field
+_VARINT_KEY = lambda num: bytes([num << 3])      # key of a varint field
+
+
 def ckpt_slice_prefix(name, dims, tensor_type, n):
-    """The bytes of one serialized ``Checkpoint`` message (one ``value`` holding tag, dims,
-    tensor_type and an ``n``-byte tensor_content) up to where tensor_content's bytes start:
-    writing these and then the raw data gives exactly ``Checkpoint.SerializeToString()``,
-    without copying the data twice into protobuf strings."""
-    Checkpoint = _checkpoint_pb2()
-    msg = Checkpoint()
-    v = msg.value.add()
-    v.tag = name
-    head_v = v.SerializePartialToString()
-    v.tensor.dims.extend(dims)
-    v.tensor.tensor_type = tensor_type
-    head_t = v.tensor.SerializePartialToString()
-    desc = Checkpoint.DESCRIPTOR.fields_by_name['value']
-    f_value = desc.number
-    f_tensor = desc.message_type.fields_by_name['tensor'].number
-    f_content = desc.message_type.fields_by_name['tensor'].message_type.fields_by_name['tensor_content'].number
-    tag = lambda num: bytes([(num << 3) | 2])              # length-delimited field key
-    tensor = head_t + tag(f_content) + _varint(n)
-    value = head_v + tag(f_tensor) + _varint(len(tensor) + n) + tensor
-    return tag(f_value) + _varint(len(value) + n) + value
+    """The bytes of one serialized ``Checkpoint`` message (one ``value``: tag, dims,
+    tensor_type and an ``n``-byte tensor_content) up to where tensor_content's bytes start.
+    Writing these and then the raw data gives exactly ``Checkpoint.SerializeToString()``
+    (a test compares them), without building protobuf objects or copying the data."""
+    tag = name.encode('utf-8')
+    ttype = tensor_type.encode('utf-8')
+    tensor = b''.join(_VARINT_KEY(1) + _varint(int(d)) for d in dims)
+    tensor += _LEN(2) + _varint(len(ttype)) + ttype + _LEN(3) + _varint(n)
+    value = _LEN(1) + _varint(len(tag)) + tag + _LEN(2) + _varint(len(tensor) + n) + tensor
+    return _LEN(1) + _varint(len(value) + n) + value
 
 
 def write_ckpt(entries, f, progress=None, stop=None):
