@@ -17,7 +17,6 @@ repeats, interleaved; the file is in the page cache for all of them.
 
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess

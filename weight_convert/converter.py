@@ -8,7 +8,6 @@ check every key and shape against the target network, write any supported file.
 
 import json
 import os
-import re
 import threading
 import time
 import zipfile

@@ -14,9 +14,14 @@ Formats:
   header, raw little-endian data), memory-mapped on read and streamed tensor by tensor on
   write; bf16 is stored natively as ``BF16``.  Files are readable by the ``safetensors``
   package and by MindSpore.
-- MindSpore ``.ckpt``: MindSpore's own protobuf message (``checkpoint_pb2.Checkpoint``),
-  written one tensor (slice) at a time exactly as ``mindspore.save_checkpoint`` does; bf16
-  is stored as MindSpore ``BFloat16`` (``ms.load_checkpoint`` returns ``ms.bfloat16``).
+- MindSpore ``.ckpt``: MindSpore's checkpoint protobuf (``checkpoint_pb2.Checkpoint``),
+  one message per tensor (slice) as ``mindspore.save_checkpoint`` writes it, framed here
+  byte for byte (no protobuf objects, no copies of the data); read by a bounds-checked walk
+  of the protobuf over a memory map.  bf16 is stored as MindSpore ``BFloat16``
+  (``ms.load_checkpoint`` returns ``ms.bfloat16``).
+
+Tensor bytes that lie contiguously in a ``torch.save`` file are copied to the output by
+the kernel (``os.copy_file_range``, like ``cp``); others are written from memory.
 
 Every output is written to a temporary file in the destination's directory and renamed
 into place (:class:`AtomicFile`), so a failed conversion never leaves a half-written file.
