@@ -92,6 +92,14 @@ def test_kernel_copy_and_plain_writes_give_the_same_file(tmp_path, unet_sd, ext,
     assert (tmp_path / 'plain' / f'out{ext}').read_bytes() == want
 
 
+def test_legacy_torch_format(tmp_path, unet_sd):
+    """torch.save(..., _use_new_zipfile_serialization=False): not memory-mappable, read all the same."""
+    torch.save(unet_sd, tmp_path / 'legacy.pt', _use_new_zipfile_serialization=False)
+    convert(tmp_path / 'legacy.pt', tmp_path / 'unet.safetensors')
+    convert(tmp_path / 'unet.safetensors', tmp_path / 'back.pt')
+    assert_bit_identical(unet_sd, torch.load(tmp_path / 'back.pt', weights_only=True))
+
+
 def test_ms_checkpoint_is_native_mindspore(tmp_path, unet_sd):
     """MindSpore's own loader reads the .ckpt: names, shapes, bf16 kept as ms.bfloat16."""
     src = tmp_path / 'unet.pt'

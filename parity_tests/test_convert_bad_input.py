@@ -114,6 +114,25 @@ def test_corrupt_zip_member(tmp_path, good, member):
     assert _files(tmp_path) == ['damaged.pt'], 'nothing may be written from a damaged file'
 
 
+@pytest.mark.parametrize('header', [
+    b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": ["0", "8"]}}',
+    b'{"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}',
+    b'{"w": {"dtype": "Q8", "shape": [2], "data_offsets": [0, 8]}}',
+    b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}',
+    b'[1, 2, 3]',
+    b'{"w": ',
+])
+def test_crafted_safetensors_headers(tmp_path, header):
+    bad = tmp_path / 'crafted.safetensors'
+    bad.write_bytes(len(header).to_bytes(8, 'little') + header + bytes(8))
+    with pytest.raises(CorruptCheckpointError, match=str(bad)):
+        convert(bad, tmp_path / 'out.pt')
+    huge = tmp_path / 'huge_header.safetensors'
+    huge.write_bytes((1 << 60).to_bytes(8, 'little') + b'{}')
+    with pytest.raises(CorruptCheckpointError, match='header length'):
+        convert(huge, tmp_path / 'out.pt')
+
+
 def test_empty_file_directory_wrong_extension_missing_file(tmp_path):
     empty = tmp_path / 'empty.pt'
     empty.write_bytes(b'')

@@ -252,6 +252,8 @@ def load_torch_file(path, check_crc=True):
                 raise CorruptCheckpointError(
                     f'{path}: truncated or corrupt: a zip archive (torch.save format) without its central '
                     f'directory; the file was probably cut short')
+        if check_crc == 'background':      # legacy (non-zip) format: no CRCs to check
+            return load_torch_file(path, check_crc=False), None
     elif check_crc == 'background':
         check = Background(lambda: verify_zip_crc(path))
         try:
@@ -413,7 +415,10 @@ def read_safetensors(path):
     out = []
     for name, info in header.items():
         try:
-            dtype, shape, (begin, end) = info['dtype'], tuple(int(d) for d in info['shape']), info['data_offsets']
+            dtype, shape = info['dtype'], tuple(int(d) for d in info['shape'])
+            begin, end = (int(x) for x in info['data_offsets'])
+            if any(d < 0 for d in shape) or not all(isinstance(x, int) for x in info['data_offsets']):
+                raise ValueError
         except (KeyError, TypeError, ValueError):
             raise CorruptCheckpointError(f'{path}: corrupt safetensors header entry for {name!r}') from None
         if dtype not in SAFETENSORS_DTYPES:
