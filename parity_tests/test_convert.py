@@ -221,6 +221,22 @@ def test_trainer_checkpoint_online_and_ema(tmp_path, trainer_setup):
     assert np.array_equal(dict(net.parameters_and_names())[w].asnumpy(), ema.entries[w].data)
 
 
+def test_safetensors_carries_its_config(tmp_path, trainer_setup):
+    """Without the .config.json beside it, a .safetensors written by convert still loads in one
+    call (config in its metadata); a bare GaussianDiffusion without either needs image_size."""
+    root, _, tr = trainer_setup
+    convert(root / 'results' / 'model-1.pt', tmp_path / 'gd.safetensors', config={'image_size': 8})
+    (tmp_path / 'gd.config.json').unlink()
+    net = load_model(tmp_path / 'gd.safetensors')
+    assert net.image_size == (8, 8) and net.num_timesteps == 10
+    from safetensors.torch import load_file, save_file
+    save_file(load_file(str(tmp_path / 'gd.safetensors')), str(tmp_path / 'plain.safetensors'))
+    from weight_convert import ConfigError
+    with pytest.raises(ConfigError, match='image_size cannot be inferred'):
+        load_model(tmp_path / 'plain.safetensors')
+    assert load_model(tmp_path / 'plain.safetensors', config={'image_size': 8}).objective == 'pred_noise'
+
+
 def test_ms_weights_to_trainer_checkpoint_that_trainer_load_accepts(tmp_path, trainer_setup):
     root, make_trainer, tr = trainer_setup
     ckpt = root / 'results' / 'model-1.pt'
