@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = r'''
 import json, os, resource, sys, time
 sys.path.insert(0, {root!r})
-import torch, mindspore, ms_ddpm                # the fixed cost of any MindSpore program
+{imports}                                       # the fixed cost of any MindSpore program
 from weight_convert import convert
 import weight_convert.verify                    # everything the conversion imports lazily
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -39,6 +39,10 @@ work = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps(dict(work_s=work, base_rss=base, peak_rss=peak)))
 '''
+
+
+WITH_TORCH = 'import torch, mindspore, ms_ddpm'
+NO_TORCH = 'import mindspore, ms_ddpm'
 
 
 def _make_checkpoint(path, dim):
@@ -79,8 +83,9 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             while f.read(64 << 20):
                 pass
         cp_dst = os.path.join(tmp, 'copy.pt')
-        times = {'cp': [], 'cp_sync': [], 'work_ckpt': [], 'work_safetensors': [], 'work_reverse': [], 'cli_ckpt': []}
-        peaks = {'ckpt': [], 'safetensors': [], 'reverse': []}
+        times = {'cp': [], 'cp_sync': [], 'work_ckpt': [], 'work_safetensors': [], 'work_reverse': [], 'work_st2ckpt': [],
+                 'cli_ckpt': []}
+        peaks = {'ckpt': [], 'safetensors': [], 'reverse': [], 'st2ckpt': []}
         bases = []
         for _ in range(runs):
             _rm(cp_dst)
@@ -93,15 +98,22 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             for ext in ('ckpt', 'safetensors'):
                 dst = os.path.join(tmp, f'out.{ext}')
                 _rm(dst)
-                _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=src, dst=dst)], env=env)
+                _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=src, dst=dst, imports=WITH_TORCH)], env=env)
                 r = json.loads(out.strip().splitlines()[-1])
                 times[f'work_{ext}'].append(r['work_s'])
                 peaks[ext].append((r['peak_rss'], r['base_rss']))
                 bases.append(r['base_rss'])
+            st2 = os.path.join(tmp, 'st2.ckpt')             # .safetensors -> .ckpt: no torch in the process
+            _rm(st2)
+            _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=os.path.join(tmp, 'out.safetensors'),
+                                                                dst=st2, imports=NO_TORCH)], env=env)
+            r = json.loads(out.strip().splitlines()[-1])
+            times['work_st2ckpt'].append(r['work_s'])
+            peaks['st2ckpt'].append((r['peak_rss'], r['base_rss']))
             back = os.path.join(tmp, 'back.pt')             # the reverse direction: .ckpt -> torch
             _rm(back)
             _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=os.path.join(tmp, 'out.ckpt'),
-                                                                dst=back)], env=env)
+                                                                dst=back, imports=WITH_TORCH)], env=env)
             r = json.loads(out.strip().splitlines()[-1])
             times['work_reverse'].append(r['work_s'])
             peaks['reverse'].append((r['peak_rss'], r['base_rss']))
@@ -117,16 +129,19 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             'convert_ckpt_s': med['work_ckpt'],
             'convert_safetensors_s': med['work_safetensors'],
             'convert_reverse_s': med['work_reverse'],
+            'convert_st2ckpt_s': med['work_st2ckpt'],
             'cli_ckpt_s': med['cli_ckpt'],
             'ratio_time_ckpt_vs_cp': med['work_ckpt'] / med['cp'],
             'ratio_time_safetensors_vs_cp': med['work_safetensors'] / med['cp'],
             'ratio_time_reverse_vs_cp': med['work_reverse'] / med['cp'],
+            'ratio_time_st2ckpt_vs_cp': med['work_st2ckpt'] / med['cp'],
             'ratio_time_cli_vs_cp': med['cli_ckpt'] / med['cp'],
             'rss_after_imports_bytes': statistics.median(bases),
+            'rss_after_imports_no_torch_bytes': statistics.median(b for _, b in peaks['st2ckpt']),
         }
-        for ext in ('ckpt', 'safetensors', 'reverse'):
+        for ext in ('ckpt', 'safetensors', 'reverse', 'st2ckpt'):
             res[f'ratio_time_{ext}_vs_cp_sync'] = med[f'work_{ext}'] / med['cp_sync']
-        for ext in ('ckpt', 'safetensors', 'reverse'):
+        for ext in ('ckpt', 'safetensors', 'reverse', 'st2ckpt'):
             peak = statistics.median(p for p, _ in peaks[ext])
             added = statistics.median(p - b for p, b in peaks[ext])
             res[f'peak_rss_{ext}_bytes'] = peak
@@ -135,13 +150,14 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             res[f'ratio_added_rss_{ext}_vs_checkpoint'] = added / size
         mib = 2 ** 20
         say(f'cp: {res["cp_s"]:.3f} s   cp + sync: {res["cp_sync_s"]:.3f} s')
-        for ext in ('ckpt', 'safetensors', 'reverse'):
-            say(('reverse .ckpt -> .pt' if ext == 'reverse' else f'convert -> .{ext}') + f': {res[f"convert_{ext}_s"]:.3f} s = {res[f"ratio_time_{ext}_vs_cp"]:.2f}x cp'
+        names = {'reverse': 'reverse .ckpt -> .pt', 'st2ckpt': '.safetensors -> .ckpt (no torch imported)'}
+        for ext in ('ckpt', 'safetensors', 'reverse', 'st2ckpt'):
+            say(names.get(ext, f'.pt -> .{ext}') + f': {res[f"convert_{ext}_s"]:.3f} s = {res[f"ratio_time_{ext}_vs_cp"]:.2f}x cp'
                 + f' ({res[f"ratio_time_{ext}_vs_cp_sync"]:.2f}x cp+sync)'
                 + f';  peak RSS {res[f"peak_rss_{ext}_bytes"] / mib:.0f} MiB = '
                 f'{res[f"ratio_peak_rss_{ext}_vs_checkpoint"]:.2f}x checkpoint, of which the conversion added '
                 f'{res[f"peak_rss_added_{ext}_bytes"] / mib:.0f} MiB = {res[f"ratio_added_rss_{ext}_vs_checkpoint"]:.2f}x '
-                f'(after imports: {res["rss_after_imports_bytes"] / mib:.0f} MiB)')
+                f'(after imports: {statistics.median(b for _, b in peaks[ext]) / mib:.0f} MiB)')
         say(f'whole command (python -m weight_convert.cli, imports included) -> .ckpt: {res["cli_ckpt_s"]:.2f} s '
             f'= {res["ratio_time_cli_vs_cp"]:.1f}x cp')
         return res

@@ -92,6 +92,20 @@ def test_kernel_copy_and_plain_writes_give_the_same_file(tmp_path, unet_sd, ext,
     assert (tmp_path / 'plain' / f'out{ext}').read_bytes() == want
 
 
+def test_ms_formats_copy_from_each_other_exactly(tmp_path, unet_sd):
+    """safetensors and .ckpt sources are located in their files too (kernel copies);
+    .ckpt -> .safetensors -> .ckpt reproduces the first .ckpt byte for byte."""
+    from weight_convert.converter import read_weights
+    sd = {k: v.to(torch.bfloat16) if k.endswith('weight') else v for k, v in unet_sd.items()}
+    torch.save(sd, tmp_path / 'unet.pt')
+    convert(tmp_path / 'unet.pt', tmp_path / 'a.ckpt')
+    convert(tmp_path / 'a.ckpt', tmp_path / 'b.safetensors')
+    convert(tmp_path / 'b.safetensors', tmp_path / 'c.ckpt')
+    for f in ('a.ckpt', 'b.safetensors'):
+        assert all(e.file_range is not None for e in read_weights(tmp_path / f).entries.values())
+    assert (tmp_path / 'c.ckpt').read_bytes() == (tmp_path / 'a.ckpt').read_bytes()
+
+
 def test_legacy_torch_format(tmp_path, unet_sd):
     """torch.save(..., _use_new_zipfile_serialization=False): not memory-mappable, read all the same."""
     torch.save(unet_sd, tmp_path / 'legacy.pt', _use_new_zipfile_serialization=False)

@@ -431,7 +431,7 @@ def read_safetensors(path):
                 f'{path}: truncated or corrupt: {name} ({dtype}, shape {list(shape)}) claims bytes '
                 f'[{begin}, {end}) but the data section holds {data_len} bytes')
         arr = np.frombuffer(buf, dtype=np_dtype, count=count, offset=8 + n + begin) if count else np.empty(0, np_dtype)
-        out.append((begin, name, Entry(arr.reshape(shape), dname)))
+        out.append((begin, name, Entry(arr.reshape(shape), dname, (path, 8 + n + begin) if count else None)))
     out.sort(key=lambda r: r[0])
     return OrderedDict((name, e) for _, name, e in out), meta
 
@@ -637,12 +637,14 @@ def read_ckpt(path):
             raise CorruptCheckpointError(
                 f'{path}: truncated or corrupt: {tag} ({ttype}, shape {list(shape)}) holds {nbytes} bytes, '
                 f'expected {count * np_dtype.itemsize}')
+        file_range = None
         if len(parts) == 1:
             arr = np.frombuffer(mm, dtype=np_dtype, count=count, offset=parts[0][0]) if count else np.empty(0, np_dtype)
+            file_range = (path, parts[0][0]) if count else None
         else:
             arr = np.concatenate([np.frombuffer(mm, dtype=np_dtype, count=(b - a) // np_dtype.itemsize, offset=a)
                                   for a, b in parts])
-        out[tag] = Entry(arr.reshape(shape), dname)
+        out[tag] = Entry(arr.reshape(shape), dname, file_range)
     if not out:
         raise CorruptCheckpointError(f'{path}: not a MindSpore checkpoint (no tensors in it)')
     return out, strings
