@@ -5,7 +5,8 @@ the PyTorch state-dict key and every tensor keeps its layout (Conv2d weights are
 (out, in, kh, kw) and Dense weights (out, in) in both frameworks).  The rules below are
 the only exceptions; each is (pattern, replacement) applied to a PyTorch key, in order.
 What a checkpoint must contain is never listed here: it is read off the target network's
-own parameter set (``weight_convert.converter.target_spec``).
+own parameter set (``weight_convert.converter.target_spec``); ``DIFFUSION_BUFFERS`` only
+says which entries hold the schedule (for inferring it, and for a Trainer's optimizer).
 """
 
 # PyTorch key regex -> MindSpore name (none needed for ms_ddpm's own layers)
