@@ -9,7 +9,9 @@ Each conversion runs in a fresh subprocess, so its peak RSS (``ru_maxrss``) is i
   process had after its imports (the part the conversion adds);
 - ``cli``: the whole ``python -m weight_convert.cli SRC DST`` command, imports included.
 ``cp`` is ``cp --reflink=never``; the converter fsyncs its output before renaming it into
-place, so ``cp`` followed by ``sync FILE`` is timed too.  Figures are medians of ``runs``
+place, so ``cp`` followed by ``sync FILE`` is timed too.  Before every timed step the
+previous outputs are deleted and ``sync`` is run (untimed), so no step pays for the disk
+write-back of the one before it.  Figures are medians of ``runs``
 repeats, interleaved; the file is in the page cache for all of them.
 
     python -m bench.convert_bench [--runs 3] [--dim 128]
@@ -61,10 +63,13 @@ def _timed(cmd, **kw):
 
 
 def _rm(*paths):
+    """Delete earlier outputs, then flush every dirty page (untimed), so that no timed step
+    pays for the write-back of the step before it."""
     for p in paths:
         for q in (p, os.path.splitext(p)[0] + '.config.json'):
             if os.path.exists(q):
                 os.unlink(q)
+    os.sync()
 
 
 def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
