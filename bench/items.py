@@ -217,3 +217,36 @@ def suite(s, root):
 
 def _cfg_str(cfg):
     return ', '.join(f'{k}={v}' for k, v in cfg.items())
+
+
+def convs(s):
+    """Single convolutions at Unet(dim=64)'s first stage, 16x64x32x32 float32 (the op whose
+    CPU speed differs most between MindSpore versions, see docs/benchmarks.md): 3x3 (pad 1)
+    and 1x1, forward, torch eager vs MindSpore PyNative and GRAPH."""
+    torch = _torch()
+    import mindspore as ms
+    from ms_ddpm.ms_compat import Conv2d
+    result = {'item': 'convs', 'what': 'one Conv2d forward, 16x64x32x32 -> 64 channels', 'load_before': load(), 'kernels': {}}
+    x = np.random.default_rng(0).standard_normal((16, 64, 32, 32)).astype(np.float32)
+    xt, xm = torch.from_numpy(x), ms.Tensor(x)
+    for k in (3, 1):
+        m = Conv2d(64, 64, k, padding=k // 2)
+        t = torch.nn.Conv2d(64, 64, k, padding=k // 2)
+
+        def run_torch(t=t):
+            with torch.no_grad():
+                return t(xt)
+
+        def forward(a, m=m):
+            return m(a)
+        graph = ms.jit(forward)
+        fns = {'torch': run_torch, 'ms_graph': lambda g=graph: g(xm).asnumpy()}
+        if 'pynative' in s.modes:
+            fns['ms_pynative'] = lambda m=m: m(xm).asnumpy()
+        first = timed(fns['ms_graph'])
+        figures = interleaved(fns, max(2, min(s.repeats, 5)), warmup=1)
+        r = _finish({'first_call_s': {'ms_graph': first}}, figures)
+        r['compile_s'] = {'ms_graph': max(first - figures['ms_graph']['median_s'], 0.0)}
+        result['kernels'][f'{k}x{k}'] = r
+    result['load_after'] = load()
+    return result

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-ITEMS = ('unet_dim64', 'unet_small', 'train_dim64', 'ddim', 'ddpm_small', 'convert', 'suite')
+ITEMS = ('convs', 'unet_dim64', 'unet_small', 'train_dim64', 'ddim', 'ddpm_small', 'convert', 'suite')
 
 
 @dataclass
@@ -99,6 +99,8 @@ def selected(args):
 
 def run_item(name, s):
     from bench import items as it
+    if name == 'convs':
+        return it.convs(s)
     if name == 'unet_dim64':
         return it.unet_forward(s, name, it.DEFAULT_UNET, (16, 3, 32, 32))
     if name == 'unet_small':
@@ -137,6 +139,12 @@ def table(results):
                              f'{_ms(r["compile_s"].get("ms_graph_nn_adam")):>9s} {_r(r["ratios"].get("ms_graph_nn_adam")):>12s}')
             if 'steps' in r:
                 lines.append(f'{"  per step":13s} {_ms(f["torch"]["per_step_s"]):>10s} {"":>12s} {_ms(f["ms_graph"]["per_step_s"]):>10s}')
+        elif r['item'] == 'convs':
+            for k, kr in r['kernels'].items():
+                kf = kr['figures']
+                lines.append(f'{"conv " + k:13s} {_ms(kf["torch"]["median_s"]):>10s} {_ms(kf.get("ms_pynative", {}).get("median_s")):>12s} '
+                             f'{_ms(kf["ms_graph"]["median_s"]):>10s} {_ms(kr["compile_s"]["ms_graph"]):>9s} '
+                             f'{_r(kr["ratios"].get("ms_graph")):>12s} {_r(kr["ratios"].get("ms_pynative")):>10s}')
         elif r['item'] == 'convert':
             lines.append(f'{"convert":13s} ' + (r.get('skipped') or _convert_line(r.get('convert_bench', {}))))
         elif r['item'] == 'suite':
