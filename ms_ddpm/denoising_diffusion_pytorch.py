@@ -626,7 +626,7 @@ class GaussianDiffusion(Module):
         # MindSpore: sampling steps run as compiled graphs (ms.jit), built on first use
 
         self.jit_sampling = True
-        self._compiled = {}
+        self._jit_steps = {}
 
         name_parameters_by_path(self)
 
@@ -738,11 +738,11 @@ class GaussianDiffusion(Module):
         fn = getattr(self, name)
         if not self.jit_sampling:
             return fn
-        if name not in self._compiled:
+        if name not in self._jit_steps:
             def step(*args):
                 return fn(*args)
-            self._compiled[name] = ms.jit(step)
-        return self._compiled[name]
+            self._jit_steps[name] = ms.jit(step)
+        return self._jit_steps[name]
 
     def _draws(self, noise, count, shape):
         """Iterator over the sampling loop's randn draws: the supplied ones (checked), or fresh."""
@@ -1060,26 +1060,48 @@ class DataOrder:
         return divmod(batches_consumed, self.batches_per_epoch)
 
 
-def _dataset_pipeline(source, indices, batch_size, workers):
+def _dataset_pipeline(source, indices, batch_sizes, workers):
     import mindspore.dataset as msds
     data = msds.GeneratorDataset(source, column_names = ['image'], sampler = [int(i) for i in indices],
                                  num_parallel_workers = workers, python_multiprocessing = False)
-    return data.batch(batch_size, drop_remainder = False)
+    sizes = list(batch_sizes)
+    return data.batch(lambda info: sizes[info.get_batch_num()], drop_remainder = False)
+
+
+def _shard(n, rank, world):
+    """Bounds of ``rank``'s share of a batch of ``n`` (``numpy.array_split``'s split)."""
+    q, r = divmod(n, world)
+    lo = rank * q + min(rank, r)
+    return lo, lo + q + (rank < r)
 
 
 class _Batches:
     """Iterator of NumPy batches from the mindspore.dataset pipeline, epoch after epoch,
-    starting at ``start`` batches into the stream; counts what it hands out."""
+    starting at ``start`` batches into the stream; counts what it hands out.  With
+    ``world`` > 1 (data parallel) each process reads only its share of every batch;
+    ``last`` holds ``(lo, hi, global size)`` of the batch last handed out."""
 
-    def __init__(self, ds, order, start = 0, workers = 1):
+    def __init__(self, ds, order, start = 0, workers = 1, rank = 0, world = 1):
         self.source = _EncodedSource(ds)
         self.order, self.consumed, self.workers = order, start, workers
+        self.rank, self.world = rank, world
         self._it = None
+        self._bounds = []
+        self.last = None
 
     def _open(self):
         e, b = self.order.locate(self.consumed)
-        idx = self.order.epoch(e)[b * self.order.batch_size:]
-        pipe = _dataset_pipeline(self.source, idx, self.order.batch_size, self.workers)
+        bs = self.order.batch_size
+        idx = self.order.epoch(e)
+        idx, sizes, self._bounds = list(idx), [], []
+        mine = []
+        for start in range(b * bs, len(idx), bs):
+            chunk = idx[start:start + bs]
+            lo, hi = _shard(len(chunk), self.rank, self.world)
+            mine += chunk[lo:hi]
+            sizes.append(hi - lo)
+            self._bounds.append((lo, hi, len(chunk)))
+        pipe = _dataset_pipeline(self.source, mine, sizes, self.workers)
         self._it = pipe.create_tuple_iterator(output_numpy = True, num_epochs = 1)
 
     def __iter__(self):
@@ -1094,10 +1116,20 @@ class _Batches:
             self._it = None
             self._open()
             batch = next(self._it)[0]
+        self.last = self._bounds.pop(0)
         self.consumed += 1
         if self.order.locate(self.consumed)[1] == 0:
             self._it = None            # epoch done: the next batch opens the next epoch
         return batch
+
+
+def _distributed():
+    """(rank, world size) when ``mindspore.communication.init()`` has run (``msrun``), else (0, 1)."""
+    try:
+        from mindspore.communication import get_group_size, get_rank
+        return int(get_rank()), int(get_group_size())
+    except Exception:
+        return 0, 1
 
 
 def draws_for(seed, step, micro, shape, num_timesteps, offset = False, coin = False):
@@ -1261,7 +1293,11 @@ class Trainer:
         self.num_workers = num_workers
         self._external_batches = batches
         self.batches_consumed = 0
-        self.dl = batches if exists(batches) else _Batches(self.ds, self.data_order, 0, num_workers)
+        # data parallel (msrun + mindspore.communication.init()): each process takes its share
+        # of every batch and of its draws; gradients are all-reduced in the train step
+        self.rank, self.world_size = _distributed()
+        self.is_main_process = self.rank == 0
+        self.dl = batches if exists(batches) else _Batches(self.ds, self.data_order, 0, num_workers, self.rank, self.world_size)
 
         # optimizer (torch.optim.Adam's update)
 
@@ -1341,21 +1377,31 @@ class Trainer:
         net, opt, scaler, params = self.train_model, self.opt, self.scaler, self.params
         max_norm = float(self.max_grad_norm)
         add = ops.HyperMap()
+        world = self.world_size
+        all_reduce = ops.AllReduce() if world > 1 else None
 
-        def loss_fn(img, times, noise, offset_noise, self_cond_coin, scale):
+        def loss_fn(img, times, noise, offset_noise, self_cond_coin, scale, share):
             loss = net(img, times, 'mean', noise, None, offset_noise if offset else None, self_cond_coin if coin else None)
+            if world > 1:
+                loss = loss * share      # (its images / the batch's) * world: the all-reduced mean is the batch mean
             loss = loss / accum
             return loss * scale, loss
 
         grad_fn = ms.value_and_grad(loss_fn, None, params, has_aux = True)
 
-        def train_step(imgs, times, noises, offsets, coins, scale):
+        def train_step(imgs, times, noises, offsets, coins, scale, shares):
             total = ops.zeros((), ms.float32)
             grads = None
             for a in range(accum):
-                (_, loss), g = grad_fn(imgs[a], times[a], noises[a], offsets[a], coins[a], scale)
+                (_, loss), g = grad_fn(imgs[a], times[a], noises[a], offsets[a], coins[a], scale, shares[a])
                 grads = g if grads is None else add(ops.add, grads, g)
                 total = total + loss
+            if world > 1:
+                reduced = ()
+                for g in grads:
+                    reduced = reduced + (all_reduce(g) / world,)
+                grads = reduced
+                total = all_reduce(total) / world
             if scaler is not None:
                 grads = scaler.unscale(grads)
                 finite = ms_amp.all_finite(grads)
@@ -1377,13 +1423,22 @@ class Trainer:
         (the sum of the micro-batch losses / accumulation, as the reference's ``total_loss``)."""
         md = self.model
         accum = self.gradient_accumulate_every
-        batches = [np.asarray(next(self.dl), dtype = np.float32) for _ in range(accum)]
+        batches, bounds = [], []
+        for _ in range(accum):
+            batches.append(np.asarray(next(self.dl), dtype = np.float32))
+            last = getattr(self.dl, 'last', None)
+            bounds.append(last if exists(last) else (0, len(batches[-1]), len(batches[-1])))
         self.batches_consumed += accum
         if len({b.shape for b in batches}) != 1:
             # the short last batch of an epoch next to a full one: one micro-step each
             return sum(self._train_micro_steps(batches))
         offset, coin = md.offset_noise_strength > 0., md.self_condition
-        ds = [self._draws(self.step, a, batches[a].shape) for a in range(accum)]
+        ds = []
+        for a in range(accum):
+            lo, hi, g = bounds[a]
+            d = self._draws(self.step, a, (g,) + batches[a].shape[1:])      # the whole batch's draws ...
+            ds.append({k: (v[lo:hi] if k in ('times', 'noise', 'offset_noise') else v) for k, v in d.items()})  # ... my share
+        shares = ms.Tensor(np.array([(hi - lo) * self.world_size / g for lo, hi, g in bounds], dtype = np.float32))
         b, c = batches[0].shape[:2]
         imgs = ms.Tensor(np.stack(batches))
         times = ms.Tensor(np.stack([d['times'] for d in ds]).astype(np.int64))
@@ -1391,7 +1446,7 @@ class Trainer:
         offsets = ms.Tensor(np.stack([d['offset_noise'] if offset else np.zeros((b, c), np.float32) for d in ds]))
         coins = ms.Tensor(np.array([d['coin'] if coin else 1. for d in ds], dtype = np.float32))
         scale = self.scaler.scale_value.value() if exists(self.scaler) else ms.Tensor(1., ms.float32)
-        loss, norm, finite = self._train_step_fn(accum, offset, coin)(imgs, times, noises, offsets, coins, scale)
+        loss, norm, finite = self._train_step_fn(accum, offset, coin)(imgs, times, noises, offsets, coins, scale, shares)
         self.last_grad_norm = float(norm.asnumpy())
         if not bool(finite.asnumpy()):
             self.skipped_steps += 1
@@ -1406,7 +1461,7 @@ class Trainer:
 
     def train(self):
         from tqdm.auto import tqdm as _tqdm
-        with _tqdm(initial = self.step, total = self.train_num_steps, disable = not self.progress) as pbar:
+        with _tqdm(initial = self.step, total = self.train_num_steps, disable = not (self.progress and self.is_main_process)) as pbar:
 
             while self.step < self.train_num_steps:
                 self.model.set_train(True)
@@ -1417,6 +1472,9 @@ class Trainer:
                 pbar.set_description(f'loss: {total_loss:.4f}')
 
                 self.step += 1
+                if not self.is_main_process:        # EMA, samples, FID, checkpoints: process 0 only
+                    pbar.update(1)
+                    continue
                 self.ema.update()
 
                 if self.step != 0 and divisible_by(self.step, self.save_and_sample_every):
@@ -1441,7 +1499,8 @@ class Trainer:
 
                 pbar.update(1)
 
-        self.log('training complete')
+        if self.is_main_process:
+            self.log('training complete')
 
     def sample_images(self, n, seed = None, ema = True, return_all_timesteps = False):
         """``n`` samples (NumPy, [0, 1]) from the EMA (or online) model in batches of
@@ -1535,7 +1594,7 @@ class Trainer:
             self.seed = int(meta['seed'])
             self.data_order = DataOrder(len(self.ds), self.batch_size, self.seed, self.data_order.flip)
         if not exists(self._external_batches):
-            self.dl = _Batches(self.ds, self.data_order, self.batches_consumed, self.num_workers)
+            self.dl = _Batches(self.ds, self.data_order, self.batches_consumed, self.num_workers, self.rank, self.world_size)
         return self
 
 

@@ -257,3 +257,25 @@ def test_default_draws_come_from_mindspore_rng():
     assert a.min() >= 0 and a.max() <= 1
     loss = md(ms.Tensor(np.random.default_rng(0).random((2, 3, 16, 16)).astype(np.float32)))
     assert np.isfinite(loss.asnumpy())
+
+
+def test_global_graph_mode_loss_and_sampling(record):
+    """With ``ms.set_context(mode=GRAPH_MODE)`` (not only ms.jit): the loss (coin drawn inside
+    the graph when not given) and a DDPM loop compile and match the reference."""
+    kw = dict(image_size=8, timesteps=10)
+    td, md = build_diffusion_pair(DIFF_UNET_SC, kw)
+    d = _loss_inputs(dict(kw, image_size=8), {'coin': 0.1}, seed=21)
+    draws = np.random.default_rng(22).standard_normal((10, 1, 3, 8, 8)).astype(np.float32)
+    expected_loss = torch_loss(td, d, 'mean').detach().numpy()
+    with injected_draws(randn=list(draws)):
+        expected_img = td.sample(batch_size=1).numpy()
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        loss = md(ms.Tensor(d['img']), ms.Tensor(d['times']), 'mean', ms.Tensor(d['noise']), None, None, 0.1)
+        img = md.sample(batch_size=1, noise=draws)
+        free = md(ms.Tensor(d['img']))   # times, noise and coin drawn by MindSpore inside the graph
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    record(assert_parity('loss [global GRAPH_MODE]', expected_loss, loss.asnumpy(), 'loss'))
+    record(assert_parity('ddpm 10-step sample [global GRAPH_MODE]', expected_img, img.asnumpy(), 'sample'))
+    assert np.isfinite(free.asnumpy())
