@@ -31,6 +31,7 @@ import json
 import mmap
 import os
 import pickle
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -376,12 +377,20 @@ def locate_tensors_in_file(path, tensors, loaded):
     address is the lowest ``data/`` member's offset; the shift found that way must then put
     *every* storage exactly on a member of its size, or nothing is located (and the bytes
     are written from memory instead)."""
-    members = {off: (name, size) for off, (name, size) in zip_member_offsets(path).items()
-               if '/data/' in name or name.startswith('data/')}
+    if sys.byteorder != 'little':
+        return {}
+    offsets = zip_member_offsets(path)
+    with zipfile.ZipFile(path) as z:        # torch byte-swaps big-endian files on load: no raw copies
+        order = [n for n in z.namelist() if n.endswith('byteorder')]
+        if order and z.read(order[0]).strip() != b'little':
+            return {}
+    members = {off: (name, size) for off, (name, size) in offsets.items()
+               if ('/data/' in name or name.startswith('data/')) and size}
     storages = {}
     for t in all_tensors(loaded):
         st = t.untyped_storage()
-        storages[st.data_ptr()] = st.nbytes()
+        if st.nbytes():
+            storages[st.data_ptr()] = st.nbytes()
     if not storages or len(members) != len(storages):
         return {}
     base = min(storages) - min(members)
