@@ -41,7 +41,7 @@ class CheckpointMismatchError(ConvertError):
 
     def __init__(self, path, mismatch, hint=''):
         self.missing, self.unexpected, self.mismatched = mismatch.missing, mismatch.unexpected, mismatch.mismatched
-        super().__init__(f'{path}: {mismatch}' + (f'\n{hint}' if hint else ''))
+        super().__init__(f'{path}: ' + (f'{hint}\n' if hint else '') + str(mismatch))
 
 
 class Source:
@@ -372,7 +372,7 @@ def check_against(source, spec, cfg):
         hint = ''
         if cfg.get('_conflicts'):
             hint = 'the config used differs from the weights:\n' + '\n'.join(
-                f'    {c}' for c in cfg['_conflicts'])
+                f'    {c}' for c in cfg['_conflicts']) + '\nand so:'
         raise CheckpointMismatchError(source.path, StateDictMismatchError(
             missing, unexpected, mismatched, target=f'{cfg["model"]}({_brief(cfg)})'), hint)
     return OrderedDict((k, entries[k]) for k in spec)
@@ -446,6 +446,15 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
     if not os.path.isdir(os.path.dirname(os.path.abspath(dst))):
         raise ConvertError(f'{dst}: destination directory {os.path.dirname(os.path.abspath(dst))} does not exist')
     explicit = parse_explicit_config(config)
+    try:
+        return _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0, phases, phase)
+    except ConfigError as e:
+        if str(e).startswith(src):
+            raise
+        raise ConfigError(f'{src}: {e}') from None
+
+
+def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0, phases, phase):
     source = read_weights(src, ema=ema, background_check=True)
     phase('read')
     log(f'read {src}: {source.format}, {source.kind}, {len(source.entries)} tensors, '
@@ -551,7 +560,10 @@ def load_model(path, config=None, ema=False, train=False):
     float32 parameters (fp16 and bf16 widen without rounding)."""
     source = read_weights(path, ema=ema)
     cfg = resolve_config(source, parse_explicit_config(config))
-    net = build_ms_model(cfg, init=False)
+    try:
+        net = build_ms_model(cfg, init=False)
+    except ConfigError as e:
+        raise ConfigError(f'{path}: {e}') from None
     spec = OrderedDict((name, tuple(p.shape)) for name, p in net.parameters_and_names())
     entries = check_against(source, spec, cfg)
     load_torch_state_dict(net, OrderedDict((k, e.value()) for k, e in entries.items()))
