@@ -304,3 +304,7 @@ def test_cli_help_and_usage_errors(capsys):
     with pytest.raises(SystemExit) as e:
         cli_main([])
     assert e.value.code == 2
+    from ms_ddpm.cli import main as ms_ddpm_main          # the `ms-ddpm convert` entry point
+    with pytest.raises(SystemExit) as e:
+        ms_ddpm_main(['convert', '--help'])
+    assert e.value.code == 0 and 'ms-ddpm convert' in capsys.readouterr().out
