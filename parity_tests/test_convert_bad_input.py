@@ -133,6 +133,21 @@ def test_crafted_safetensors_headers(tmp_path, header):
         convert(huge, tmp_path / 'out.pt')
 
 
+def test_mindspore_crc_trailer_is_checked(tmp_path, good):
+    """mindspore.save_checkpoint(crc_check=True) appends a CRC-32 of its messages; a damaged
+    byte is reported (and an intact file converts)."""
+    import mindspore as ms
+    params = ms.load_checkpoint(str(_good(good, '.ckpt')))
+    ms.save_checkpoint([{'name': k, 'data': v} for k, v in params.items()], str(tmp_path / 'crc.ckpt'),
+                       crc_check=True)
+    convert(tmp_path / 'crc.ckpt', tmp_path / 'ok.safetensors')
+    data = bytearray((tmp_path / 'crc.ckpt').read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / 'bad.ckpt').write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match='CRC-32'):
+        convert(tmp_path / 'bad.ckpt', tmp_path / 'out.safetensors')
+
+
 def test_empty_file_directory_wrong_extension_missing_file(tmp_path):
     empty = tmp_path / 'empty.pt'
     empty.write_bytes(b'')

@@ -589,7 +589,12 @@ def read_ckpt(path):
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     end = size
     if size >= 17 and mm[size - 17:size - 10] == CKPT_CRC_TRAILER:   # save_checkpoint(crc_check=True)
+        import zlib
         end = size - 17
+        stored = int.from_bytes(mm[size - 10:size], 'big')      # crc32 chained over every message
+        if zlib.crc32(memoryview(mm)[:end]) != stored:
+            raise CorruptCheckpointError(f'{path}: corrupt: the checkpoint fails its CRC-32 check '
+                                         f'(MindSpore crc_check trailer)')
     slices = []          # (tag, dims, tensor_type, start, stop)
     try:
         for num, wire, val in _fields(mm, 0, end):
