@@ -1608,6 +1608,8 @@ def write_trainer_checkpoint(path, entries, meta):
     items = [{'name': k, 'data': ms.Tensor(np.ascontiguousarray(v))} for k, v in entries.items()]
     try:
         ms.save_checkpoint(items, tmp, append_dict = {'trainer_meta': _json.dumps(meta)})
+        from ms_ddpm.ms_compat import chmod_like_new_file
+        chmod_like_new_file(tmp)          # save_checkpoint makes it read-only (0o400)
         _os.replace(tmp, path)
     except BaseException:
         if _os.path.exists(tmp):

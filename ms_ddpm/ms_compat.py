@@ -391,6 +391,15 @@ def to_uint8_image(chw):
     return np.clip(chw * 255 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
+def chmod_like_new_file(path):
+    """The mode ``open(path, 'w')`` would give (0o666 less the umask): mkstemp makes 0o600
+    files and ``mindspore.save_checkpoint`` 0o400 ones."""
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _atomic_save_pil(image, path, **kw):
     import os
     import tempfile
@@ -400,6 +409,7 @@ def _atomic_save_pil(image, path, **kw):
     os.close(fd)
     try:
         image.save(tmp, format=os.path.splitext(path)[1][1:].upper().replace('JPG', 'JPEG') or 'PNG', **kw)
+        chmod_like_new_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -416,13 +426,15 @@ def save_image(images, path, nrow=8, padding=2):
     _atomic_save_pil(Image.fromarray(to_uint8_image(make_grid(images, nrow=nrow, padding=padding))), path)
 
 
-def save_gif(frames, path, nrow=8, duration_ms=40, hold_last_ms=1500):
+def save_gif(frames, path, nrow=8, duration_ms=40, hold_last_ms=1500, scale=1):
     """An animated GIF: ``frames`` is (T, B, C, H, W) in [0, 1] (a denoising trajectory);
-    each frame is the grid of the B images at that step."""
+    each frame is the grid of the B images at that step, enlarged ``scale`` times (nearest)."""
     from PIL import Image
     if hasattr(frames, 'asnumpy'):
         frames = frames.asnumpy()
     pics = [Image.fromarray(to_uint8_image(make_grid(f, nrow=nrow))) for f in frames]
+    if scale > 1:
+        pics = [p.resize((p.width * scale, p.height * scale), Image.NEAREST) for p in pics]
     durations = [duration_ms] * (len(pics) - 1) + [hold_last_ms]
     first, rest = pics[0], pics[1:]
     _atomic_save_pil(first, path, save_all=True, append_images=rest, duration=durations, loop=0)

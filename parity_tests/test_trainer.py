@@ -22,7 +22,7 @@ UNET = dict(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=1)
 DIFF = dict(image_size=8, timesteps=100)
 BATCH, ACCUM, STEPS, SEED = 8, 2, 20, 3
 MAX_GRAD_NORM = 0.05      # below the measured gradient norms (~0.3-1): clipping acts every step
-MORE = 4                  # steps trained on after each checkpoint conversion
+MORE = 2                  # steps trained on after each checkpoint conversion
 
 
 def write_digits(folder, n):
