@@ -164,6 +164,8 @@ def test_safetensors_output_is_standard(tmp_path, unet_sd):
     torch.save(sd, tmp_path / 'unet.pt')
     convert(tmp_path / 'unet.pt', tmp_path / 'unet.safetensors')
     assert_bit_identical(sd, load_file(str(tmp_path / 'unet.safetensors')))
+    ms_params = ms.load_checkpoint(str(tmp_path / 'unet.safetensors'), format='safetensors')   # MindSpore too
+    assert ms_params['init_conv.weight'].dtype == ms.bfloat16 and ms_params['init_conv.bias'].dtype == ms.float32
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / 'theirs.safetensors'))
     convert(tmp_path / 'theirs.safetensors', tmp_path / 'back.pt')
     assert_bit_identical(sd, torch.load(tmp_path / 'back.pt', weights_only=True))
