@@ -1,0 +1,405 @@
+"""What ``verify`` compares, and how.
+
+Both sides run the same computations on the same weights and the same NumPy inputs:
+
+1. every layer's output on one image: forward hooks on every torch module and every
+   MindSpore cell (PyNative), matched by qualified name (equal by construction), kept in
+   execution order (the order the hooks fire: a module's output is recorded when it returns);
+2. the U-Net's output at several timesteps (PyNative, and compiled with ``ms.jit``);
+3. the training loss of each objective (pred_noise, pred_x0, pred_v) on real images with
+   shared draws (noise, times, offset noise, self-conditioning coin);
+4. one sampling trajectory (DDPM or DDIM, as the config says) with shared noise;
+5. the 13 schedule buffers.
+
+The PyTorch side is a dict ``{key: array}``; it is computed live (``torch_side``) or read
+from a golden fixture (``reference/fixtures.py`` records them), so the MindSpore side can be
+verified on a machine without PyTorch.
+"""
+
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+OBJECTIVES = ('pred_noise', 'pred_x0', 'pred_v')
+BUFFERS = ('betas', 'alphas_cumprod', 'alphas_cumprod_prev', 'sqrt_alphas_cumprod',
+           'sqrt_one_minus_alphas_cumprod', 'log_one_minus_alphas_cumprod', 'sqrt_recip_alphas_cumprod',
+           'sqrt_recipm1_alphas_cumprod', 'posterior_variance', 'posterior_log_variance_clipped',
+           'posterior_mean_coef1', 'posterior_mean_coef2', 'loss_weight')
+
+# key prefix -> (tolerance kind, component shown in the summary)
+KINDS = OrderedDict([
+    ('layer/', ('unet', 'layers')),
+    ('unet/', ('unet', 'U-Net output')),
+    ('loss/', ('loss', 'loss')),
+    ('sample/', ('sample', 'sampling')),
+    ('buffer/', ('schedule', 'schedule buffers')),
+])
+ROOT = '<unet>'
+
+
+def kind_of(key):
+    for prefix, (kind, _) in KINDS.items():
+        if key.startswith(prefix):
+            return kind
+    raise KeyError(key)
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def unet_kwargs(cfg):
+    return {k: _tuple(v) for k, v in cfg['unet'].items()}
+
+
+def diffusion_kwargs(cfg, **override):
+    d = {k: _tuple(v) for k, v in cfg['diffusion'].items()}
+    d['schedule_fn_kwargs'] = dict(d.get('schedule_fn_kwargs') or {})
+    d.update(override)
+    return d
+
+
+def image_hw(cfg):
+    size = cfg['diffusion']['image_size']
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def sampling_steps(cfg):
+    d = cfg['diffusion']
+    return d.get('sampling_timesteps') or d.get('timesteps', 1000)
+
+
+def make_inputs(cfg, alphas_cumprod, batch=4, sample_batch=8, seed=0):
+    """Every input and random draw of a verify run, as NumPy arrays (float32 / int64)."""
+    from ms_ddpm.verification.default import digits_array
+    u, d = cfg['unet'], cfg['diffusion']
+    c = u.get('channels', 3)
+    h, w = image_hw(cfg)
+    T = int(d.get('timesteps', 1000))
+    rng = np.random.default_rng(seed)
+    if h == w:          # real images: the digits, as the Trainer's Dataset sees them
+        x0 = digits_array(h, count=max(batch, 1), offset=1000)
+        x0 = np.repeat(x0, c, axis=1)
+    else:
+        x0 = rng.random((batch, c, h, w)).astype(np.float32)
+    inp = OrderedDict()
+    ts = sorted(set([0, T // 4, T // 2, (3 * T) // 4, T - 1]))
+    noise = rng.standard_normal((len(ts) * batch, c, h, w)).astype(np.float32)
+    x_start = np.tile(x0 * 2 - 1, (len(ts), 1, 1, 1)).astype(np.float64)
+    t_all = np.repeat(np.array(ts, np.int64), batch)
+    ac = np.asarray(alphas_cumprod, np.float64)[t_all][:, None, None, None]
+    inp['unet_x'] = (np.sqrt(ac) * x_start + np.sqrt(1 - ac) * noise).astype(np.float32)   # q_sample, in float64
+    inp['unet_t'] = t_all
+    if u.get('self_condition'):
+        inp['unet_self_cond'] = rng.standard_normal(inp['unet_x'].shape).astype(np.float32)
+    mid = len(ts) // 2
+    inp['layer_x'] = inp['unet_x'][mid * batch:mid * batch + 1]
+    inp['layer_t'] = inp['unet_t'][mid * batch:mid * batch + 1]
+    inp['loss_img'] = x0
+    inp['loss_times'] = rng.integers(0, T, size=(batch,)).astype(np.int64)
+    inp['loss_noise'] = rng.standard_normal(x0.shape).astype(np.float32)
+    if d.get('offset_noise_strength'):
+        inp['loss_offset_noise'] = rng.standard_normal(x0.shape[:2]).astype(np.float32)
+    if u.get('self_condition'):
+        inp['loss_coin'] = np.array(0.3)
+    inp['sample_noise'] = rng.standard_normal((sampling_steps(cfg), sample_batch, c, h, w)).astype(np.float32)
+    return inp, ts
+
+
+def _unet_args(inp, prefix):
+    args = [inp[f'{prefix}_x'], inp[f'{prefix}_t']]
+    if f'{prefix}_self_cond' in inp:
+        args.append(inp[f'{prefix}_self_cond'])
+    return args
+
+
+class Timer:
+    def __init__(self):
+        self.times = OrderedDict()
+
+    def __call__(self, name):
+        timer = self
+
+        class _T:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.t0
+        return _T()
+
+
+def _flatten(name, out, put):
+    if isinstance(out, (tuple, list)):
+        for i, o in enumerate(out):
+            _flatten(f'{name}[{i}]', o, put)
+    elif out is not None and hasattr(out, 'shape'):
+        put(name, out)
+
+
+class _Recorder:
+    """Outputs by qualified name, in the order the hooks fire; a module called twice
+    gets ``name#1``, ``name#2`` ..."""
+
+    def __init__(self, to_numpy):
+        self.out = OrderedDict()
+        self.calls = {}
+        self.to_numpy = to_numpy
+
+    def hook(self, name):
+        name = name or ROOT
+
+        def fn(module, inputs, output):
+            k = self.calls.get(name, 0)
+            self.calls[name] = k + 1
+            _flatten(name if k == 0 else f'{name}#{k}', output,
+                     lambda n, t: self.out.__setitem__(n, self.to_numpy(t)))
+        return fn
+
+
+def _progress(total, desc, enabled):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
+# --- PyTorch (the reference) ------------------------------------------------------------------
+
+def build_torch(cfg, state_dict):
+    import torch
+    from reference import check_reference_version
+    check_reference_version()
+    import denoising_diffusion_pytorch as ddp
+    tu = ddp.Unet(**unet_kwargs(cfg))
+    td = ddp.GaussianDiffusion(tu, **diffusion_kwargs(cfg))
+    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}
+    if any(k.startswith('model.') for k in sd):
+        td.load_state_dict(sd, strict=True)
+    else:
+        tu.load_state_dict(sd, strict=True)
+    return tu.eval(), td.eval()
+
+
+def torch_side(cfg, state_dict, inp, progress=True, timer=None):
+    """The reference's outputs for every comparison, ``{key: np.ndarray}``."""
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    from reference.draws import injected_draws
+    timer = timer or Timer()
+    torch.manual_seed(0)
+    tu, td = build_torch(cfg, state_dict)
+    out = OrderedDict()
+    bar = _progress(4, 'PyTorch', progress)
+    t = torch.from_numpy
+    with torch.no_grad():
+        rec = _Recorder(lambda x: x.detach().cpu().numpy())
+        handles = [m.register_forward_hook(rec.hook(n)) for n, m in tu.named_modules()]
+        with timer('layers (hooked forward, batch 1)'):
+            tu(*map(t, _unet_args(inp, 'layer')))
+        for h in handles:
+            h.remove()
+        out.update(('layer/' + k, v) for k, v in rec.out.items())
+        bar.update()
+        with timer('U-Net forward'):
+            y = tu(*map(t, _unet_args(inp, 'unet'))).numpy()
+        out['unet/all'] = y
+        bar.update()
+        for b in BUFFERS:
+            out['buffer/' + b] = getattr(td, b).numpy()
+    for obj in OBJECTIVES:
+        tdo = td if obj == td.objective else ddp.GaussianDiffusion(tu, **diffusion_kwargs(cfg, objective=obj)).eval()
+        randn = [inp['loss_offset_noise']] if 'loss_offset_noise' in inp else []
+        coins = [float(inp['loss_coin'])] if 'loss_coin' in inp else []
+        with timer('loss (3 objectives)'), torch.no_grad(), injected_draws(randn=randn, coins=coins):
+            loss = tdo(t(inp['loss_img']), times=t(inp['loss_times']), noise=t(inp['loss_noise'].copy()))
+        out[f'loss/{obj}'] = loss.numpy()
+    bar.update()
+    with timer('sampling'), torch.no_grad(), injected_draws(randn=list(inp['sample_noise'])):
+        traj = td.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True).numpy()
+    out['sample/final'] = traj[:, -1]
+    out['sample/trajectory'] = traj
+    bar.update()
+    bar.close()
+    return out
+
+
+# --- MindSpore (the port) ---------------------------------------------------------------------
+
+def build_ms(cfg, state_dict):
+    import ms_ddpm
+    from weight_convert import load_torch_state_dict
+    mu = ms_ddpm.Unet(**unet_kwargs(cfg))
+    md = ms_ddpm.GaussianDiffusion(mu, **diffusion_kwargs(cfg))
+    if any(k.startswith('model.') for k in state_dict):
+        load_torch_state_dict(md, state_dict)
+    else:
+        load_torch_state_dict(mu, state_dict)
+    mu.set_train(False)
+    md.set_train(False)
+    return mu, md
+
+
+def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True):
+    """The port's outputs, keyed like ``torch_side``'s (plus ``unet/all[graph]``)."""
+    import mindspore as ms
+    import ms_ddpm
+    timer = timer or Timer()
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    mu, md = build_ms(cfg, state_dict)
+    out = OrderedDict()
+    bar = _progress(4 + graph, 'MindSpore', progress)
+    T = ms.Tensor
+    rec = _Recorder(lambda x: x.asnumpy())
+    handles = [c.register_forward_hook(rec.hook(n)) for n, c in mu.cells_and_names()]
+    with timer('layers (hooked forward, batch 1)'):
+        mu(*map(T, _unet_args(inp, 'layer')))
+    for h in handles:
+        h.remove()
+    out.update(('layer/' + k, v) for k, v in rec.out.items())
+    bar.update()
+    args = [T(a) for a in _unet_args(inp, 'unet')]
+    with timer('U-Net forward'):
+        out['unet/all'] = mu(*args).asnumpy()
+    bar.update()
+    if graph:
+        def forward(*xs):
+            return mu(*xs)
+        compiled = ms.jit(forward)
+        with timer('U-Net forward [graph] incl. compile'):
+            compiled(*args).asnumpy()
+        with timer('U-Net forward [graph]'):
+            out['unet/all[graph]'] = compiled(*args).asnumpy()
+        bar.update()
+    params = dict(md.parameters_and_names())
+    for b in BUFFERS:
+        out['buffer/' + b] = params[b].asnumpy()
+    offset = T(inp['loss_offset_noise']) if 'loss_offset_noise' in inp else None
+    coin = float(inp['loss_coin']) if 'loss_coin' in inp else None
+    for obj in OBJECTIVES:
+        mdo = md if obj == md.objective else ms_ddpm.GaussianDiffusion(mu, **diffusion_kwargs(cfg, objective=obj))
+        mdo.set_train(False)
+        with timer('loss (3 objectives)'):
+            loss = mdo(T(inp['loss_img']), T(inp['loss_times']), 'mean', T(inp['loss_noise']), None, offset, coin)
+        out[f'loss/{obj}'] = loss.asnumpy()
+    bar.update()
+    with timer('sampling'):
+        traj = md.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True,
+                         noise=inp['sample_noise']).asnumpy()
+    out['sample/final'] = traj[:, -1]
+    out['sample/trajectory'] = traj
+    bar.update()
+    bar.close()
+    return out
+
+
+# --- comparing -------------------------------------------------------------------------------
+
+def split_unet(out, ts, batch):
+    """``unet/all`` (all timesteps in one batch) -> ``unet/t=N`` per timestep."""
+    res = OrderedDict()
+    for k, v in out.items():
+        if k.startswith('unet/all'):
+            mode = k[len('unet/all'):]
+            for i, t in enumerate(ts):
+                res[f'unet/t={t}{mode}'] = v[i * batch:(i + 1) * batch]
+        else:
+            res[k] = v
+    return res
+
+
+def compare(expected, actual):
+    """Every key of ``actual`` against ``expected`` (a ``[graph]`` key against its PyNative
+    reference).  Returns (list of Diff with tol/ok set, keys only on one side)."""
+    from parity_tests.compare import diff
+    from parity_tests.tolerances import tolerance
+    results = []
+    for key, a in actual.items():
+        ref_key = key.replace('[graph]', '')
+        if ref_key not in expected:
+            continue
+        tol = tolerance(kind_of(key))
+        try:
+            r = diff(key, expected[ref_key], a)
+        except AssertionError as e:     # shape mismatch: a failure, reported as such
+            r = diff(key, np.zeros(1), np.full(1, np.nan))
+            r.name = f'{key} ({e})'
+        r.tol = tol.rel
+        r.metric = tol.metric
+        r.ok = (not r.nonfinite) and getattr(r, tol.metric) <= tol.rel
+        results.append(r)
+    only_torch = [k for k in expected if k not in actual and k.startswith('layer/')]
+    only_ms = [k for k in actual if k.replace('[graph]', '') not in expected]
+    return results, only_torch, only_ms
+
+
+def first_divergence(results, kind='layer'):
+    """The first layer (execution order) beyond the gate (tolerance ``unet``: a layer's
+    output carries every rounding difference upstream of it), and the first beyond the
+    single-block tolerance ``layer`` (informative: where drift starts)."""
+    from parity_tests.tolerances import tolerance
+    layer_tol = tolerance('layer').rel
+    first_fail = next((r for r in results if r.name.startswith('layer/') and not r.ok), None)
+    first_drift = next((r for r in results if r.name.startswith('layer/') and (r.nonfinite or r.rel_fro > layer_tol)), None)
+    return first_fail, first_drift
+
+
+# --- the checkpoint ----------------------------------------------------------------------------
+
+def load_checkpoint(path, ema=False, config=None, image_size=None):
+    """(config, state dict of NumPy arrays, source info) for any checkpoint ``weight_convert``
+    reads (reference Trainer .pt, state dicts, safetensors, .ckpt).  A bare Unet is wrapped in a
+    GaussianDiffusion with the reference's defaults (``image_size`` needed)."""
+    from weight_convert.converter import parse_explicit_config, read_weights, resolve_config
+    from weight_convert.rules import DIFFUSION_DEFAULTS
+    explicit = parse_explicit_config(config)
+    if image_size is not None:
+        explicit['diffusion']['image_size'] = image_size
+    source = read_weights(path, ema=ema)
+    given_diffusion = explicit['diffusion']
+    if source.kind == 'Unet':
+        explicit = dict(explicit, diffusion={})
+    cfg = resolve_config(source, explicit)
+    if source.kind == 'Unet':
+        cfg['diffusion'] = dict(DIFFUSION_DEFAULTS, **given_diffusion)
+    if cfg['diffusion'].get('image_size') is None:
+        raise SystemExit(f'{path}: the image size cannot be read from the weights; pass --image-size N')
+    sd = OrderedDict((k, np.asarray(e.value())) for k, e in source.entries.items())
+    public = {'unet': cfg['unet'], 'diffusion': cfg['diffusion'], 'model': source.kind}
+    return public, sd, dict(source.info, format=source.format, kind=source.kind)
+
+
+def alphas_cumprod_of(cfg, sd):
+    if 'alphas_cumprod' in sd:
+        return sd['alphas_cumprod']
+    from ms_ddpm.denoising_diffusion_pytorch import cosine_beta_schedule, linear_beta_schedule, sigmoid_beta_schedule
+    fn = {'linear': linear_beta_schedule, 'cosine': cosine_beta_schedule, 'sigmoid': sigmoid_beta_schedule}
+    d = diffusion_kwargs(cfg)
+    betas = np.asarray(fn[d.get('beta_schedule', 'sigmoid')](d.get('timesteps', 1000), **d['schedule_fn_kwargs']))
+    return np.cumprod(1 - betas.astype(np.float64))
+
+
+# --- golden fixtures (PyTorch side recorded once) ---------------------------------------------------
+
+def save_fixture(path, meta, state_dict, inputs, expected):
+    """One .npz: ``meta`` (JSON), ``w/*`` weights, ``in/*`` inputs, ``out/*`` reference outputs."""
+    import json
+    import os
+    arrays = OrderedDict(__meta__=np.array(json.dumps(meta)))
+    arrays.update((f'w/{k}', np.asarray(v)) for k, v in state_dict.items())
+    arrays.update((f'in/{k}', np.asarray(v)) for k, v in inputs.items())
+    arrays.update((f'out/{k}', np.asarray(v)) for k, v in expected.items())
+    tmp = f'{path}.tmp{os.getpid()}.npz'
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_fixture(path):
+    import json
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z['__meta__']))
+        parts = {'w': OrderedDict(), 'in': OrderedDict(), 'out': OrderedDict()}
+        for k in z.files:
+            if k != '__meta__':
+                head, name = k.split('/', 1)
+                parts[head][name] = z[k]
+    return meta, parts['w'], parts['in'], parts['out']

@@ -1,0 +1,301 @@
+"""Outputs of ``verify``: the terminal table, Markdown, JSON and the side-by-side PNG; and
+``regress``: two JSON runs compared (framework-upgrade regression check)."""
+
+import json
+import os
+import platform
+import sys
+from collections import OrderedDict
+
+import numpy as np
+
+from ms_ddpm.verification.core import KINDS
+
+TIMING_FACTOR = 1.5      # a timing is a regression when new / old exceeds this ...
+TIMING_FLOOR_S = 0.05    # ... and the new time is at least this long (shorter ones are noise)
+
+
+def _atomic_write(path, data, mode='w'):
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, mode) as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _version(dist):
+    from importlib import metadata
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions(torch_info=None):
+    import mindspore
+    import ms_ddpm
+    v = OrderedDict(python=platform.python_version(), mindspore=mindspore.__version__,
+                    numpy=np.__version__, ms_ddpm=ms_ddpm.__version__)
+    if torch_info:                    # fixture mode: what recorded the reference side
+        v.update(torch=torch_info.get('torch'), reference=torch_info.get('reference'), torch_source='fixture')
+    else:
+        import torch
+        v.update(torch=torch.__version__, reference=_version('denoising-diffusion-pytorch'), torch_source='live')
+    return v
+
+
+def machine():
+    m = OrderedDict(platform=platform.platform(), machine=platform.machine(),
+                    processor=platform.processor() or None, cpu_count=os.cpu_count())
+    try:
+        with open('/proc/cpuinfo') as f:
+            m['cpu_model'] = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), None)
+        with open('/proc/meminfo') as f:
+            m['mem_total_gib'] = round(int(f.readline().split()[1]) / 2 ** 20, 1)
+        m['load_average'] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return m
+
+
+def component(name):
+    for prefix, (_, comp) in KINDS.items():
+        if name.startswith(prefix):
+            return comp
+    return 'other'
+
+
+def summary_rows(results):
+    """One row per comparison that a person reads (layers folded into one row)."""
+    rows = []
+    layers = [r for r in results if r.name.startswith('layer/')]
+    if layers:
+        worst = max(layers, key=lambda r: (r.nonfinite, r.rel_fro))
+        rows.append(dict(name=f'layers: {len(layers)} outputs (worst: {worst.name[6:]})', rel_fro=worst.rel_fro,
+                         max_abs=max(r.max_abs for r in layers), max_rel=max(r.max_rel for r in layers),
+                         cosine=min(r.cosine for r in layers), within_1e3=min(r.within_1e3 for r in layers),
+                         tol=worst.tol, metric='rel_fro', ok=all(r.ok for r in layers)))
+    bufs = [r for r in results if r.name.startswith('buffer/')]
+    for r in results:
+        if r.name.startswith(('layer/', 'buffer/')) or r.name == 'sample/trajectory' and False:
+            continue
+        rows.append(dict(name=r.name, rel_fro=r.rel_fro, max_abs=r.max_abs, max_rel=r.max_rel, cosine=r.cosine,
+                         within_1e3=r.within_1e3, tol=r.tol, metric=r.metric, ok=r.ok))
+    if bufs:
+        rows.append(dict(name=f'schedule buffers: {len(bufs)}', rel_fro=max(r.rel_fro for r in bufs),
+                         max_abs=max(r.max_abs for r in bufs), max_rel=max(r.max_rel for r in bufs),
+                         cosine=min(r.cosine for r in bufs), within_1e3=min(r.within_1e3 for r in bufs),
+                         tol=0.0, metric='rel_fro', ok=all(r.ok for r in bufs)))
+    return rows
+
+
+HEAD = ('comparison', 'rel_fro', 'max_abs', 'max_rel', 'cosine', 'within 1e-3', 'gate', 'verdict')
+
+
+def _cells(row):
+    gate = f'{row["metric"]}<={row["tol"]:.1e}'
+    return (row['name'], f'{row["rel_fro"]:.2e}', f'{row["max_abs"]:.2e}', f'{row["max_rel"]:.2e}',
+            f'{row["cosine"]:.9f}', f'{row["within_1e3"]:.2%}', gate, 'ok' if row['ok'] else 'FAIL')
+
+
+def terminal_table(rows):
+    cells = [HEAD] + [_cells(r) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEAD))]
+    widths[0] = min(widths[0], 60)
+    lines = []
+    for j, c in enumerate(cells):
+        lines.append('  '.join((c[0][:widths[0]].ljust(widths[0]),) + tuple(x.rjust(w) for x, w in zip(c[1:], widths[1:]))))
+        if j == 0:
+            lines.append('-' * len(lines[0]))
+    return '\n'.join(lines)
+
+
+def markdown(report):
+    v, rows = report['verdict'], summary_rows_from_json(report)
+    out = [f'# ms-ddpm verify: {"PASS" if v["ok"] else "FAIL"}', '',
+           f'- checkpoint: `{report["checkpoint"]}`' + (f' ({report["source"]})' if report.get('source') else ''),
+           f'- model: `Unet({_kw(report["config"]["unet"])})` in `GaussianDiffusion({_kw(report["config"]["diffusion"])})`',
+           f'- reference side: {report["versions"]["torch_source"]}; '
+           + ', '.join(f'{k} {x}' for k, x in report['versions'].items() if k != 'torch_source'),
+           f'- first layer that diverges (execution order, beyond the gate): **{v["first_divergent_layer"] or "none"}**',
+           f'- first layer beyond the single-block tolerance `layer` (where drift starts; informative): '
+           f'{v["first_drift_layer"] or "none"}',
+           f'- {v["compared"]} tensors compared, {v["failed"]} failed; '
+           f'{len(report["unmatched"]["only_torch"])} reference layer outputs without a MindSpore twin, '
+           f'{len(report["unmatched"]["only_mindspore"])} the other way', '',
+           '| ' + ' | '.join(HEAD) + ' |', '|' + '---|' * len(HEAD)]
+    out += ['| ' + ' | '.join(c.replace('|', '/') for c in _cells(r)) + ' |' for r in rows]
+    out += ['', 'Gates: `rel_fro` = ||ms - torch|| / ||torch||; samples are gated on `max_abs` in [0, 1] pixel units. '
+            'NaN or Inf fails whatever the figure. Tolerances and their reasons: `parity_tests/tolerances.py`.', '',
+            '## Timings (seconds)', '', '| step | PyTorch | MindSpore | MindSpore / PyTorch |', '|---|---|---|---|']
+    t = report['timings']
+    for step in t['mindspore']:
+        a, b = t['torch'].get(step), t['mindspore'][step]
+        ratio = f'{b / a:.2f}' if a else ''
+        out.append(f'| {step} | {a:.3f} | {b:.3f} | {ratio} |' if a else f'| {step} | | {b:.3f} | |')
+    if report.get('image'):
+        out += ['', f'![PyTorch samples | MindSpore samples | |difference|]({os.path.basename(report["image"])})',
+                '', report.get('image_caption', '')]
+    out += ['', '## Every layer, in execution order', '', '| # | layer | shape | rel_fro | max_abs | cosine | verdict |',
+            '|---|---|---|---|---|---|---|']
+    for i, r in enumerate(x for x in report['results'] if x['name'].startswith('layer/')):
+        out.append(f'| {i} | `{r["name"][6:]}` | {"x".join(map(str, r["shape"]))} | {r["rel_fro"]:.2e} | '
+                   f'{r["max_abs"]:.2e} | {r["cosine"]:.9f} | {"ok" if r["ok"] else "FAIL"} |')
+    out += ['', '## Machine', '', '```', json.dumps(report['machine'], indent=1), '```', '']
+    return '\n'.join(out)
+
+
+def _kw(d):
+    return ', '.join(f'{k}={v}' for k, v in d.items() if v not in (None, {}, False) or k == 'channels')
+
+
+def summary_rows_from_json(report):
+    from parity_tests.compare import Diff
+    rs = []
+    for d in report['results']:
+        r = Diff(d['name'], tuple(d['shape']), d['rel_fro'], d['max_abs'], d['max_rel'], d['cosine'],
+                 d['within_1e3'], d['nonfinite'], d['tol'], d['ok'])
+        r.metric = d['metric']
+        rs.append(r)
+    return summary_rows(rs)
+
+
+def side_by_side_png(expected, actual, path, scale=4):
+    """PyTorch samples | MindSpore samples | |difference| (stretched to the max), PNG."""
+    from PIL import Image, ImageDraw
+    a = np.clip(np.asarray(expected, np.float64), 0, 1)
+    b = np.clip(np.asarray(actual, np.float64), 0, 1)
+    d = np.abs(np.asarray(expected, np.float64) - np.asarray(actual, np.float64))
+    dmax = float(d.max())
+    dn = d / dmax if dmax > 0 else d
+
+    def grid(x):
+        n, c, h, w = x.shape
+        cols = int(np.ceil(np.sqrt(n)))
+        rows = int(np.ceil(n / cols))
+        g = np.zeros((c, rows * (h + 2) + 2, cols * (w + 2) + 2))
+        for i in range(n):
+            r, q = divmod(i, cols)
+            g[:, 2 + r * (h + 2):2 + r * (h + 2) + h, 2 + q * (w + 2):2 + q * (w + 2) + w] = x[i]
+        g = np.round(g * 255).astype(np.uint8)
+        img = Image.fromarray(g[0] if c == 1 else g.transpose(1, 2, 0)[..., :3]).convert('RGB')
+        return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    panels = [grid(a), grid(b), grid(dn)]
+    labels = ['PyTorch', 'MindSpore', f'|difference| x {1 / dmax:.3g}' if dmax > 0 else '|difference| = 0']
+    pad, top = 8, 16
+    W = sum(p.width for p in panels) + pad * 4
+    H = max(p.height for p in panels) + top + pad * 2
+    canvas = Image.new('RGB', (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    x = pad
+    for p, label in zip(panels, labels):
+        canvas.paste(p, (x, top + pad))
+        draw.text((x, 3), label, fill=(0, 0, 0))
+        x += p.width + pad
+    tmp = f'{path}.tmp{os.getpid()}.png'
+    canvas.save(tmp)
+    os.replace(tmp, path)
+    return dmax
+
+
+# --- regression: two runs -------------------------------------------------------------------
+
+def regress(old, new, factor=TIMING_FACTOR, floor=TIMING_FLOOR_S):
+    """Compare two verify JSON reports.  A figure regresses when its gated metric grew by
+    more than its tolerance (any growth for an exact, zero tolerance), when a pass became a
+    failure, when NaN/Inf appeared, or when it disappeared.  A timing regresses when
+    new / old > ``factor`` (and new >= ``floor`` seconds).  Returns (rows, regressions)."""
+    o = {r['name']: r for r in old['results']}
+    rows, bad = [], []
+    for r in new['results']:
+        p = o.get(r['name'])
+        if p is None:
+            rows.append(dict(name=r['name'], kind='figure', old=None, new=r[r['metric']], note='new'))
+            continue
+        m = r['metric']
+        grew = r[m] - p[m]
+        why = []
+        if r['nonfinite'] and not p['nonfinite']:
+            why.append('NaN/Inf appeared')
+        if p['ok'] and not r['ok']:
+            why.append('pass -> FAIL')
+        if grew > r['tol'] or (r['tol'] == 0 and grew > 0):
+            why.append(f'{m} grew by {grew:.2e} > tolerance {r["tol"]:.1e}')
+        row = dict(name=r['name'], kind='figure', metric=m, old=p[m], new=r[m], tol=r['tol'],
+                   note='; '.join(why) or ('worse, within tolerance' if grew > 0 else 'same or better'))
+        rows.append(row)
+        if why:
+            bad.append(row)
+    newnames = {r['name'] for r in new['results']}
+    for name in o:
+        if name not in newnames:
+            row = dict(name=name, kind='figure', old=o[name][o[name]['metric']], new=None, note='missing in the new run')
+            rows.append(row)
+            bad.append(row)
+    for side in ('torch', 'mindspore'):
+        ot, nt = old['timings'].get(side, {}), new['timings'].get(side, {})
+        for step, t in nt.items():
+            if step not in ot or not ot[step]:
+                continue
+            ratio = t / ot[step]
+            slow = ratio > factor and t >= floor
+            row = dict(name=f'{side}: {step}', kind='timing', old=ot[step], new=t, ratio=ratio,
+                       note=f'{ratio:.2f}x slower > {factor}x' if slow else f'{ratio:.2f}x')
+            rows.append(row)
+            if slow:
+                bad.append(row)
+    return rows, bad
+
+
+def regress_markdown(old, new, rows, bad, factor, old_path, new_path):
+    def vers(rep):
+        v = rep['versions']
+        return f'MindSpore {v["mindspore"]}, PyTorch {v["torch"]}, NumPy {v["numpy"]}, Python {v["python"]}'
+    out = [f'# ms-ddpm diff: {"REGRESSION" if bad else "no regression"}', '',
+           f'- old: `{old_path}` ({vers(old)}; verdict {"PASS" if old["verdict"]["ok"] else "FAIL"})',
+           f'- new: `{new_path}` ({vers(new)}; verdict {"PASS" if new["verdict"]["ok"] else "FAIL"})',
+           f'- rules: a figure regresses when its gated metric grows by more than its tolerance, a pass becomes a '
+           f'failure, NaN/Inf appears, or it is missing; a timing regresses when new/old > {factor} '
+           f'(and new >= {TIMING_FLOOR_S} s)',
+           f'- first divergent layer: old {old["verdict"]["first_divergent_layer"] or "none"}, '
+           f'new {new["verdict"]["first_divergent_layer"] or "none"}', '',
+           f'## Regressions ({len(bad)})', '']
+    if bad:
+        out += ['| what | old | new | why |', '|---|---|---|---|']
+        out += [f'| {r["name"]} | {_f(r["old"])} | {_f(r["new"])} | {r["note"]} |' for r in bad]
+    else:
+        out.append('none')
+    figs = [r for r in rows if r['kind'] == 'figure' and not r['name'].startswith('layer/')]
+    layers = [r for r in rows if r['kind'] == 'figure' and r['name'].startswith('layer/')]
+    out += ['', '## Timings (seconds)', '', '| step | old | new | new / old |', '|---|---|---|---|']
+    out += [f'| {r["name"]} | {r["old"]:.3f} | {r["new"]:.3f} | {r["note"]} |' for r in rows if r['kind'] == 'timing']
+    out += ['', '## Figures (gated metric)', '', '| comparison | old | new | tolerance | note |', '|---|---|---|---|---|']
+    out += [f'| {r["name"]} | {_f(r["old"])} | {_f(r["new"])} | {_f(r.get("tol"))} | {r["note"]} |' for r in figs]
+    if layers:
+        changed = [r for r in layers if r['old'] is not None and r['new'] is not None and r['old'] != r['new']]
+        worst_old = max((r['old'] for r in layers if r['old'] is not None), default=0)
+        worst_new = max((r['new'] for r in layers if r['new'] is not None), default=0)
+        out += ['', f'Layers: {len(layers)} outputs; {len(changed)} changed; worst rel_fro old {worst_old:.2e}, '
+                f'new {worst_new:.2e}.']
+    return '\n'.join(out) + '\n'
+
+
+def _f(x):
+    return '' if x is None else (f'{x:.2e}' if isinstance(x, float) else str(x))
+
+
+def dump_json(path, obj):
+    _atomic_write(path, json.dumps(obj, indent=1, default=_jsonable) + '\n')
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, tuple):
+        return list(x)
+    raise TypeError(type(x))
+
+
+def python_info():
+    return sys.version.split()[0]
