@@ -711,14 +711,16 @@ class GaussianDiffusion(Module):
 
     # --- one sampling step each, as pure functions of tensors, so they compile (ms.jit) once
 
-    def _p_sample_step(self, x, batched_times, noise, x_self_cond):
+    def _p_sample_step(self, x, t, noise, x_self_cond):
+        batched_times = ops.broadcast_to(t, (x.shape[0],))   # t: a 0-d int64 tensor (no host op per step)
         if not self.self_condition:
             x_self_cond = None
         model_mean, _, model_log_variance, x_start = self.p_mean_variance(x = x, t = batched_times, x_self_cond = x_self_cond, clip_denoised = True)
         pred_img = model_mean + exp(0.5 * model_log_variance) * noise
         return pred_img, x_start
 
-    def _ddim_step(self, img, time_cond, time, time_next, noise, x_self_cond):
+    def _ddim_step(self, img, time, time_next, noise, x_self_cond):
+        time_cond = ops.broadcast_to(time, (img.shape[0],))
         if not self.self_condition:
             x_self_cond = None
         pred_noise, x_start = self._model_predictions(img, time_cond, x_self_cond, clip_x_start = True, rederive_pred_noise = True)
@@ -755,15 +757,15 @@ class GaussianDiffusion(Module):
         return (ops.gather(noise, ms.Tensor(i, ms.int64), 0) for i in range(count))
 
     def p_sample(self, x, t: int, x_self_cond = None, noise = None):
-        b = x.shape[0]
-        batched_times = ops.full((b,), t, dtype = ms.int64)
         if t > 0:
             noise = default(noise, lambda: ops.randn(x.shape, dtype = x.dtype))
         else:
             noise = ops.zeros_like(x) # no noise if t == 0
         if x_self_cond is None:
-            x_self_cond = ops.zeros_like(x)  # what the Unet substitutes for None
-        return self._step('_p_sample_step')(x, batched_times, noise, x_self_cond)
+            # what the Unet substitutes for None; without self-conditioning the step ignores
+            # it, so any tensor of the right shape will do (no zeros allocated per step)
+            x_self_cond = ops.zeros_like(x) if self.self_condition else x
+        return self._step('_p_sample_step')(x, ms.Tensor(t, ms.int64), noise, x_self_cond)
 
     def p_sample_loop(self, shape, return_all_timesteps = False, noise = None):
         shape = tuple(shape)
@@ -804,10 +806,12 @@ class GaussianDiffusion(Module):
         step = self._step('_ddim_step')
 
         for time, time_next in tqdm(time_pairs, desc = 'sampling loop time step'):
-            time_cond = ops.full((batch,), time, dtype = ms.int64)
-            self_cond = x_start if (self.self_condition and x_start is not None) else ops.zeros_like(img)
+            if self.self_condition:
+                self_cond = x_start if x_start is not None else ops.zeros_like(img)
+            else:
+                self_cond = img   # ignored by the step (no zeros allocated per step)
             step_noise = next(draws) if time_next >= 0 else ops.zeros_like(img)
-            new_img, x_start = step(img, time_cond, ms.Tensor(time, ms.int64), ms.Tensor(max(time_next, 0), ms.int64), step_noise, self_cond)
+            new_img, x_start = step(img, ms.Tensor(time, ms.int64), ms.Tensor(max(time_next, 0), ms.int64), step_noise, self_cond)
 
             if time_next < 0:
                 img = x_start
