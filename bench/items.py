@@ -119,7 +119,7 @@ def train_step(s, name, cfg, batch, image_size):
     params = m.trainable_params()
 
     def loss_fn(img_, times_, noise_):
-        return m(img_, times_, 'mean', noise_)
+        return m(img_, times = times_, noise = noise_)
 
     def make_step(opt):
         grad_fn = ms.value_and_grad(loss_fn, None, opt.parameters)
