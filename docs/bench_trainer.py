@@ -63,16 +63,20 @@ def main(argv=None):
             yield batch
     mt = ms_ddpm.Trainer(md, folder, batches=forever(), progress=False, log=lambda *x: None, **common)
 
+    cpu = {'torch': [], 'ms': []}
+
     def run_torch(n):
         tt.train_num_steps = tt.step + n
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         tt.train()
+        cpu['torch'].append((time.process_time() - c) / n)
         return (time.perf_counter() - t) / n
 
     def run_ms(n):
         mt.train_num_steps = mt.step + n
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         mt.train()
+        cpu['ms'].append((time.process_time() - c) / n)
         return (time.perf_counter() - t) / n
 
     import contextlib
@@ -94,6 +98,10 @@ def main(argv=None):
                reference_images_per_s=a.batch / t_med, mindspore_images_per_s=a.batch / m_med,
                mindspore_over_reference=(a.batch / m_med) / (a.batch / t_med),
                mindspore_first_step_incl_compile_s=t_compile,
+               # CPU seconds (all threads of the process) per step: less sensitive than wall time
+               # to other processes on a shared machine
+               reference_cpu_step_s=float(np.median(cpu['torch'][1:])), mindspore_cpu_step_s=float(np.median(cpu['ms'][1:])),
+               mindspore_over_reference_cpu=float(np.median(cpu['torch'][1:]) / np.median(cpu['ms'][1:])),
                reference_rounds_s=ts, mindspore_rounds_s=ms_)
     print(json.dumps(out, indent=1))
     if a.json:
