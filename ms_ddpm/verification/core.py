@@ -93,9 +93,6 @@ def make_inputs(cfg, alphas_cumprod, batch=4, sample_batch=8, seed=0):
     inp['unet_t'] = t_all
     if u.get('self_condition'):
         inp['unet_self_cond'] = rng.standard_normal(inp['unet_x'].shape).astype(np.float32)
-    mid = len(ts) // 2
-    inp['layer_x'] = inp['unet_x'][mid * batch:mid * batch + 1]
-    inp['layer_t'] = inp['unet_t'][mid * batch:mid * batch + 1]
     inp['loss_img'] = x0
     inp['loss_times'] = rng.integers(0, T, size=(batch,)).astype(np.int64)
     inp['loss_noise'] = rng.standard_normal(x0.shape).astype(np.float32)
@@ -194,12 +191,30 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None):
     with torch.no_grad():
         rec = _Recorder(lambda x: x.detach().cpu().numpy())
         handles = [m.register_forward_hook(rec.hook(n)) for n, m in tu.named_modules()]
-        with timer('layers (hooked forward, batch 1)'):
-            tu(*map(t, _unet_args(inp, 'layer')))
+        with timer('layers (hooked forward)'):
+            tu(*map(t, _unet_args(inp, 'unet')))
         for h in handles:
             h.remove()
         out.update(('layer/' + k, v) for k, v in rec.out.items())
+        # the same pass in float64: how far each framework's float32 is from the exact result
+        import copy
+        tu64 = copy.deepcopy(tu).double()
+        rec64 = _Recorder(lambda x: x.detach().cpu().numpy())
+        handles = [m.register_forward_hook(rec64.hook(n)) for n, m in tu64.named_modules()]
+        args64 = [t(a.astype(np.float64)) if a.dtype == np.float32 else t(a) for a in _unet_args(inp, 'unet')]
+        default_dtype = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)     # tensors made inside forward (time embedding) too
+        try:
+            y64 = tu64(*args64).numpy()
+        finally:
+            torch.set_default_dtype(default_dtype)
+            for h in handles:
+                h.remove()
+        out.update(('f64layer/' + k, v) for k, v in rec64.out.items())
+        out['f64unet/all'] = y64
         bar.update()
+        with timer('U-Net forward (first call)'):
+            tu(*map(t, _unet_args(inp, 'unet')))
         with timer('U-Net forward'):
             y = tu(*map(t, _unet_args(inp, 'unet'))).numpy()
         out['unet/all'] = y
@@ -251,13 +266,15 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True):
     T = ms.Tensor
     rec = _Recorder(lambda x: x.asnumpy())
     handles = [c.register_forward_hook(rec.hook(n)) for n, c in mu.cells_and_names()]
-    with timer('layers (hooked forward, batch 1)'):
-        mu(*map(T, _unet_args(inp, 'layer')))
+    with timer('layers (hooked forward)'):
+        mu(*map(T, _unet_args(inp, 'unet')))
     for h in handles:
         h.remove()
     out.update(('layer/' + k, v) for k, v in rec.out.items())
     bar.update()
     args = [T(a) for a in _unet_args(inp, 'unet')]
+    with timer('U-Net forward (first call)'):
+        mu(*args).asnumpy()
     with timer('U-Net forward'):
         out['unet/all'] = mu(*args).asnumpy()
     bar.update()
@@ -298,16 +315,59 @@ def split_unet(out, ts, batch):
     """``unet/all`` (all timesteps in one batch) -> ``unet/t=N`` per timestep."""
     res = OrderedDict()
     for k, v in out.items():
-        if k.startswith('unet/all'):
-            mode = k[len('unet/all'):]
+        if k.startswith(('unet/all', 'f64unet/all')):
+            head, mode = k.split('/all', 1)
             for i, t in enumerate(ts):
-                res[f'unet/t={t}{mode}'] = v[i * batch:(i + 1) * batch]
+                res[f'{head}/t={t}{mode}'] = v[i * batch:(i + 1) * batch]
         else:
             res[k] = v
     return res
 
 
-def compare(expected, actual):
+def _layer_diff(key, e, a, ts):
+    """A layer output holds every compared timestep (the hooked pass runs the U-Net on all of
+    them in one batch): the figure is the worst timestep's, named ``layer/NAME @t=T``."""
+    from parity_tests.compare import diff
+    n = len(ts)
+    if n > 1 and e.ndim and a.shape == e.shape and e.shape[0] % n == 0:
+        b = e.shape[0] // n
+        parts = [diff(key, e[i * b:(i + 1) * b], a[i * b:(i + 1) * b]) for i in range(n)]
+        i = max(range(n), key=lambda j: (parts[j].nonfinite, parts[j].rel_fro))
+        worst = parts[i]
+        worst.at_t = ts[i]
+        worst.shape = e.shape
+        return worst
+    return diff(key, e, a)
+
+
+ACCURACY_FACTOR = 2.0
+
+
+def _accuracy_gate(r, expected, key, ref_key, a, ts):
+    """Second opinion for a figure beyond its tolerance: both frameworks' float32 results
+    against the reference evaluated in float64.  The port is as exact as the reference when
+    MindSpore's distance from the float64 result is at most ACCURACY_FACTOR x PyTorch's own
+    (typical where the output is much smaller than the activations feeding it, e.g. the
+    U-Net's last 1x1 conv at t=0, so rounding shows up larger in relative terms)."""
+    from parity_tests.compare import diff
+    e64 = np.asarray(expected['f64' + ref_key])
+    e32 = np.asarray(expected[ref_key])
+    a = np.asarray(a)
+    at = getattr(r, 'at_t', None)
+    if at is not None and len(ts) > 1 and e64.shape[0] % len(ts) == 0:
+        b = e64.shape[0] // len(ts)
+        i = list(ts).index(at)
+        e64, e32, a = e64[i * b:(i + 1) * b], e32[i * b:(i + 1) * b], a[i * b:(i + 1) * b]
+    err_torch = diff('torch', e64, e32).rel_fro
+    err_ms = diff('ms', e64, a).rel_fro
+    r.f64 = {'torch_vs_float64': err_torch, 'mindspore_vs_float64': err_ms}
+    if err_ms <= ACCURACY_FACTOR * err_torch:
+        r.ok = True
+        r.gate = (f'accuracy: beyond tolerance, but MindSpore is {err_ms:.2e} from the float64 result, '
+                  f'PyTorch {err_torch:.2e} (<= {ACCURACY_FACTOR:g}x)')
+
+
+def compare(expected, actual, ts=()):
     """Every key of ``actual`` against ``expected`` (a ``[graph]`` key against its PyNative
     reference).  Returns (list of Diff with tol/ok set, keys only on one side)."""
     from parity_tests.compare import diff
@@ -319,15 +379,22 @@ def compare(expected, actual):
             continue
         tol = tolerance(kind_of(key))
         try:
-            r = diff(key, expected[ref_key], a)
+            if key.startswith('layer/'):
+                r = _layer_diff(key, np.asarray(expected[ref_key]), np.asarray(a), ts)
+            else:
+                r = diff(key, expected[ref_key], a)
         except AssertionError as e:     # shape mismatch: a failure, reported as such
             r = diff(key, np.zeros(1), np.full(1, np.nan))
             r.name = f'{key} ({e})'
         r.tol = tol.rel
         r.metric = tol.metric
         r.ok = (not r.nonfinite) and getattr(r, tol.metric) <= tol.rel
+        r.gate = 'tolerance'
+        if not r.ok and not r.nonfinite and 'f64' + ref_key in expected:
+            _accuracy_gate(r, expected, key, ref_key, a, ts)
         results.append(r)
     only_torch = [k for k in expected if k not in actual and k.startswith('layer/')]
+    only_torch = [k for k in only_torch if k not in actual]
     only_ms = [k for k in actual if k.replace('[graph]', '') not in expected]
     return results, only_torch, only_ms
 
@@ -339,8 +406,10 @@ def first_divergence(results, kind='layer'):
     from parity_tests.tolerances import tolerance
     layer_tol = tolerance('layer').rel
     first_fail = next((r for r in results if r.name.startswith('layer/') and not r.ok), None)
+    first_over = next((r for r in results if r.name.startswith('layer/') and (r.nonfinite or r.gate != 'tolerance'
+                                                                             or getattr(r, r.metric) > r.tol)), None)
     first_drift = next((r for r in results if r.name.startswith('layer/') and (r.nonfinite or r.rel_fro > layer_tol)), None)
-    return first_fail, first_drift
+    return first_fail, first_over, first_drift
 
 
 # --- the checkpoint ----------------------------------------------------------------------------
