@@ -180,22 +180,32 @@ def sampling(s, name, cfg, image_size, batch, timesteps, sampling_timesteps):
     return _finish(result, figures)
 
 
-def convert(s):
+def convert(s, root):
     """Checkpoint conversion against ``cp``, and peak memory: ``bench.convert_bench`` (owned by
-    the converter's maintainers) if present."""
+    the converter's maintainers) if present.  It runs in a fresh interpreter: its children's
+    peak RSS (``ru_maxrss``) would otherwise include the pages they share, between fork and
+    exec, with this process, which by then holds GiBs of models and compiled graphs."""
+    import json
+    import subprocess
+    import sys
     result = {'item': 'convert', 'what': 'checkpoint conversion of a large U-Net vs cp, peak memory', 'load_before': load()}
     try:
-        from bench.convert_bench import run_convert_bench
+        import bench.convert_bench  # noqa: F401  (only: is it there?)
     except ImportError as err:
         result['skipped'] = f'bench.convert_bench is not available yet ({err})'
         return result
-    import inspect
-    kwargs = {}
-    if 'quick' in inspect.signature(run_convert_bench).parameters:
-        kwargs['quick'] = not s.full
+    code = ('import inspect, json\n'
+            'from bench.convert_bench import run_convert_bench as f\n'
+            'p = inspect.signature(f).parameters\n'
+            f'kw = {{k: v for k, v in dict(quick={not s.full}, verbose=False).items() if k in p}}\n'
+            "print('@@JSON@@' + json.dumps(f(**kw)))\n")
     start = time.perf_counter()
-    result['convert_bench'] = run_convert_bench(**kwargs)
+    proc = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True)
     result['wall_s'] = time.perf_counter() - start
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('@@JSON@@')]
+    if proc.returncode or not lines:
+        raise RuntimeError(f'bench.convert_bench failed ({proc.returncode}): {proc.stderr[-1500:]}')
+    result['convert_bench'] = json.loads(lines[-1][len('@@JSON@@'):])
     result['load_after'] = load()
     return result
 

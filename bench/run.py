@@ -112,7 +112,7 @@ def run_item(name, s):
     if name == 'ddpm_small':
         return it.sampling(s, name, it.SMALL_UNET, image_size=16, batch=4, timesteps=s.ddpm_steps, sampling_timesteps=None)
     if name == 'convert':
-        return it.convert(s)
+        return it.convert(s, ROOT)
     if name == 'suite':
         return it.suite(s, ROOT)
     raise ValueError(name)
