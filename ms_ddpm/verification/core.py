@@ -115,6 +115,15 @@ class Timer:
     def __init__(self):
         self.times = OrderedDict()
 
+    def median(self, name, fn, repeat=3):
+        """The median of ``repeat`` timed calls (the machine may be busy: one call is noise)."""
+        ts = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        self.times[name] = float(np.median(ts))
+
     def __call__(self, name):
         timer = self
 
@@ -215,8 +224,8 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None):
         bar.update()
         with timer('U-Net forward (first call)'):
             tu(*map(t, _unet_args(inp, 'unet')))
-        with timer('U-Net forward'):
-            y = tu(*map(t, _unet_args(inp, 'unet'))).numpy()
+        y = tu(*map(t, _unet_args(inp, 'unet'))).numpy()
+        timer.median('U-Net forward', lambda: tu(*map(t, _unet_args(inp, 'unet'))))
         out['unet/all'] = y
         bar.update()
         for b in BUFFERS:
@@ -275,8 +284,8 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True):
     args = [T(a) for a in _unet_args(inp, 'unet')]
     with timer('U-Net forward (first call)'):
         mu(*args).asnumpy()
-    with timer('U-Net forward'):
-        out['unet/all'] = mu(*args).asnumpy()
+    out['unet/all'] = mu(*args).asnumpy()
+    timer.median('U-Net forward', lambda: mu(*args).asnumpy())
     bar.update()
     if graph:
         def forward(*xs):
@@ -284,8 +293,8 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True):
         compiled = ms.jit(forward)
         with timer('U-Net forward [graph] incl. compile'):
             compiled(*args).asnumpy()
-        with timer('U-Net forward [graph]'):
-            out['unet/all[graph]'] = compiled(*args).asnumpy()
+        out['unet/all[graph]'] = compiled(*args).asnumpy()
+        timer.median('U-Net forward [graph]', lambda: compiled(*args).asnumpy())
         bar.update()
     params = dict(md.parameters_and_names())
     for b in BUFFERS:
