@@ -1,7 +1,7 @@
 """``ms-ddpm bench``: the MindSpore port against the PyTorch reference on this machine.
 
-One run times both frameworks in one process on the same CPU threads, interleaving their
-repeats, and prints medians and ratios MindSpore / PyTorch (< 1 means MindSpore is faster).
+Each item runs in a fresh interpreter that times both frameworks on the same CPU threads,
+interleaving their repeats, and prints medians and ratios MindSpore / PyTorch (< 1 means MindSpore is faster).
 Results go to a JSON file (written atomically) and a table; docs/benchmarks.md has the
 figures for the project's machine.
 
@@ -71,6 +71,7 @@ def parse_args(argv):
     p.add_argument('--repeats', type=int, default=None, help='timed repeats per item (after warm-up)')
     p.add_argument('--no-pynative', action='store_true', help='skip MindSpore PyNative timings (GRAPH only)')
     p.add_argument('--out', default=None, help='JSON output path (default: bench/results/bench-ms<version>.json)')
+    p.add_argument('--worker', default=None, help=argparse.SUPPRESS)   # internal: run one item, print its JSON
     return p.parse_args(argv)
 
 
@@ -182,31 +183,64 @@ def write_json(path, data):
     os.replace(tmp, path)
 
 
+def _worker_argv(args, name):
+    argv = ['--worker', name, '--threads', str(args.threads)]
+    if args.quick:
+        argv.append('--quick')
+    if args.repeats:
+        argv += ['--repeats', str(args.repeats)]
+    if args.no_pynative:
+        argv.append('--no-pynative')
+    return argv
+
+
+def run_in_subprocess(args, name):
+    """One item in a fresh interpreter: every item starts from the same state (threads set
+    before MindSpore's first op, no error state or memory pool left by an earlier item; a
+    GRAPH train step can hold GiBs that MindSpore does not give back)."""
+    import subprocess
+    proc = subprocess.run([sys.executable, '-m', 'bench.run'] + _worker_argv(args, name),
+                          cwd=ROOT, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(_MARK)]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout)[-1500:]
+        return {'item': name, 'error': f'worker exited with {proc.returncode}: {tail}'}
+    return json.loads(lines[-1][len(_MARK):])
+
+
+_MARK = '@@BENCH-ITEM@@'
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    names = selected(args)
     s = settings_from(args)
     os.environ.setdefault('TQDM_DISABLE', '1')    # the sampling loops' progress bars, both frameworks
     os.environ.setdefault('GLOG_v', '3')          # MindSpore: errors only
-    threads = set_threads(s.threads)
+    if args.worker:
+        threads = set_threads(s.threads)
+        try:
+            r = run_item(args.worker, s)
+        except Exception as err:     # reported in the JSON, the other items still run
+            r = {'item': args.worker, 'error': f'{type(err).__name__}: {err}'}
+        r['threads'] = threads
+        print(_MARK + json.dumps(r, default=str), flush=True)
+        return 0
+    names = selected(args)
     from bench.timing import load, versions
-    import mindspore as ms
-    out = args.out or os.path.join(ROOT, 'bench', 'results', f'bench-ms{ms.__version__}.json')
     data = {'started': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'versions': versions(),
-            'threads': threads, 'settings': vars(s) | {'modes': list(s.modes), 'extras': list(s.extras)},
+            'threads': None, 'settings': vars(s) | {'modes': list(s.modes), 'extras': list(s.extras)},
             'env': {k: os.environ.get(k) for k in ('MS_DDPM_FAST_MATH', 'OMP_NUM_THREADS', 'PYTHONPATH')},
             'load_start': load(), 'results': []}
+    out = args.out or os.path.join(ROOT, 'bench', 'results', f'bench-ms{data["versions"]["mindspore"]}.json')
     print(f'ms-ddpm bench: mindspore {data["versions"]["mindspore"]}, torch {data["versions"]["torch"]}, '
           f'{s.threads} threads, load {data["load_start"]}, items: {", ".join(names)}', flush=True)
     start = time.perf_counter()
     for name in names:
         t0 = time.perf_counter()
         print(f'  {name} ...', end='', flush=True)
-        try:
-            r = run_item(name, s)
-        except Exception as err:     # one failing item must not lose the others' figures
-            r = {'item': name, 'error': f'{type(err).__name__}: {err}'}
+        r = run_in_subprocess(args, name)
         r['item_wall_s'] = time.perf_counter() - t0
+        data['threads'] = data['threads'] or r.get('threads')
         data['results'].append(r)
         print(f' {r["item_wall_s"]:.0f} s' + (f'  FAILED: {r["error"][:300]}' if 'error' in r else ''), flush=True)
         write_json(out, data)
