@@ -77,7 +77,7 @@ def summary_rows(results):
                          gate='tolerance' if all(getattr(r, 'gate', 'tolerance') == 'tolerance' for r in layers) else 'f64'))
     bufs = [r for r in results if r.name.startswith('buffer/')]
     for r in results:
-        if r.name.startswith(('layer/', 'buffer/')) or r.name == 'sample/trajectory' and False:
+        if r.name.startswith(('layer/', 'buffer/')):
             continue
         rows.append(dict(name=r.name, rel_fro=r.rel_fro, max_abs=r.max_abs, max_rel=r.max_rel, cosine=r.cosine,
                          within_1e3=r.within_1e3, tol=r.tol, metric=r.metric, ok=r.ok,
