@@ -489,6 +489,15 @@ def sigmoid_beta_schedule(timesteps, start = -3, end = 3, tau = 1, clamp_min = 1
     betas = 1 - (alphas_cumprod[1:] / alphas_cumprod[:-1])
     return np.clip(betas, 0, 0.999)
 
+# the 13 schedule buffers GaussianDiffusion registers (part of its state dict), in order
+DIFFUSION_BUFFERS = (
+    'betas', 'alphas_cumprod', 'alphas_cumprod_prev',
+    'sqrt_alphas_cumprod', 'sqrt_one_minus_alphas_cumprod', 'log_one_minus_alphas_cumprod',
+    'sqrt_recip_alphas_cumprod', 'sqrt_recipm1_alphas_cumprod',
+    'posterior_variance', 'posterior_log_variance_clipped',
+    'posterior_mean_coef1', 'posterior_mean_coef2', 'loss_weight',
+)
+
 class GaussianDiffusion(Module):
     """MindSpore twin of the reference ``GaussianDiffusion``.
 
@@ -1642,14 +1651,8 @@ def read_trainer_checkpoint(path):
 # optimiser's index <-> name mapping needs care: torch numbers *every* parameter of the model
 # (frozen ones too, e.g. random Fourier features), in state-dict order without the buffers.
 
-_DIFFUSION_BUFFERS = ('betas', 'alphas_cumprod', 'alphas_cumprod_prev', 'sqrt_alphas_cumprod',
-                      'sqrt_one_minus_alphas_cumprod', 'log_one_minus_alphas_cumprod', 'sqrt_recip_alphas_cumprod',
-                      'sqrt_recipm1_alphas_cumprod', 'posterior_variance', 'posterior_log_variance_clipped',
-                      'posterior_mean_coef1', 'posterior_mean_coef2', 'loss_weight')
-
-
 def _torch_param_names(model_keys):
-    return [k for k in model_keys if k not in _DIFFUSION_BUFFERS]
+    return [k for k in model_keys if k not in DIFFUSION_BUFFERS]
 
 
 def to_reference_trainer_checkpoint(src, dst, scale_window = 2000, scale_factor = 2):

@@ -10,10 +10,7 @@ from parity_tests.compare import assert_parity
 from parity_tests.harness import MODES, build_diffusion_pair, call_ms
 from reference.draws import injected_draws
 
-BUFFERS = ('betas', 'alphas_cumprod', 'alphas_cumprod_prev', 'sqrt_alphas_cumprod',
-           'sqrt_one_minus_alphas_cumprod', 'log_one_minus_alphas_cumprod', 'sqrt_recip_alphas_cumprod',
-           'sqrt_recipm1_alphas_cumprod', 'posterior_variance', 'posterior_log_variance_clipped',
-           'posterior_mean_coef1', 'posterior_mean_coef2', 'loss_weight')
+from ms_ddpm.denoising_diffusion_pytorch import DIFFUSION_BUFFERS as BUFFERS   # checked against torch's named_buffers below
 
 
 def _shape(kw, b=B, channels=3):

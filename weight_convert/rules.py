@@ -36,13 +36,7 @@ EMA_PREFIX, ONLINE_PREFIX = 'ema_model.', 'online_model.'
 # GaussianDiffusion: the Unet lives under this prefix; the 13 float32 schedule buffers
 # (reference register_buffer, MindSpore non-trainable Parameters) carry these names.
 DIFFUSION_MODEL_PREFIX = 'model.'
-DIFFUSION_BUFFERS = (
-    'betas', 'alphas_cumprod', 'alphas_cumprod_prev',
-    'sqrt_alphas_cumprod', 'sqrt_one_minus_alphas_cumprod', 'log_one_minus_alphas_cumprod',
-    'sqrt_recip_alphas_cumprod', 'sqrt_recipm1_alphas_cumprod',
-    'posterior_variance', 'posterior_log_variance_clipped',
-    'posterior_mean_coef1', 'posterior_mean_coef2', 'loss_weight',
-)
+from ms_ddpm.denoising_diffusion_pytorch import DIFFUSION_BUFFERS  # noqa: E402  (the model owns the names)
 
 # --- architecture arguments ----------------------------------------------------------------
 

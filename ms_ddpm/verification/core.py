@@ -22,10 +22,7 @@ from collections import OrderedDict
 import numpy as np
 
 OBJECTIVES = ('pred_noise', 'pred_x0', 'pred_v')
-BUFFERS = ('betas', 'alphas_cumprod', 'alphas_cumprod_prev', 'sqrt_alphas_cumprod',
-           'sqrt_one_minus_alphas_cumprod', 'log_one_minus_alphas_cumprod', 'sqrt_recip_alphas_cumprod',
-           'sqrt_recipm1_alphas_cumprod', 'posterior_variance', 'posterior_log_variance_clipped',
-           'posterior_mean_coef1', 'posterior_mean_coef2', 'loss_weight')
+from ms_ddpm.denoising_diffusion_pytorch import DIFFUSION_BUFFERS as BUFFERS
 
 # key prefix -> (tolerance kind, component shown in the summary)
 KINDS = OrderedDict([
