@@ -37,9 +37,10 @@ TOLERANCES = {
                                    'rounded once to float32 in both frameworks: bit-identical buffers'),
         'diffusion': Tolerance(2e-7, 'q_sample / posterior arithmetic: a few float32 ops on identical '
                                      'buffers and draws'),
-        'loss': Tolerance(1e-6, 'a U-Net forward (~7e-7) squared and averaged: the mean over many '
-                                'elements averages the per-element differences down (measured <= 2e-7)'),
-        'grad': Tolerance(1e-5, 'backward through the U-Net roughly doubles the depth of rounding '
+        'loss': Tolerance(5e-7, 'a U-Net forward (~7e-7) squared and averaged: the mean over many '
+                                'elements averages the per-element differences down (measured <= 1.1e-7 '
+                                'over 41 loss cases and modes)'),
+        'grad': Tolerance(6e-6, '(measured worst tensor 3.4e-6: mid_block1.block1.norm.g) backward through the U-Net roughly doubles the depth of rounding '
                                 'differences; small-norm gradients (biases deep in the net, mem_kv) '
                                 'have the largest relative error'),
         'adam': Tolerance(3e-6, 'parameters after 10 Adam steps. Adam divides every gradient element '
@@ -58,10 +59,10 @@ TOLERANCES = {
                                   'per-step U-Net differences (~1e-6) accumulate over the steps and '
                                   'clipping to [-1, 1] can amplify them', metric='max_abs'),
         # --- Trainer (issue 6) ---
-        'trainer_loss': Tolerance(1e-6, 'Trainer loss at each of 20 steps (2 accumulated micro-batches, '
+        'trainer_loss': Tolerance(5e-7, 'Trainer loss at each of 20 steps (2 accumulated micro-batches, '
                                         'clipped Adam): a U-Net forward (~2e-7, see loss) on parameters '
                                         'that have drifted apart by ~1e-7 over the steps; measured <= 1.6e-7'),
-        'trainer': Tolerance(1e-6, 'parameters / EMA weights after 20 Trainer steps (accumulation, '
+        'trainer': Tolerance(5e-7, 'parameters / EMA weights after 20 Trainer steps (accumulation, '
                                    'clipping active every step, lr 1e-4): like adam, each step moves a '
                                    'parameter by ~lr of its size and the clip coefficient is a ratio of '
                                    'norms that agree to ~1e-7; measured worst tensor 1.5e-7, all 2e-8'),
