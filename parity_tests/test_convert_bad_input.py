@@ -225,7 +225,7 @@ def test_failed_write_leaves_no_file_and_keeps_existing(tmp_path, good, ext, mon
 
     def boom(*a, **k):
         raise OSError('disk full (simulated)')
-    target = {'.ckpt': 'write_ckpt', '.safetensors': 'write_safetensors', '.pt': 'save_torch'}[ext]
+    target = {'.ckpt': 'write_ckpt', '.safetensors': 'write_safetensors', '.pt': 'write_torch'}[ext]
 
     def half_then_boom(entries, f, *a, **k):
         f.write(b'partial data' * 100)

@@ -10,7 +10,6 @@ import json
 import os
 import threading
 import time
-import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -18,13 +17,13 @@ import numpy as np
 
 from weight_convert.core import StateDictMismatchError, load_torch_state_dict, torch_to_ms_name
 from weight_convert.formats import (
-    AtomicFile, Background, ConvertError, Entry, entry_from_torch, format_of, load_torch_file, locate_tensors_in_file, read_ckpt,
-    read_safetensors, save_torch, torch_from_entry, write_ckpt, write_safetensors,
+    AtomicFile, Background, ConvertError, Entry, format_of, read_ckpt, read_safetensors, write_ckpt, write_safetensors,
 )
+from weight_convert.torchfile import read_torch_file, write_torch
 from weight_convert.infer import InferenceError, infer_diffusion_config, infer_unet_config
 from weight_convert.rules import (
     DIFFUSION_BUFFERS, DIFFUSION_DEFAULTS, DIFFUSION_MODEL_PREFIX, EMA_PREFIX, ONLINE_PREFIX,
-    TRAINER_ADAM, TRAINER_KEYS, UNET_DEFAULTS, WRAPPER_PREFIXES,
+    TRAINER_ADAM_GROUP, TRAINER_KEYS, UNET_DEFAULTS, WRAPPER_PREFIXES,
 )
 
 CONFIG_FORMAT = 'ms_ddpm-config'
@@ -150,11 +149,7 @@ def read_weights(path, ema=False, background_check=False):
     meta = None
     pending = None
     if fmt == 'torch':
-        if background_check:
-            obj, pending = load_torch_file(path, check_crc='background')
-        else:
-            obj = load_torch_file(path)
-        loaded = obj
+        obj, pending = read_torch_file(path, check_crc='background' if background_check else True)
         if _is_trainer(obj):
             info.update(trainer_step=_scalar(obj.get('step')), reference_version=obj.get('version'))
             if ema:
@@ -166,17 +161,11 @@ def read_weights(path, ema=False, background_check=False):
                 info['weights'] = 'online (Trainer model)'
         if not isinstance(obj, Mapping):
             raise ConvertError(f'{path}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)')
-        bad = [f'{k} ({type(v).__name__})' for k, v in obj.items()
-               if not hasattr(v, 'dtype') and k not in ('initted', 'step')]
+        bad = [f'{k} ({type(v).__name__})' for k, v in obj.items() if not isinstance(v, Entry)]
         if bad:
             raise ConvertError(f'{path}: not a state dict: non-tensor entries: {", ".join(bad[:10])}')
         flat = OrderedDict((str(k), v) for k, v in obj.items())
-        flat = _select_weights(flat, path, ema, info)
-        entries = OrderedDict((k, entry_from_torch(v, k)) for k, v in flat.items())
-        if zipfile.is_zipfile(path):
-            tensors = {k: v for k, v in flat.items() if hasattr(v, 'untyped_storage')}
-            for k, off in locate_tensors_in_file(path, tensors, loaded).items():
-                entries[k].file_range = (path, off)
+        entries = _select_weights(flat, path, ema, info)
     elif fmt == 'safetensors':
         entries, meta = read_safetensors(path)
         entries = _select_weights(entries, path, ema, info)
@@ -393,20 +382,22 @@ def _public_config(cfg, source, dst, fmt):
 
 
 def trainer_checkpoint(entries, cfg, step=0, lr=None, betas=None, version=None):
-    """A reference ``Trainer.save``-style dict from GaussianDiffusion weights: online and EMA
-    weights both set to ``entries``, EMA initted, a fresh Adam state (no moments)."""
-    import torch
+    """A reference ``Trainer.save``-style dict from GaussianDiffusion weights (Entries, for
+    :func:`write_torch`): online and EMA weights both ``entries`` (stored once), EMA initted,
+    a fresh Adam state (no moments; the parameter group of ``torch.optim.Adam(...).state_dict()``)."""
     from ms_ddpm.version import REFERENCE_VERSION
-    model = OrderedDict((k, torch_from_entry(e)) for k, e in entries.items())
+    model = OrderedDict(entries)
     params = [k for k in entries if k not in DIFFUSION_BUFFERS]
-    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(0)) for _ in params],
-                           lr=lr if lr is not None else TRAINER_ADAM['lr'],
-                           betas=tuple(betas) if betas is not None else TRAINER_ADAM['betas'])
-    ema = OrderedDict([('initted', torch.tensor(True)), ('step', torch.tensor(int(step)))])
+    group = dict(TRAINER_ADAM_GROUP, params=list(range(len(params))))
+    if lr is not None:
+        group['lr'] = lr
+    if betas is not None:
+        group['betas'] = tuple(betas)
+    ema = OrderedDict([('initted', Entry(np.array(True), 'bool')), ('step', Entry(np.array(int(step), np.int64), 'int64'))])
     ema.update((ONLINE_PREFIX + k, v) for k, v in model.items())
     ema.update((EMA_PREFIX + k, v) for k, v in model.items())
-    return {'step': int(step), 'model': model, 'opt': opt.state_dict(), 'ema': ema, 'scaler': None,
-            'version': version or REFERENCE_VERSION}
+    return {'step': int(step), 'model': model, 'opt': {'state': {}, 'param_groups': [group]}, 'ema': ema,
+            'scaler': None, 'version': version or REFERENCE_VERSION}
 
 
 def diffusion_entries_for_unet(entries, cfg):
@@ -468,10 +459,11 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
     wrap_unet = trainer and source.kind == 'Unet'
     cfg = resolve_config(source, dict(explicit, diffusion={}) if wrap_unet else explicit)
     phase('config')
-    # MindSpore outputs (the large, common case) are written speculatively, in the source's
-    # order, while the target network is built and every key checked; a failed check stops
-    # the writer and deletes its temporary file.  Torch outputs are written after the check.
-    speculative = out_fmt in ('safetensors', 'mindspore') and not trainer
+    # Outputs are written speculatively, in the source's order, while the target network is
+    # built and every key checked; a failed check stops the writer and deletes its temporary
+    # file.  A torch output is rewritten in the network's (the reference state dict's) key
+    # order if the source's differs.  Trainer-style checkpoints are written after the check.
+    speculative = not trainer
     if speculative:
         if cfg['model'] == 'GaussianDiffusion':
             diffusion_kwargs(cfg)   # the config beside the weights must be enough to build the model
@@ -500,6 +492,7 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
     out = None
     stop = threading.Event()
     writer = None
+    archive = os.path.splitext(os.path.basename(dst))[0]     # what torch.save(obj, dst) names it
     try:
         side.file.write((json.dumps(public, indent=2) + '\n').encode())
         side.close()
@@ -512,22 +505,22 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
             writer = Background(lambda: write_ckpt(entries, out.file, progress=progress, stop=stop))
         elif trainer:
             ckpt_step = step if step is not None else (source.info.get('trainer_step') or 0)
-            save_torch(trainer_checkpoint(entries, cfg, step=ckpt_step), out.file)
-            if progress:
-                progress(total)
+            write_torch(trainer_checkpoint(entries, cfg, step=ckpt_step), out.file, progress=progress, archive=archive)
         else:
-            save_torch(OrderedDict((k, torch_from_entry(e)) for k, e in entries.items()), out.file)
-            if progress:
-                progress(total)
+            writer = Background(lambda: write_torch(entries, out.file, progress=progress, stop=stop, archive=archive))
         if speculative:
             try:
-                check_against(source, target_spec(cfg), cfg)
+                checked = check_against(source, target_spec(cfg), cfg)
             except BaseException:
                 stop.set()
                 writer.thread.join()
                 raise
             phase('check')
             writer.wait()
+            if out_fmt == 'torch' and list(checked) != list(entries):
+                out.file.seek(0)
+                out.file.truncate()
+                write_torch(checked, out.file, archive=archive)
         phase('write')
         out.close()
         phase('fsync')

@@ -84,3 +84,8 @@ COMMON_CHANNELS = (1, 3, 4)
 
 # The Adam settings of the reference Trainer (used for a Trainer-style checkpoint's 'opt')
 TRAINER_ADAM = dict(lr=1e-4, betas=(0.9, 0.99))
+# ... and the whole parameter group that torch.optim.Adam(params, **TRAINER_ADAM).state_dict()
+# holds (torch 2.x; 'params' added per checkpoint).  Optimizer.load_state_dict takes these
+# values, and Adam fills in any key a torch version adds (group.setdefault).
+TRAINER_ADAM_GROUP = dict(TRAINER_ADAM, eps=1e-8, weight_decay=0, amsgrad=False, maximize=False, foreach=None,
+                          capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False)
