@@ -306,7 +306,10 @@ class ByteCopier:
 
     def __init__(self, f):
         self.f, self.fds = f, {}
-        self.kernel_copy = hasattr(os, 'copy_file_range')
+        try:
+            self.kernel_copy = hasattr(os, 'copy_file_range') and f.fileno() >= 0
+        except (OSError, ValueError, AttributeError):       # an in-memory file
+            self.kernel_copy = False
 
     def write(self, e, start=0, stop=None):
         stop = e.nbytes if stop is None else stop

@@ -30,6 +30,7 @@ where they lie in a file) while a thread computes their CRC-32 from the file wit
 nothing is held in memory.
 """
 
+import _compat_pickle
 import io
 import mmap
 import os
@@ -187,9 +188,12 @@ class _Unpickler(pickle.Unpickler):
         self._storage = storage
 
     def find_class(self, module, name):
+        raw = f'{module}.{name}'
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))   # protocol 2 writes
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)                        # Python 2 names
         g = ALLOWED_GLOBALS.get(f'{module}.{name}')
         if g is None:
-            raise _Refused(f'the global {module}.{name}')
+            raise _Refused(f'the global {module}.{name}' + (f' ({raw} in the pickle)' if raw != f'{module}.{name}' else ''))
         return g
 
     def persistent_load(self, pid):
@@ -362,6 +366,7 @@ def read_torch_file(path, check_crc=True, reader=None):
 
 ALIGNMENT = 64
 ZIP64_LIMIT = 0xFFFFFFFF      # sizes and offsets from here on need zip64 fields
+M32 = 0xFFFFFFFF              # "see the zip64 field"
 CRC_BUFFER = 8 << 20
 
 
@@ -537,7 +542,7 @@ class _ZipWriter:
             extra = b''
             if size >= ZIP64_LIMIT or off >= ZIP64_LIMIT:
                 extra = struct.pack('<HHQQQ', 1, 24, size, size, off)
-                size32 = off32 = ZIP64_LIMIT
+                size32 = off32 = M32
             else:
                 size32, off32 = size, off
             self.f.write(struct.pack('<IHHHHHHIIIHHHHHII', 0x02014b50, 0, 0, _flags(size), 0, 0, 0, crc, size32, size32,
@@ -548,7 +553,7 @@ class _ZipWriter:
         self.f.write(struct.pack('<IQHHIIQQQQ', 0x06064b50, 44, 0x031e, 45, 0, 0, n, n, cd_size, cd_start))
         self.f.write(struct.pack('<IIQI', 0x07064b50, 0, eocd64, 1))
         self.f.write(struct.pack('<IHHHHIIH', 0x06054b50, 0, 0, min(n, 0xFFFF), min(n, 0xFFFF),
-                                 min(cd_size, ZIP64_LIMIT), min(cd_start, ZIP64_LIMIT), 0))
+                                 cd_size if cd_size < ZIP64_LIMIT else M32, cd_start if cd_start < ZIP64_LIMIT else M32, 0))
         self.pos += 56 + 20 + 22
 
 
