@@ -1,13 +1,17 @@
 """Converter benchmark: a large reference checkpoint (``Unet(dim=128, dim_mults=(1,2,4,8))``
-saved by ``torch.save``, ~560 MB) converted to MindSpore ``.ckpt`` and ``.safetensors``,
-against ``cp`` of the same file, with the conversion's peak memory.
+saved by ``torch.save``, ~560 MB) converted to MindSpore ``.ckpt`` and ``.safetensors`` and
+back, against ``cp`` of the same file, with the conversion's peak memory.
 
 Each conversion runs in a fresh subprocess, so its peak RSS (``ru_maxrss``) is its own:
-- ``work``: inside the subprocess, after ``import torch, mindspore, ms_ddpm`` (the fixed cost
-  of any MindSpore program), ``weight_convert.convert(SRC, DST)`` is timed and the peak RSS
-  reached during it is compared with the checkpoint size, both absolute and over the RSS the
-  process had after its imports (the part the conversion adds);
-- ``cli``: the whole ``python -m weight_convert.cli SRC DST`` command, imports included.
+- ``work``: inside the subprocess, after ``import mindspore, ms_ddpm`` (the fixed cost of any
+  MindSpore program; the converter does not import torch, and the child reports whether
+  anything did), ``weight_convert.convert(SRC, DST)`` is timed and the peak RSS reached
+  during it is compared with the checkpoint size, both absolute and over the RSS the process
+  had after its imports (the part the conversion adds);
+- ``cli``: the whole ``ms-ddpm convert SRC DST -q`` command, interpreter start and imports
+  included (what a user sees), for ``.pt -> .ckpt`` and ``.ckpt -> .pt``: its wall time, and
+  its peak RSS from ``os.wait4``; ``startup`` is the same interpreter importing what the
+  command imports and converting nothing.
 ``cp`` is ``cp --reflink=never``; the converter fsyncs its output before renaming it into
 place, so ``cp`` followed by ``sync FILE`` is timed too.  Before every timed step the
 previous outputs are deleted and ``sync`` is run (untimed), so no step pays for the disk
@@ -39,12 +43,31 @@ t = time.perf_counter()
 convert({src!r}, {dst!r})
 work = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps(dict(work_s=work, base_rss=base, peak_rss=peak)))
+print(json.dumps(dict(work_s=work, base_rss=base, peak_rss=peak, torch_imported='torch' in sys.modules)))
 '''
 
-
-WITH_TORCH = 'import torch, mindspore, ms_ddpm'
 NO_TORCH = 'import mindspore, ms_ddpm'
+STARTUP = 'import weight_convert.cli, weight_convert.converter, mindspore, ms_ddpm'
+
+
+def _command():
+    """The ``ms-ddpm`` console script beside this interpreter, else ``python -m ms_ddpm.cli``."""
+    script = os.path.join(os.path.dirname(sys.executable), 'ms-ddpm')
+    return [script] if os.path.exists(script) else [sys.executable, '-m', 'ms_ddpm.cli']
+
+
+def _cli(cmd, env):
+    """(wall seconds, peak RSS bytes) of one command, from its own rusage (os.wait4)."""
+    with tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        dt = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode:
+            err.seek(0)
+            raise RuntimeError(f'{cmd[:4]} failed ({p.returncode}): {err.read()[-2000:].decode(errors="replace")}')
+    return dt, usage.ru_maxrss * 1024
 
 
 def _make_checkpoint(path, dim):
@@ -89,9 +112,10 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
                 pass
         cp_dst = os.path.join(tmp, 'copy.pt')
         times = {'cp': [], 'cp_sync': [], 'work_ckpt': [], 'work_safetensors': [], 'work_reverse': [], 'work_st2ckpt': [],
-                 'cli_ckpt': []}
+                 'cli_ckpt': [], 'cli_reverse': [], 'cli_startup': []}
         peaks = {'ckpt': [], 'safetensors': [], 'reverse': [], 'st2ckpt': []}
-        bases = []
+        cli_peaks = {'ckpt': [], 'reverse': [], 'startup': []}
+        bases, torch_imported = [], set()
         for _ in range(runs):
             _rm(cp_dst)
             times['cp'].append(_timed(['cp', '--reflink=never', src, cp_dst])[0])
@@ -103,8 +127,9 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             for ext in ('ckpt', 'safetensors'):
                 dst = os.path.join(tmp, f'out.{ext}')
                 _rm(dst)
-                _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=src, dst=dst, imports=WITH_TORCH)], env=env)
+                _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=src, dst=dst, imports=NO_TORCH)], env=env)
                 r = json.loads(out.strip().splitlines()[-1])
+                torch_imported.add(r['torch_imported'])
                 times[f'work_{ext}'].append(r['work_s'])
                 peaks[ext].append((r['peak_rss'], r['base_rss']))
                 bases.append(r['base_rss'])
@@ -118,13 +143,20 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             back = os.path.join(tmp, 'back.pt')             # the reverse direction: .ckpt -> torch
             _rm(back)
             _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=os.path.join(tmp, 'out.ckpt'),
-                                                                dst=back, imports=WITH_TORCH)], env=env)
+                                                                dst=back, imports=NO_TORCH)], env=env)
             r = json.loads(out.strip().splitlines()[-1])
+            torch_imported.add(r['torch_imported'])
             times['work_reverse'].append(r['work_s'])
             peaks['reverse'].append((r['peak_rss'], r['base_rss']))
-            dst = os.path.join(tmp, 'cli.ckpt')
-            _rm(dst)
-            times['cli_ckpt'].append(_timed([sys.executable, '-m', 'weight_convert.cli', src, dst, '-q'], env=env)[0])
+            for name, a, b in (('ckpt', src, os.path.join(tmp, 'cli.ckpt')),
+                               ('reverse', os.path.join(tmp, 'out.ckpt'), os.path.join(tmp, 'cli_back.pt'))):
+                _rm(b)
+                dt, peak = _cli(_command() + ['convert', a, b, '-q'], env)
+                times[f'cli_{name}'].append(dt)
+                cli_peaks[name].append(peak)
+            dt, peak = _cli([sys.executable, '-c', STARTUP], env)
+            times['cli_startup'].append(dt)
+            cli_peaks['startup'].append(peak)
         med = {k: statistics.median(v) for k, v in times.items()}
         res = {
             'checkpoint_bytes': size,
@@ -136,11 +168,17 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             'convert_reverse_s': med['work_reverse'],
             'convert_st2ckpt_s': med['work_st2ckpt'],
             'cli_ckpt_s': med['cli_ckpt'],
+            'cli_reverse_s': med['cli_reverse'],
+            'cli_startup_s': med['cli_startup'],
+            'torch_imported': any(torch_imported),
             'ratio_time_ckpt_vs_cp': med['work_ckpt'] / med['cp'],
             'ratio_time_safetensors_vs_cp': med['work_safetensors'] / med['cp'],
             'ratio_time_reverse_vs_cp': med['work_reverse'] / med['cp'],
             'ratio_time_st2ckpt_vs_cp': med['work_st2ckpt'] / med['cp'],
             'ratio_time_cli_vs_cp': med['cli_ckpt'] / med['cp'],
+            'ratio_time_cli_vs_cp_sync': med['cli_ckpt'] / med['cp_sync'],
+            'ratio_time_cli_reverse_vs_cp': med['cli_reverse'] / med['cp'],
+            'ratio_time_cli_reverse_vs_cp_sync': med['cli_reverse'] / med['cp_sync'],
             'rss_after_imports_bytes': statistics.median(bases),
             'rss_after_imports_no_torch_bytes': statistics.median(b for _, b in peaks['st2ckpt']),
         }
@@ -153,6 +191,9 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             res[f'peak_rss_added_{ext}_bytes'] = added
             res[f'ratio_peak_rss_{ext}_vs_checkpoint'] = peak / size
             res[f'ratio_added_rss_{ext}_vs_checkpoint'] = added / size
+        for name in ('ckpt', 'reverse', 'startup'):
+            res[f'cli_peak_rss_{name}_bytes'] = statistics.median(cli_peaks[name])
+            res[f'ratio_cli_peak_rss_{name}_vs_checkpoint'] = res[f'cli_peak_rss_{name}_bytes'] / size
         mib = 2 ** 20
         say(f'cp: {res["cp_s"]:.3f} s   cp + sync: {res["cp_sync_s"]:.3f} s')
         names = {'reverse': 'reverse .ckpt -> .pt', 'st2ckpt': '.safetensors -> .ckpt (no torch imported)'}
@@ -163,8 +204,15 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
                 f'{res[f"ratio_peak_rss_{ext}_vs_checkpoint"]:.2f}x checkpoint, of which the conversion added '
                 f'{res[f"peak_rss_added_{ext}_bytes"] / mib:.0f} MiB = {res[f"ratio_added_rss_{ext}_vs_checkpoint"]:.2f}x '
                 f'(after imports: {statistics.median(b for _, b in peaks[ext]) / mib:.0f} MiB)')
-        say(f'whole command (python -m weight_convert.cli, imports included) -> .ckpt: {res["cli_ckpt_s"]:.2f} s '
-            f'= {res["ratio_time_cli_vs_cp"]:.1f}x cp')
+        for name, what in (('ckpt', '.pt -> .ckpt'), ('reverse', '.ckpt -> .pt')):
+            key = 'cli' if name == 'ckpt' else 'cli_reverse'
+            say(f'whole command `ms-ddpm convert` {what} (start-up and imports included): {res[f"cli_{name}_s"]:.2f} s = '
+                f'{res[f"ratio_time_{key}_vs_cp"]:.1f}x cp ({res[f"ratio_time_{key}_vs_cp_sync"]:.1f}x cp+sync); '
+                f'peak RSS {res[f"cli_peak_rss_{name}_bytes"] / mib:.0f} MiB = '
+                f'{res[f"ratio_cli_peak_rss_{name}_vs_checkpoint"]:.2f}x checkpoint')
+        say(f'  of which start-up (python, importing weight_convert, mindspore, ms_ddpm): {res["cli_startup_s"]:.2f} s, '
+            f'{res["cli_peak_rss_startup_bytes"] / mib:.0f} MiB')
+        say(f'torch imported by a conversion: {res["torch_imported"]}')
         return res
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -254,6 +254,19 @@ def test_round_trip_through_the_torch_free_writer(tmp_path, via):
     _unet(seed=2).load_state_dict(back, strict=True)
 
 
+def test_torch_output_follows_the_network_order(tmp_path):
+    """A torch output is written while the keys are checked, in the source's order; a source
+    in another order (the safetensors package sorts its tensors) is rewritten in the
+    network's, the reference state dict's, order."""
+    from safetensors.numpy import save_file
+    sd = _unet().state_dict()
+    save_file({k: v.numpy() for k, v in sd.items()}, str(tmp_path / 'theirs.safetensors'))
+    assert list(read_weights(tmp_path / 'theirs.safetensors').entries) != list(sd)
+    convert(tmp_path / 'theirs.safetensors', tmp_path / 'back.pt')
+    back = torch.load(tmp_path / 'back.pt', weights_only=True)
+    assert list(back) == list(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+
+
 # --- malicious pickles never run ------------------------------------------------------------------
 
 class RunsShell:

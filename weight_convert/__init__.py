@@ -1,8 +1,9 @@
 """PyTorch <-> MindSpore weight conversion for ms_ddpm.
 
 - ``core``: strict, all-or-nothing loading of a state dict into a network.
-- ``formats``: reading/writing .pt/.pth/.bin (torch.load weights_only), .safetensors and
-  MindSpore .ckpt, safely, memory-mapped, atomically.
+- ``formats``: reading/writing .safetensors and MindSpore .ckpt, safely, memory-mapped,
+  atomically; ``torchfile``: ``torch.save`` files read (restricted unpickler) and written
+  without torch.
 - ``infer``: Unet / GaussianDiffusion arguments from a state dict's keys and shapes.
 - ``convert``: ``convert(src, dst, ...)`` and ``load_model(path)``; ``cli``: ``ms-ddpm convert``.
 """

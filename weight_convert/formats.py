@@ -7,9 +7,14 @@ bf16 tensor is never rounded on its way between files; where a NumPy *value* is 
 value exactly (:meth:`Entry.value`).
 
 Formats:
-- PyTorch ``.pt/.pth/.bin``: ``torch.load(weights_only=True, mmap=True)`` (never plain
-  pickle: a pickle that asks for anything but tensors and plain data is refused); tensors
-  stay views of the memory-mapped file.
+- PyTorch ``.pt/.pth/.bin`` (``torch.save``'s zip format): read and written without torch by
+  :mod:`weight_convert.torchfile`.  The reader's unpickler builds tensors and plain data only,
+  from an allow-list of globals mapped to its own stand-ins (anything else is refused, naming
+  the global; nothing in the file runs, torch is not imported); tensors are views of a memory
+  map of the file.  The writer streams tensor by tensor into the layout ``torch.save`` writes.
+  The legacy (pre-1.6, non-zip) format, or any file with ``MS_DDPM_TORCH_READER=torch``, is
+  read with ``torch.load(weights_only=True)`` (:func:`load_torch_file`, which ms_ddpm's
+  Trainer interop also uses, as it does :func:`save_torch`).
 - ``.safetensors``: read and written here (the format is an 8-byte header length, a JSON
   header, raw little-endian data), memory-mapped on read and streamed tensor by tensor on
   write; bf16 is stored natively as ``BF16``.  Files are readable by the ``safetensors``
@@ -20,8 +25,9 @@ Formats:
   of the protobuf over a memory map.  bf16 is stored as MindSpore ``BFloat16``
   (``ms.load_checkpoint`` returns ``ms.bfloat16``).
 
-Tensor bytes that lie contiguously in a ``torch.save`` file are copied to the output by
-the kernel (``os.copy_file_range``, like ``cp``); others are written from memory.
+Tensor bytes that lie contiguously in a source file (any format) are copied to the output by
+the kernel (``os.copy_file_range``, like ``cp``); others are written from memory.  The CRC-32
+of every ``torch.save`` zip member is checked (memory-mapped data are not checked otherwise).
 
 Every output is written to a temporary file in the destination's directory and renamed
 into place (:class:`AtomicFile`), so a failed conversion never leaves a half-written file.
@@ -240,7 +246,9 @@ class Background:
 
 
 def load_torch_file(path, check_crc=True):
-    """``torch.load(path, weights_only=True)``, memory-mapped when the file allows it.
+    """``torch.load(path, weights_only=True)``, memory-mapped when the file allows it (torch
+    tensors; the converter reads with :mod:`weight_convert.torchfile` and uses this only as
+    its fallback).
     Returns the loaded object; unsafe, corrupt and truncated files raise ConvertError.
     ``check_crc``: True checks the zip members' CRC-32 first; 'background' returns
     ``(obj, Background)`` with the check running alongside."""
@@ -299,13 +307,18 @@ def save_torch(obj, f):
 
 # --- copying tensor bytes to an output ------------------------------------------------------
 
+WRITEBACK_BYTES = 32 << 20
+
+
 class ByteCopier:
     """Writes entries' bytes to an output file: straight from the source file with
     ``os.copy_file_range`` (in the kernel, as ``cp`` does: no page faults, no copies in this
-    process) when the entry knows where its bytes lie in a file, else from its array."""
+    process) when the entry knows where its bytes lie in a file, else from its array.  Every
+    WRITEBACK_BYTES copied it asks the kernel to start writing them to disk (without waiting),
+    so the final fsync has little left to do."""
 
     def __init__(self, f):
-        self.f, self.fds = f, {}
+        self.f, self.fds, self.written_back = f, {}, None
         try:
             self.kernel_copy = hasattr(os, 'copy_file_range') and f.fileno() >= 0
         except (OSError, ValueError, AttributeError):       # an in-memory file
@@ -337,6 +350,12 @@ class ByteCopier:
             offset += done
             n -= done
         self.f.seek(0, os.SEEK_END)           # resynchronise the buffered writer's position
+        end = os.lseek(out, 0, os.SEEK_CUR)
+        if self.written_back is None:
+            self.written_back = self.pos
+        if end - self.written_back >= WRITEBACK_BYTES and hasattr(os, 'posix_fadvise'):
+            os.posix_fadvise(out, self.written_back, end - self.written_back, os.POSIX_FADV_DONTNEED)   # starts writeback
+            self.written_back = end
 
     def close(self):
         for fd in self.fds.values():
