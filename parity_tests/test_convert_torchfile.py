@@ -397,6 +397,12 @@ def test_crafted_pickles(tmp_path, case, pkl, match):
         load(tmp_path / 'crafted.pt')
 
 
+def test_unsupported_dtype(tmp_path):
+    torch.save({'w': torch.zeros(2, dtype=torch.complex64)}, tmp_path / 'complex.pt')
+    with pytest.raises(ConvertError, match='unsupported tensor dtype: tensors stored as torch.ComplexFloatStorage'):
+        load(tmp_path / 'complex.pt')
+
+
 def test_zip_that_is_not_a_torch_file(tmp_path):
     with zipfile.ZipFile(tmp_path / 'other.pt', 'w') as z:
         z.writestr('readme.txt', 'hello')

@@ -32,6 +32,7 @@ nothing is held in memory.
 
 import _compat_pickle
 import io
+import math
 import mmap
 import os
 import pickle
@@ -66,6 +67,10 @@ LEGACY_MAGIC = b'\x80\x02\x8a\x0a' + (0x1950a86a20f9469cfc6c).to_bytes(10, 'litt
 
 class _Refused(Exception):
     """A pickle asked for something outside the allow-list (turned into UnsafeCheckpointError)."""
+
+
+class _Unsupported(Exception):
+    """A tensor of a dtype the converter does not carry (complex, float8, ...)."""
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -113,7 +118,7 @@ class _Storage:
         raise _Refused('setting attributes of a storage (BUILD)')
 
     def tensor(self, offset, size, stride):
-        n = int(np.prod(size, dtype=np.int64))
+        n = math.prod(size)                        # exact: no overflow from crafted sizes
         np_dtype = self.flat.dtype
         if n == 0:
             return TorchTensor(np.empty(size, np_dtype.newbyteorder('=')), self.dtype)
@@ -192,6 +197,8 @@ class _Unpickler(pickle.Unpickler):
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))   # protocol 2 writes
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)                        # Python 2 names
         g = ALLOWED_GLOBALS.get(f'{module}.{name}')
+        if g is None and module == 'torch' and name.endswith('Storage'):
+            raise _Unsupported(f'tensors stored as torch.{name}')
         if g is None:
             raise _Refused(f'the global {module}.{name}' + (f' ({raw} in the pickle)' if raw != f'{module}.{name}' else ''))
         return g
@@ -282,6 +289,8 @@ def load(path):
             f'are read by a restricted unpickler that knows tensors and plain data only (torch is not '
             f'imported); nothing in the file was run. If you trust it, re-save its state dict with '
             f'torch.save.') from None
+    except _Unsupported as e:
+        raise ConvertError(f'{path}: unsupported tensor dtype: {e}; supported: {", ".join(DTYPES)}') from None
     except zipfile.BadZipFile as e:
         raise CorruptCheckpointError(f'{path}: corrupt zip archive ({e})') from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
@@ -370,7 +379,7 @@ M32 = 0xFFFFFFFF              # "see the zip64 field"
 CRC_BUFFER = 8 << 20
 
 
-class _Global_ref:
+class _GlobalRef:
     """A global written into the pickle (GLOBAL opcode): one object per name, so memoised once."""
 
     __slots__ = ('module', 'name')
@@ -398,7 +407,7 @@ class _Pickle:
         return bytes(self.out)
 
     def ref(self, module, name):
-        return self.refs.setdefault((module, name), _Global_ref(module, name))
+        return self.refs.setdefault((module, name), _GlobalRef(module, name))
 
     def put(self, obj):
         idx = len(self.memo)
@@ -416,7 +425,7 @@ class _Pickle:
             out += b'\x88' if obj else b'\x89'
         elif isinstance(obj, Entry):
             self.tensor(obj)
-        elif isinstance(obj, _Global_ref):
+        elif isinstance(obj, _GlobalRef):
             out += f'c{obj.module}\n{obj.name}\n'.encode()
             self.put(obj)
         elif isinstance(obj, np.generic):
@@ -488,7 +497,7 @@ class _Pickle:
         self.save(self.ref('torch._utils', '_rebuild_tensor_v2'))
         self.out += b'('
         self.save((self.STORAGE, self.ref('torch', STORAGE_OF[e.dtype]), key, self.CPU,
-                   int(np.prod(shape, dtype=np.int64))))
+                   math.prod(shape)))
         self.out += b'Q'                               # BINPERSID
         for v in (0, tuple(shape), tuple(reversed(stride)), False):
             self.save(v)
