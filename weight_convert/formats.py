@@ -307,18 +307,13 @@ def save_torch(obj, f):
 
 # --- copying tensor bytes to an output ------------------------------------------------------
 
-WRITEBACK_BYTES = 32 << 20
-
-
 class ByteCopier:
     """Writes entries' bytes to an output file: straight from the source file with
     ``os.copy_file_range`` (in the kernel, as ``cp`` does: no page faults, no copies in this
-    process) when the entry knows where its bytes lie in a file, else from its array.  Every
-    WRITEBACK_BYTES copied it asks the kernel to start writing them to disk (without waiting),
-    so the final fsync has little left to do."""
+    process) when the entry knows where its bytes lie in a file, else from its array."""
 
     def __init__(self, f):
-        self.f, self.fds, self.written_back = f, {}, None
+        self.f, self.fds = f, {}
         try:
             self.kernel_copy = hasattr(os, 'copy_file_range') and f.fileno() >= 0
         except (OSError, ValueError, AttributeError):       # an in-memory file
@@ -350,12 +345,6 @@ class ByteCopier:
             offset += done
             n -= done
         self.f.seek(0, os.SEEK_END)           # resynchronise the buffered writer's position
-        end = os.lseek(out, 0, os.SEEK_CUR)
-        if self.written_back is None:
-            self.written_back = self.pos
-        if end - self.written_back >= WRITEBACK_BYTES and hasattr(os, 'posix_fadvise'):
-            os.posix_fadvise(out, self.written_back, end - self.written_back, os.POSIX_FADV_DONTNEED)   # starts writeback
-            self.written_back = end
 
     def close(self):
         for fd in self.fds.values():
