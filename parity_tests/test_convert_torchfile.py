@@ -416,9 +416,9 @@ GUARD = '''
 import sys
 if {block}:
     sys.modules['torch'] = None          # import torch now raises ImportError
-from weight_convert.cli import main
+from ms_ddpm.cli import main            # the ms-ddpm entry point
 for args in {runs!r}:
-    rc = main(args + ['-q'])
+    rc = main(['convert'] + args + ['-q'])
     print('rc', rc, flush=True)
 print('torch imported:', sorted(m for m in sys.modules if (m == 'torch' or m.startswith('torch.')) and sys.modules[m]))
 '''
@@ -429,17 +429,21 @@ def test_cli_converts_without_torch(tmp_path, good_file, block):
     legacy = tmp_path / 'legacy.pt'
     torch.save(torch.load(good_file, weights_only=True), legacy, _use_new_zipfile_serialization=False)
     runs = [[str(good_file), str(tmp_path / 'a.ckpt')], [str(tmp_path / 'a.ckpt'), str(tmp_path / 'b.pt')],
-            [str(tmp_path / 'b.pt'), str(tmp_path / 'c.safetensors')]]
+            [str(tmp_path / 'b.pt'), str(tmp_path / 'c.safetensors')],
+            [str(tmp_path / 'a.ckpt'), str(tmp_path / 'model-1.pt'), '--trainer', '--config', '{"image_size": 8}']]
     if block:
         runs.append([str(legacy), str(tmp_path / 'd.ckpt')])
     r = subprocess.run([sys.executable, '-c', GUARD.format(block=block, runs=runs)], capture_output=True, text=True,
                        cwd=ROOT, env=dict(os.environ, GLOG_v='3'), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
-    assert lines[:3] == ['rc 0'] * 3, r.stdout + r.stderr[-3000:]
+    assert lines[:4] == ['rc 0'] * 4, r.stdout + r.stderr[-3000:]
     assert lines[-1] == 'torch imported: []', 'the conversion imported torch'
     if block:
-        assert lines[3] == 'rc 1' and 'legacy (pre-1.6, non-zip) torch.save format needs PyTorch' in r.stderr
+        assert lines[4] == 'rc 1' and 'legacy (pre-1.6, non-zip) torch.save format needs PyTorch' in r.stderr
     sd = torch.load(good_file, weights_only=True)
     back = torch.load(tmp_path / 'b.pt', weights_only=True)
     assert list(back) == list(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+    trainer = torch.load(tmp_path / 'model-1.pt', weights_only=True, mmap=True)
+    assert list(trainer) == ['step', 'model', 'opt', 'ema', 'scaler', 'version']
+    assert all(torch.equal(trainer['ema']['ema_model.model.' + k], sd[k]) for k in sd)
