@@ -497,17 +497,20 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
         side.file.write((json.dumps(public, indent=2) + '\n').encode())
         side.close()
         out = AtomicFile(dst)
+
+        def write_and_sync(write, *args, **kw):     # in the writer thread: the fsync overlaps the key check
+            write(entries, out.file, *args, progress=progress, stop=stop, **kw)
+            out.sync()
         if out_fmt == 'safetensors':
             meta = {'format': 'pt', SAFETENSORS_CONFIG_KEY: json.dumps(public)}
-            writer = Background(lambda: write_safetensors(entries, out.file, metadata=meta, progress=progress,
-                                                          stop=stop))
+            writer = Background(lambda: write_and_sync(write_safetensors, metadata=meta))
         elif out_fmt == 'mindspore':
-            writer = Background(lambda: write_ckpt(entries, out.file, progress=progress, stop=stop))
+            writer = Background(lambda: write_and_sync(write_ckpt))
         elif trainer:
             ckpt_step = step if step is not None else (source.info.get('trainer_step') or 0)
             write_torch(trainer_checkpoint(entries, cfg, step=ckpt_step), out.file, progress=progress, archive=archive)
         else:
-            writer = Background(lambda: write_torch(entries, out.file, progress=progress, stop=stop, archive=archive))
+            writer = Background(lambda: write_and_sync(write_torch, archive=archive))
         if speculative:
             try:
                 checked = check_against(source, target_spec(cfg), cfg)

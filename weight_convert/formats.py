@@ -700,10 +700,14 @@ class AtomicFile:
         os.replace(self.tmp, self.dst)
         self.done = True
 
+    def sync(self):
+        """Flush and fsync what was written so far (the file stays open)."""
+        self.file.flush()
+        getattr(os, 'fdatasync', os.fsync)(self.file.fileno())
+
     def close(self):
         if not self.file.closed:
-            self.file.flush()
-            getattr(os, 'fdatasync', os.fsync)(self.file.fileno())
+            self.sync()
             self.file.close()
 
     def abort(self):
