@@ -18,7 +18,7 @@ from ms_ddpm.ms_compat import (
     Module, ModuleList, Sequential, Identity, SiLU, Conv2d, Linear, GELU, Dropout,
     NearestUpsample2x, PixelUnshuffle2x, normalize, chunk, cat, softmax,
     ones_parameter, randn_parameter, name_parameters_by_path, heads_split, heads_merge, matmul_nt, matmul_tn, exp,
-    in_graph, buffer_parameter, float64_linspace, float32_linspace, float64_sigmoid,
+    in_graph, buffer_parameter, float64_linspace, float32_linspace, float64_sigmoid, compiled_step,
 )
 from ms_ddpm.attend import Attend
 
@@ -752,7 +752,7 @@ class GaussianDiffusion(Module):
         if name not in self._jit_steps:
             def step(*args):
                 return fn(*args)
-            self._jit_steps[name] = ms.jit(step)
+            self._jit_steps[name] = compiled_step(step)
         return self._jit_steps[name]
 
     def _draws(self, noise, count, shape):
