@@ -40,10 +40,10 @@ from weight_convert import convert
 import weight_convert.verify                    # everything the conversion imports lazily
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t = time.perf_counter()
-convert({src!r}, {dst!r})
+phases = convert({src!r}, {dst!r})['phases']
 work = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps(dict(work_s=work, base_rss=base, peak_rss=peak, torch_imported='torch' in sys.modules)))
+print(json.dumps(dict(work_s=work, base_rss=base, peak_rss=peak, torch_imported='torch' in sys.modules, phases=phases)))
 '''
 
 NO_TORCH = 'import mindspore, ms_ddpm'
@@ -85,14 +85,19 @@ def _timed(cmd, **kw):
     return dt, r.stdout
 
 
-def _rm(*paths):
-    """Delete earlier outputs, then flush every dirty page (untimed), so that no timed step
-    pays for the write-back of the step before it."""
-    for p in paths:
+def _prepare(source, *outputs):
+    """Untimed, before every timed step: delete earlier outputs and flush every dirty page,
+    so that no step pays for the write-back of the one before it; then read the step's
+    source, so that it is in the page cache (this machine's memory manager may have evicted
+    it since its last use)."""
+    for p in outputs:
         for q in (p, os.path.splitext(p)[0] + '.config.json'):
             if os.path.exists(q):
                 os.unlink(q)
     os.sync()
+    with open(source, 'rb') as f:
+        while f.read(64 << 20):
+            pass
 
 
 def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
@@ -107,53 +112,54 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
         size = os.path.getsize(src)
         say(f'checkpoint: Unet(dim={dim}, dim_mults=(1, 2, 4, 8)) state dict, {size / 2**20:.0f} MiB; '
             f'{runs} runs each, medians')
-        with open(src, 'rb') as f:               # into the page cache for everyone
-            while f.read(64 << 20):
-                pass
         cp_dst = os.path.join(tmp, 'copy.pt')
         times = {'cp': [], 'cp_sync': [], 'work_ckpt': [], 'work_safetensors': [], 'work_reverse': [], 'work_st2ckpt': [],
                  'cli_ckpt': [], 'cli_reverse': [], 'cli_startup': []}
         peaks = {'ckpt': [], 'safetensors': [], 'reverse': [], 'st2ckpt': []}
         cli_peaks = {'ckpt': [], 'reverse': [], 'startup': []}
-        bases, torch_imported = [], set()
+        bases, torch_imported, phases = [], set(), {}
         for _ in range(runs):
-            _rm(cp_dst)
+            _prepare(src, cp_dst)
             times['cp'].append(_timed(['cp', '--reflink=never', src, cp_dst])[0])
-            _rm(cp_dst)
+            _prepare(src, cp_dst)
             t = time.perf_counter()
             subprocess.run(['cp', '--reflink=never', src, cp_dst], check=True)
             subprocess.run(['sync', cp_dst], check=True)
             times['cp_sync'].append(time.perf_counter() - t)
             for ext in ('ckpt', 'safetensors'):
                 dst = os.path.join(tmp, f'out.{ext}')
-                _rm(dst)
+                _prepare(src, dst)
                 _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=src, dst=dst, imports=NO_TORCH)], env=env)
                 r = json.loads(out.strip().splitlines()[-1])
                 torch_imported.add(r['torch_imported'])
+                phases.setdefault(ext, []).append(r['phases'])
                 times[f'work_{ext}'].append(r['work_s'])
                 peaks[ext].append((r['peak_rss'], r['base_rss']))
                 bases.append(r['base_rss'])
             st2 = os.path.join(tmp, 'st2.ckpt')             # .safetensors -> .ckpt: no torch in the process
-            _rm(st2)
+            _prepare(os.path.join(tmp, 'out.safetensors'), st2)
             _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=os.path.join(tmp, 'out.safetensors'),
                                                                 dst=st2, imports=NO_TORCH)], env=env)
             r = json.loads(out.strip().splitlines()[-1])
+            phases.setdefault('st2ckpt', []).append(r['phases'])
             times['work_st2ckpt'].append(r['work_s'])
             peaks['st2ckpt'].append((r['peak_rss'], r['base_rss']))
             back = os.path.join(tmp, 'back.pt')             # the reverse direction: .ckpt -> torch
-            _rm(back)
+            _prepare(os.path.join(tmp, 'out.ckpt'), back)
             _, out = _timed([sys.executable, '-c', CHILD.format(root=ROOT, src=os.path.join(tmp, 'out.ckpt'),
                                                                 dst=back, imports=NO_TORCH)], env=env)
             r = json.loads(out.strip().splitlines()[-1])
             torch_imported.add(r['torch_imported'])
+            phases.setdefault('reverse', []).append(r['phases'])
             times['work_reverse'].append(r['work_s'])
             peaks['reverse'].append((r['peak_rss'], r['base_rss']))
             for name, a, b in (('ckpt', src, os.path.join(tmp, 'cli.ckpt')),
                                ('reverse', os.path.join(tmp, 'out.ckpt'), os.path.join(tmp, 'cli_back.pt'))):
-                _rm(b)
+                _prepare(a, b)
                 dt, peak = _cli(_command() + ['convert', a, b, '-q'], env)
                 times[f'cli_{name}'].append(dt)
                 cli_peaks[name].append(peak)
+            _prepare(src)
             dt, peak = _cli([sys.executable, '-c', STARTUP], env)
             times['cli_startup'].append(dt)
             cli_peaks['startup'].append(peak)
@@ -171,6 +177,7 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
             'cli_reverse_s': med['cli_reverse'],
             'cli_startup_s': med['cli_startup'],
             'torch_imported': any(torch_imported),
+            'phases_s': {ext: {k: statistics.median(p[k] for p in ps) for k in ps[0]} for ext, ps in phases.items()},
             'ratio_time_ckpt_vs_cp': med['work_ckpt'] / med['cp'],
             'ratio_time_safetensors_vs_cp': med['work_safetensors'] / med['cp'],
             'ratio_time_reverse_vs_cp': med['work_reverse'] / med['cp'],
@@ -204,6 +211,8 @@ def run_convert_bench(quick=False, runs=None, dim=128, verbose=True):
                 f'{res[f"ratio_peak_rss_{ext}_vs_checkpoint"]:.2f}x checkpoint, of which the conversion added '
                 f'{res[f"peak_rss_added_{ext}_bytes"] / mib:.0f} MiB = {res[f"ratio_added_rss_{ext}_vs_checkpoint"]:.2f}x '
                 f'(after imports: {statistics.median(b for _, b in peaks[ext]) / mib:.0f} MiB)')
+            if ext in res['phases_s']:
+                say('    phases: ' + ', '.join(f'{k} {v:.3f}' for k, v in res['phases_s'][ext].items()))
         for name, what in (('ckpt', '.pt -> .ckpt'), ('reverse', '.ckpt -> .pt')):
             key = 'cli' if name == 'ckpt' else 'cli_reverse'
             say(f'whole command `ms-ddpm convert` {what} (start-up and imports included): {res[f"cli_{name}_s"]:.2f} s = '
