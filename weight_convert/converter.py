@@ -53,6 +53,11 @@ class Source:
         self.info, self.stored_config = info, stored_config
         self.pending_check = pending_check
 
+    def start_check(self):
+        """Start the background integrity check now (if it was deferred)."""
+        if self.pending_check is not None:
+            self.pending_check.start()
+
     def check_integrity(self):
         """Wait for a background integrity check (zip CRC-32) of the file; raise if it failed."""
         if self.pending_check is not None:
@@ -141,15 +146,17 @@ def _stored_config(path, safetensors_meta=None):
 
 def read_weights(path, ema=False, background_check=False):
     """Read a weights file of any supported format into a :class:`Source`.  With
-    ``background_check`` a torch file's CRC-32 check runs alongside; call
-    ``source.check_integrity()`` before trusting (committing) anything made from it."""
+    ``background_check`` a torch file's CRC-32 check runs alongside (from
+    ``source.start_check()`` if it is 'deferred'); call ``source.check_integrity()`` before
+    trusting (committing) anything made from it."""
     path = str(path)
     fmt = format_of(path)
     info = {}
     meta = None
     pending = None
     if fmt == 'torch':
-        obj, pending = read_torch_file(path, check_crc='background' if background_check else True)
+        obj, pending = read_torch_file(path, check_crc='deferred' if background_check == 'deferred' else
+                                       'background' if background_check else True)
         if _is_trainer(obj):
             info.update(trainer_step=_scalar(obj.get('step')), reference_version=obj.get('version'))
             if ema:
@@ -446,7 +453,9 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
 
 
 def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0, phases, phase):
-    source = read_weights(src, ema=ema, background_check=True)
+    # The source's CRC-32 check is deferred until its bytes are copied: it then runs while the
+    # output is fsynced (I/O), instead of competing with the copy and the key check for the CPU.
+    source = read_weights(src, ema=ema, background_check='deferred')
     phase('read')
     log(f'read {src}: {source.format}, {source.kind}, {len(source.entries)} tensors, '
         f'{source.nbytes / 2**20:.1f} MiB, dtypes {source.dtype_counts()}'
@@ -500,6 +509,7 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
 
         def write_and_sync(write, *args, **kw):     # in the writer thread: the fsync overlaps the key check
             write(entries, out.file, *args, progress=progress, stop=stop, **kw)
+            source.start_check()
             out.sync()
         if out_fmt == 'safetensors':
             meta = {'format': 'pt', SAFETENSORS_CONFIG_KEY: json.dumps(public)}
@@ -508,6 +518,7 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
             writer = Background(lambda: write_and_sync(write_ckpt))
         elif trainer:
             ckpt_step = step if step is not None else (source.info.get('trainer_step') or 0)
+            source.start_check()
             write_torch(trainer_checkpoint(entries, cfg, step=ckpt_step), out.file, progress=progress, archive=archive)
         else:
             writer = Background(lambda: write_and_sync(write_torch, archive=archive))

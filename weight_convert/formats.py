@@ -225,11 +225,12 @@ def verify_zip_crc(path):
 
 class Background:
     """Runs ``fn`` in a thread (zlib, file reads and writes release the GIL, so it overlaps
-    the rest of the conversion); :meth:`wait` re-raises its error."""
+    the rest of the conversion), from now or from :meth:`start`; :meth:`wait` (which starts it
+    if need be) re-raises its error."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, start=True):
         import threading
-        self.error = None
+        self.error, self.started = None, False
 
         def run():
             try:
@@ -237,9 +238,16 @@ class Background:
             except BaseException as e:      # re-raised in wait()
                 self.error = e
         self.thread = threading.Thread(target=run, daemon=True, name='weight_convert-background')
-        self.thread.start()
+        if start:
+            self.start()
+
+    def start(self):
+        if not self.started:
+            self.started = True
+            self.thread.start()
 
     def wait(self):
+        self.start()
         self.thread.join()
         if self.error is not None:
             raise self.error

@@ -331,7 +331,8 @@ def read_torch_file(path, check_crc=True, reader=None):
     ``torch.save`` zip files are read by :func:`load` (no torch needed); the legacy pre-1.6
     format, or every file with ``reader='torch'`` (or ``MS_DDPM_TORCH_READER=torch``), by
     ``torch.load(weights_only=True)``.  ``check_crc``: True checks every zip member's CRC-32
-    first; 'background' runs the check in a thread and returns it (``.wait()`` raises)."""
+    first; 'background' runs the check in a thread and returns it (``.wait()`` raises);
+    'deferred' returns it unstarted (``.start()`` it when the CPU is free)."""
     path = str(path)
     check_readable(path)
     reader = reader or os.environ.get(READER_ENV, 'native')
@@ -355,8 +356,8 @@ def read_torch_file(path, check_crc=True, reader=None):
                                          f'nor the legacy format): truncated or corrupt?') from None
         return _load_with_torch(path, is_zip=False), None
     check = None
-    if check_crc == 'background':
-        check = Background(lambda: verify_zip_crc(path))
+    if check_crc in ('background', 'deferred'):
+        check = Background(lambda: verify_zip_crc(path), start=check_crc == 'background')
     elif check_crc:
         verify_zip_crc(path)
     try:
