@@ -41,7 +41,6 @@ import sys
 import zipfile
 import zlib
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -537,7 +536,16 @@ class _ZipWriter:
             desc = struct.pack('<IIQQ' if big else '<IIII', 0x08074b50, crc, size, size)
             self.f.write(desc)
             self.pos += len(desc)
-        self.members.append((name, header_offset, size, crc))
+        self.members.append([name, header_offset, size, crc, self.pos - 12 - 8 * big if size else None])
+        return len(self.members) - 1
+
+    def set_crc(self, i, crc):
+        """Fill in member ``i``'s CRC-32 (written as 0 by :meth:`end`)."""
+        self.members[i][3] = crc
+        if self.members[i][4] is not None:
+            self.f.seek(self.members[i][4])
+            self.f.write(struct.pack('<I', crc))
+            self.f.seek(0, os.SEEK_END)
 
     def add(self, name, data):
         start = self.begin(name, len(data))
@@ -547,7 +555,7 @@ class _ZipWriter:
 
     def close(self):
         cd_start = self.pos
-        for name, off, size, crc in self.members:
+        for name, off, size, crc, _ in self.members:
             raw = name.encode('utf-8')
             extra = b''
             if size >= ZIP64_LIMIT or off >= ZIP64_LIMIT:
@@ -587,12 +595,23 @@ def _crc_of(e, fds, buf):
     return crc
 
 
+def _sync_file(f):
+    """Flush ``f``, and fsync it if it is a file on disk."""
+    f.flush()
+    try:
+        fd = f.fileno()
+    except (OSError, ValueError, AttributeError):     # an in-memory file
+        return
+    getattr(os, 'fdatasync', os.fsync)(fd)
+
+
 def write_torch(obj, f, progress=None, stop=None, archive='archive', serialization_id=None):
     """Write ``obj`` (dicts, OrderedDicts, lists, tuples, str, int, float, bool, None and
     :class:`Entry` tensors; an Entry used twice is stored once) to the open binary file ``f``
     as ``torch.save`` does.  Tensor bytes are streamed (kernel copies where they lie in a
-    file); their CRC-32s are computed alongside, in a thread.  ``stop``: an Event checked
-    between tensors."""
+    file).  Their CRC-32s are computed afterwards, from the source files, while the disk
+    writes the data (an fsync in a thread), and then filled into the data descriptors.
+    ``stop``: an Event checked between tensors."""
     pickler = _Pickle()
     pkl = pickler.dumps(obj)
     storages = pickler.storages
@@ -604,24 +623,32 @@ def write_torch(obj, f, progress=None, stop=None, archive='archive', serializati
     z.add(p + '.format_version', b'1')
     z.add(p + '.storage_alignment', str(ALIGNMENT).encode())
     z.add(p + 'byteorder', sys.byteorder.encode())
-    fds, buf = {}, bytearray(CRC_BUFFER)
-    pool = ThreadPoolExecutor(1, thread_name_prefix='weight_convert-crc')
-    crcs = [pool.submit(_crc_of, e, fds, buf) for e in storages]
     copier = ByteCopier(f)
+    members = []
     try:
         for key, e in enumerate(storages):
             _check_stop(stop)
             start = z.begin(f'{p}data/{key}', e.nbytes)
             copier.write(e)
             z.pos += e.nbytes
-            z.end(f'{p}data/{key}', start, e.nbytes, crcs[key].result())
+            members.append(z.end(f'{p}data/{key}', start, e.nbytes, 0))
             if progress:
                 progress(e.nbytes)
     finally:
         copier.close()
-        pool.shutdown(wait=True, cancel_futures=True)
+    sync = Background(lambda: _sync_file(f))
+    fds, buf = {}, bytearray(CRC_BUFFER)
+    try:
+        crcs = []
+        for e in storages:
+            _check_stop(stop)
+            crcs.append(_crc_of(e, fds, buf))
+    finally:
         for fd in fds.values():
             os.close(fd)
+        sync.wait()
+    for i, crc in zip(members, crcs):
+        z.set_crc(i, crc)
     z.add(p + 'version', b'3\n')
     z.add(p + '.data/serialization_id', serialization_id.encode())
     z.close()
