@@ -26,8 +26,9 @@ Writing (:func:`write_torch`): the pickle opcodes are written here, as torch wri
 the zip as torch's writer (miniz) lays it out: the same records in the same order, data
 64-byte aligned by an ``FB`` padding field, sizes and CRC-32 in a data descriptor after each
 member, a zip64 end record.  Tensor bytes are streamed from their source (``os.copy_file_range``
-where they lie in a file) while a thread computes their CRC-32 from the file with ``pread``;
-nothing is held in memory.
+where they lie in a file); their CRC-32s are then computed from the source with ``pread``
+while the disk writes the data, and filled into the data descriptors.  Nothing is held in
+memory.
 """
 
 import _compat_pickle
