@@ -720,16 +720,21 @@ class GaussianDiffusion(Module):
 
     # --- one sampling step each, as pure functions of tensors, so they compile (ms.jit) once
 
-    def _p_sample_step(self, x, t, noise, x_self_cond):
+    # The steps take their randn draw as ``noises[i]`` (a chunk of draws and a 0-d index), so the
+    # loops launch no PyNative op per step (see ``_draws``).
+
+    def _p_sample_step(self, x, t, noises, i, noise_scale, x_self_cond):
         batched_times = ops.broadcast_to(t, (x.shape[0],))   # t: a 0-d int64 tensor (no host op per step)
         if not self.self_condition:
             x_self_cond = None
         model_mean, _, model_log_variance, x_start = self.p_mean_variance(x = x, t = batched_times, x_self_cond = x_self_cond, clip_denoised = True)
+        noise = ops.gather(noises, i, 0) * noise_scale          # noise_scale: 1, or 0 at t == 0 (the reference adds 0.)
         pred_img = model_mean + exp(0.5 * model_log_variance) * noise
         return pred_img, x_start
 
-    def _ddim_step(self, img, time, time_next, noise, x_self_cond):
+    def _ddim_step(self, img, time, time_next, noises, i, x_self_cond):
         time_cond = ops.broadcast_to(time, (img.shape[0],))
+        noise = ops.gather(noises, i, 0)
         if not self.self_condition:
             x_self_cond = None
         pred_noise, x_start = self._model_predictions(img, time_cond, x_self_cond, clip_x_start = True, rederive_pred_noise = True)
@@ -755,39 +760,67 @@ class GaussianDiffusion(Module):
             self._jit_steps[name] = compiled_step(step)
         return self._jit_steps[name]
 
+    # fresh draws are made this many float32 values at a time (32 MiB)
+    DRAW_CHUNK_VALUES = 1 << 23
+
     def _draws(self, noise, count, shape):
-        """Iterator over the sampling loop's randn draws: the supplied ones (checked), or fresh."""
+        """Iterator over the sampling loop's randn draws, each as ``(noises, i)``: the draw is
+        ``noises[i]``, taken inside the compiled step.  Supplied draws (checked) are one tensor
+        of all of them; fresh ones are drawn in chunks of equal size (up to 32 MiB), one host op
+        per chunk: a PyNative op per step costs ~3 ms on MindSpore 2.8 CPU (a quarter of a
+        small U-Net's DDPM step).  ``first(draws)`` gives a draw itself."""
         if noise is None:
-            return (ops.randn(shape, dtype = ms.float32) for _ in range(count))
-        noise = noise if isinstance(noise, ms.Tensor) else ms.Tensor(np.asarray(noise, dtype = np.float32))
+            per = max(1, min(count, self.DRAW_CHUNK_VALUES // max(1, int(np.prod(shape)))))
+            for start in range(0, count, per):
+                chunk = ops.randn((per, *shape), dtype = ms.float32)
+                for j in range(min(per, count - start)):
+                    yield chunk, ms.Tensor(j, ms.int64)
+            return
+        if isinstance(noise, ms.Tensor):
+            noise = noise.asnumpy()   # a fresh tensor: a view passed into a compiled step fails there
+        noise = ms.Tensor(np.asarray(noise, dtype = np.float32))
         if tuple(noise.shape) != (count, *shape):
             raise ValueError(f'noise must have shape {(count, *shape)} (every draw of the loop, in order), got {tuple(noise.shape)}')
-        # fresh tensors, not views of `noise`: a view passed into a compiled step fails there
-        return (ops.gather(noise, ms.Tensor(i, ms.int64), 0) for i in range(count))
+        for i in range(count):
+            yield noise, ms.Tensor(i, ms.int64)
+
+    @staticmethod
+    def _take(draw):
+        noises, i = draw
+        return ops.gather(noises, i, 0)
+
+    def _p_sample(self, x, t, x_self_cond, draw):
+        """One DDPM step with its draw as ``(noises, i)`` (unused, and no noise added, at t == 0)."""
+        if x_self_cond is None:
+            # what the Unet substitutes for None; without self-conditioning the step ignores
+            # it, so any tensor of the right shape will do (no zeros allocated per step)
+            x_self_cond = ops.zeros_like(x) if self.self_condition else x
+        noises, i = draw
+        return self._step('_p_sample_step')(x, ms.Tensor(t, ms.int64), noises, i,
+                                            ms.Tensor(1. if t > 0 else 0., ms.float32), x_self_cond)
 
     def p_sample(self, x, t: int, x_self_cond = None, noise = None):
         if t > 0:
             noise = default(noise, lambda: ops.randn(x.shape, dtype = x.dtype))
         else:
             noise = ops.zeros_like(x) # no noise if t == 0
-        if x_self_cond is None:
-            # what the Unet substitutes for None; without self-conditioning the step ignores
-            # it, so any tensor of the right shape will do (no zeros allocated per step)
-            x_self_cond = ops.zeros_like(x) if self.self_condition else x
-        return self._step('_p_sample_step')(x, ms.Tensor(t, ms.int64), noise, x_self_cond)
+        return self._p_sample(x, t, x_self_cond, (ops.expand_dims(noise, 0), ms.Tensor(0, ms.int64)))
 
     def p_sample_loop(self, shape, return_all_timesteps = False, noise = None):
         shape = tuple(shape)
         draws = self._draws(noise, self.num_timesteps, shape)
 
-        img = next(draws)
+        first = next(draws)
+        img = self._take(first)
         imgs = [img]
 
         x_start = None
+        last = first
 
         for t in tqdm(reversed(range(0, self.num_timesteps)), desc = 'sampling loop time step', total = self.num_timesteps):
             self_cond = x_start if self.self_condition else None
-            img, x_start = self.p_sample(img, t, self_cond, noise = next(draws) if t > 0 else None)
+            last = next(draws) if t > 0 else last      # t == 0 draws nothing (its noise is scaled by 0)
+            img, x_start = self._p_sample(img, t, self_cond, last)
             imgs.append(img)
 
         ret = img if not return_all_timesteps else ops.stack(imgs, axis = 1)
@@ -808,19 +841,22 @@ class GaussianDiffusion(Module):
         time_pairs = self.ddim_time_pairs() # [(T-1, T-2), (T-2, T-3), ..., (1, 0), (0, -1)]
         draws = self._draws(noise, self.sampling_timesteps, shape)
 
-        img = next(draws)
+        first = next(draws)
+        img = self._take(first)
         imgs = [img]
 
         x_start = None
         step = self._step('_ddim_step')
+        last = first
 
         for time, time_next in tqdm(time_pairs, desc = 'sampling loop time step'):
             if self.self_condition:
                 self_cond = x_start if x_start is not None else ops.zeros_like(img)
             else:
                 self_cond = img   # ignored by the step (no zeros allocated per step)
-            step_noise = next(draws) if time_next >= 0 else ops.zeros_like(img)
-            new_img, x_start = step(img, ms.Tensor(time, ms.int64), ms.Tensor(max(time_next, 0), ms.int64), step_noise, self_cond)
+            # the last step draws nothing: its image is x_start, any draw will do for the unused rest
+            last = next(draws) if time_next >= 0 else last
+            new_img, x_start = step(img, ms.Tensor(time, ms.int64), ms.Tensor(max(time_next, 0), ms.int64), *last, self_cond)
 
             if time_next < 0:
                 img = x_start
@@ -849,15 +885,18 @@ class GaussianDiffusion(Module):
         draws = self._draws(noise, 2 + max(t - 1, 0), tuple(x1.shape))
 
         t_batched = ops.full((b,), t, dtype = ms.int64)
-        xt1, xt2 = map(lambda x: self.q_sample(x, t = t_batched, noise = next(draws)), (x1, x2))
+        d1, d2 = next(draws), next(draws)
+        xt1, xt2 = self.q_sample(x1, t = t_batched, noise = self._take(d1)), self.q_sample(x2, t = t_batched, noise = self._take(d2))
 
         img = (1 - lam) * xt1 + lam * xt2
 
         x_start = None
+        last = d2
 
         for i in tqdm(reversed(range(0, t)), desc = 'interpolation sample time step', total = t):
             self_cond = x_start if self.self_condition else None
-            img, x_start = self.p_sample(img, i, self_cond, noise = next(draws) if i > 0 else None)
+            last = next(draws) if i > 0 else last      # i == 0 draws nothing (its noise is scaled by 0)
+            img, x_start = self._p_sample(img, i, self_cond, last)
 
         return img
 
