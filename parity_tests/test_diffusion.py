@@ -256,6 +256,26 @@ def test_default_draws_come_from_mindspore_rng():
     assert np.isfinite(loss.asnumpy())
 
 
+@pytest.mark.parametrize('sampler', ['ddpm', 'ddim'])
+def test_fresh_draws_in_chunks_are_the_draws_in_order(sampler, monkeypatch):
+    """Fresh draws are made in chunks (one host op per chunk, not per step; see
+    ``GaussianDiffusion._draws``).  With chunks of 3 draws over a loop of several chunks, the
+    sample equals the one made from the same draws passed explicitly, in order: no draw is
+    skipped, reused or reordered at a chunk boundary, and the unused tail of the last chunk
+    is never taken."""
+    kw = dict(image_size=8, timesteps=10) if sampler == 'ddpm' else dict(image_size=8, timesteps=20, sampling_timesteps=7)
+    count = 10 if sampler == 'ddpm' else 7
+    _, md = build_diffusion_pair(SMALL, kw)
+    shape = (1, 3, 8, 8)
+    monkeypatch.setattr(type(md), 'DRAW_CHUNK_VALUES', 3 * int(np.prod(shape)))
+    ms.set_seed(5)
+    fresh = md.sample(batch_size=1).asnumpy()
+    ms.set_seed(5)
+    chunks = [ms.ops.randn((3, *shape), dtype=ms.float32).asnumpy() for _ in range(-(-count // 3))]
+    given = md.sample(batch_size=1, noise=np.concatenate(chunks)[:count]).asnumpy()
+    assert np.array_equal(fresh, given)
+
+
 def test_global_graph_mode_loss_and_sampling(record):
     """With ``ms.set_context(mode=GRAPH_MODE)`` (not only ms.jit): the loss (coin drawn inside
     the graph when not given) and a DDPM loop compile and match the reference."""
