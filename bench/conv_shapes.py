@@ -1,7 +1,7 @@
 """Every convolution of ``Unet(dim=64)`` (batch 16, 32x32), one by one: torch eager against a
 MindSpore GRAPH-mode ``ms_compat.Conv2d``, forward and forward + backward (input and weight
-gradients), wall-clock medians of 5 after 2 warm-ups, weighted by how often the U-Net runs each
-shape.  Shows which convolutions the MindSpore side loses time on.
+gradients), wall-clock medians of 5 interleaved repeats after 2 warm-ups, weighted by how often
+the U-Net runs each shape.  Shows which convolutions the MindSpore side loses time on.
 
     python -m bench.conv_shapes [--threads 2]
     ONEDNN_VERBOSE=1 python -m bench.conv_shapes   # which oneDNN kernel each framework runs
@@ -14,20 +14,8 @@ convolutions (plus reorders).
 
 import argparse
 import collections
-import time
 
 import numpy as np
-
-
-def _median_ms(fn, n=5):
-    fn()
-    fn()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return sorted(ts)[n // 2] * 1e3
 
 
 def main(argv=None):
@@ -35,6 +23,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=2)
     args = p.parse_args(argv)
     from bench.run import set_threads
+    from bench.timing import interleaved
     set_threads(args.threads)
     import torch
     import mindspore as ms
@@ -76,8 +65,9 @@ def main(argv=None):
             return mc(a).sum()
         ms_fwd = ms.jit(forward)
         ms_fb = ms.jit(ms.grad(loss, grad_position=0, weights=mc.trainable_params()))
-        r = dict(tf=_median_ms(torch_fwd), mf=_median_ms(lambda: ms_fwd(xm).asnumpy()),
-                 tfb=_median_ms(torch_fb), mfb=_median_ms(lambda: ms_fb(xm)[0].asnumpy()))
+        figures = interleaved(dict(tf=torch_fwd, mf=lambda: ms_fwd(xm).asnumpy(),
+                                   tfb=torch_fb, mfb=lambda: ms_fb(xm)[0].asnumpy()), repeats=5, warmup=2)
+        r = {key: f['median_s'] * 1e3 for key, f in figures.items()}
         for key, v in r.items():
             total[key] += n * v
         print(f'{str((shape, out_ch, k)):38s} {n} | {r["tf"]:9.2f} {r["mf"]:8.2f} ({r["mf"] / r["tf"]:4.1f}x) | '
