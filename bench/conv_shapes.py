@@ -1,6 +1,6 @@
 """Every convolution of ``Unet(dim=64)`` (batch 16, 32x32), one by one: torch eager against a
 MindSpore GRAPH-mode ``ms_compat.Conv2d``, forward and forward + backward (input and weight
-gradients), wall-clock medians of 5 interleaved repeats after 2 warm-ups, weighted by how often
+gradients), wall-clock medians of 5 back-to-back calls after 2 warm-ups, weighted by how often
 the U-Net runs each shape.  Shows which convolutions the MindSpore side loses time on.
 
     python -m bench.conv_shapes [--threads 2]
@@ -23,7 +23,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=2)
     args = p.parse_args(argv)
     from bench.run import set_threads
-    from bench.timing import interleaved
+    from bench.timing import median_s
     set_threads(args.threads)
     import torch
     import mindspore as ms
@@ -65,9 +65,8 @@ def main(argv=None):
             return mc(a).sum()
         ms_fwd = ms.jit(forward)
         ms_fb = ms.jit(ms.grad(loss, grad_position=0, weights=mc.trainable_params()))
-        figures = interleaved(dict(tf=torch_fwd, mf=lambda: ms_fwd(xm).asnumpy(),
-                                   tfb=torch_fb, mfb=lambda: ms_fb(xm)[0].asnumpy()), repeats=5, warmup=2)
-        r = {key: f['median_s'] * 1e3 for key, f in figures.items()}
+        fns = dict(tf=torch_fwd, mf=lambda: ms_fwd(xm).asnumpy(), tfb=torch_fb, mfb=lambda: ms_fb(xm)[0].asnumpy())
+        r = {key: median_s(fn) * 1e3 for key, fn in fns.items()}
         for key, v in r.items():
             total[key] += n * v
         print(f'{str((shape, out_ch, k)):38s} {n} | {r["tf"]:9.2f} {r["mf"]:8.2f} ({r["mf"] / r["tf"]:4.1f}x) | '

@@ -26,6 +26,16 @@ def timed(fn):
     return time.perf_counter() - start
 
 
+def median_s(fn, repeats=5, warmup=2):
+    """Median wall time of ``repeats`` back-to-back calls of ``fn`` after ``warmup`` calls (for
+    short calls: interleaving frameworks call by call adds each one's thread wake-up to every
+    call; on bench.conv_shapes MindSpore's convs measured 1.9-2.2x torch's back to back, 2.8x
+    interleaved)."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(timed(fn) for _ in range(repeats))
+
+
 def interleaved(fns, repeats, warmup=1):
     """``{name: callable}`` -> ``{name: {'median_s', 'min_s', 'times_s'}}``; each callable must
     block until its result exists (MindSpore: ``.asnumpy()`` the output).  ``warmup`` calls of
