@@ -218,11 +218,6 @@ class EMA:
         if jkey not in self._updaters:
             self._updaters[jkey] = _compiled(getattr(up, method))
         self._updaters[jkey](*args)
-        # wait for the compiled update (read a parameter it wrote): MindSpore runs it
-        # asynchronously, and the next train step launched beside it contends with it
-        # (Unet(dim=64), batch 4, an EMA update every step: 2.6 s an iteration unwaited,
-        # 2.2-2.3 s waited; MindSpore 2.8 CPU).  Its graph's output cannot serve: it is ready early.
-        pairs[-1][0].asnumpy()
 
     # --- the reference's API -----------------------------------------------------------
 
