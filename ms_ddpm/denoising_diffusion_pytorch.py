@@ -768,7 +768,7 @@ class GaussianDiffusion(Module):
         ``noises[i]``, taken inside the compiled step.  Supplied draws (checked) are one tensor
         of all of them; fresh ones are drawn in chunks of equal size (up to 32 MiB), one host op
         per chunk: a PyNative op per step costs ~3 ms on MindSpore 2.8 CPU (a quarter of a
-        small U-Net's DDPM step).  ``first(draws)`` gives a draw itself."""
+        small U-Net's DDPM step).  ``_take(draw)`` gives a draw itself (outside a step)."""
         if noise is None:
             per = max(1, min(count, self.DRAW_CHUNK_VALUES // max(1, int(np.prod(shape)))))
             for start in range(0, count, per):

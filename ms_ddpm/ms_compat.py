@@ -268,7 +268,7 @@ def compiled_step(fn):
     the step's outputs are computed.
 
     MindSpore 2.8 (CPU) launches a compiled graph asynchronously.  When a PyNative op (the
-    loop's ``randn`` draw for the next step, or ``gather`` of an injected draw) is launched
+    loop's ``randn`` draw of the next chunk of noise, or any other host op) is launched
     while that graph still runs, the two contend for the cores: measured on ``Unet(dim=64)``,
     batch 4, 10 DDIM steps, the process burned 8-12 CPU-s instead of 3.5 and ran 2-3x slower.
     ``ms.runtime.synchronize()`` and ``Tensor.data_sync`` did not help; reading the result

@@ -253,6 +253,16 @@ class Background:
             raise self.error
 
 
+def raise_crc_failure_first(check):
+    """Called where reading a file failed: if its CRC-32 check (a :class:`Background`, or None)
+    fails too, raise that instead, the likelier cause (a corrupt file)."""
+    if check is not None:
+        try:
+            check.wait()
+        except ConvertError as crc_error:
+            raise crc_error from None
+
+
 def load_torch_file(path, check_crc=True):
     """``torch.load(path, weights_only=True)``, memory-mapped when the file allows it (torch
     tensors; the converter reads with :mod:`weight_convert.torchfile` and uses this only as
@@ -276,10 +286,7 @@ def load_torch_file(path, check_crc=True):
         try:
             obj = load_torch_file(path, check_crc=False)
         except ConvertError:
-            try:
-                check.wait()          # a corrupt file: report the CRC failure, the likelier cause
-            except ConvertError as crc_error:
-                raise crc_error from None
+            raise_crc_failure_first(check)
             raise
         return obj, check
     elif check_crc:

@@ -47,7 +47,7 @@ import numpy as np
 
 from weight_convert.formats import (
     DTYPES, ZIP_MAGIC, Background, ByteCopier, ConvertError, CorruptCheckpointError, Entry,
-    UnsafeCheckpointError, _check_stop, check_readable, verify_zip_crc, zip_member_offsets,
+    UnsafeCheckpointError, _check_stop, check_readable, raise_crc_failure_first, verify_zip_crc, zip_member_offsets,
 )
 
 # torch.<Type>Storage -> dtype name (DTYPES); torch.UntypedStorage holds bytes
@@ -363,11 +363,7 @@ def read_torch_file(path, check_crc=True, reader=None):
     try:
         obj = load(path) if reader == 'native' else _load_with_torch(path, is_zip=True)
     except ConvertError:
-        if check is not None:
-            try:
-                check.wait()          # a corrupt file: report the CRC failure, the likelier cause
-            except ConvertError as crc_error:
-                raise crc_error from None
+        raise_crc_failure_first(check)
         raise
     return obj, check
 
