@@ -37,7 +37,7 @@ import json, os, resource, sys, time
 sys.path.insert(0, {root!r})
 {imports}                                       # the fixed cost of any MindSpore program
 from weight_convert import convert
-import weight_convert.verify                    # everything the conversion imports lazily
+import ms_ddpm_tools.verify.convert_check      # everything the conversion imports lazily
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t = time.perf_counter()
 phases = convert({src!r}, {dst!r})['phases']
@@ -47,13 +47,13 @@ print(json.dumps(dict(work_s=work, base_rss=base, peak_rss=peak, torch_imported=
 '''
 
 NO_TORCH = 'import mindspore, ms_ddpm'
-STARTUP = 'import weight_convert.cli, weight_convert.converter, mindspore, ms_ddpm'
+STARTUP = 'import ms_ddpm_tools.convert, weight_convert.converter, mindspore, ms_ddpm'
 
 
 def _command():
-    """The ``ms-ddpm`` console script beside this interpreter, else ``python -m ms_ddpm.cli``."""
+    """The ``ms-ddpm`` console script beside this interpreter, else ``python -m ms_ddpm_tools.cli``."""
     script = os.path.join(os.path.dirname(sys.executable), 'ms-ddpm')
-    return [script] if os.path.exists(script) else [sys.executable, '-m', 'ms_ddpm.cli']
+    return [script] if os.path.exists(script) else [sys.executable, '-m', 'ms_ddpm_tools.cli']
 
 
 def _cli(cmd, env):

@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_bench_quick_writes_json(tmp_path):
     out = tmp_path / 'bench.json'
     proc = subprocess.run(
-        [sys.executable, '-m', 'ms_ddpm.cli', 'bench', '--quick', '--only', 'unet_small', '--no-pynative',
+        [sys.executable, '-m', 'ms_ddpm_tools.cli', 'bench', '--quick', '--only', 'unet_small', '--no-pynative',
          '--repeats', '1', '--threads', '1', '--out', str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -10,7 +10,7 @@ import pytest
 import mindspore as ms
 
 from weight_convert import convert, load_model, read_weights
-from weight_convert.cli import main as cli_main
+from ms_ddpm_tools.convert import main as cli_main
 
 torch = pytest.importorskip('torch')
 ddp = pytest.importorskip('denoising_diffusion_pytorch')
@@ -306,7 +306,7 @@ def test_cli_help_and_usage_errors(capsys):
     with pytest.raises(SystemExit) as e:
         cli_main([])
     assert e.value.code == 2
-    from ms_ddpm.cli import main as ms_ddpm_main          # the `ms-ddpm convert` entry point
+    from ms_ddpm_tools.cli import main as ms_ddpm_main          # the `ms-ddpm convert` entry point
     with pytest.raises(SystemExit) as e:
         ms_ddpm_main(['convert', '--help'])
     assert e.value.code == 0 and 'ms-ddpm convert' in capsys.readouterr().out

@@ -11,7 +11,7 @@ import pytest
 
 from weight_convert import (CheckpointMismatchError, ConfigError, ConvertError, CorruptCheckpointError,
                             UnsafeCheckpointError, UnsupportedFormatError, convert)
-from weight_convert.cli import main as cli_main
+from ms_ddpm_tools.convert import main as cli_main
 
 torch = pytest.importorskip('torch')
 ddp = pytest.importorskip('denoising_diffusion_pytorch')

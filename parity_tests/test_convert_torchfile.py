@@ -416,7 +416,7 @@ GUARD = '''
 import sys
 if {block}:
     sys.modules['torch'] = None          # import torch now raises ImportError
-from ms_ddpm.cli import main            # the ms-ddpm entry point
+from ms_ddpm_tools.cli import main            # the ms-ddpm entry point
 for args in {runs!r}:
     rc = main(['convert'] + args + ['-q'])
     print('rc', rc, flush=True)

@@ -65,7 +65,7 @@ def _fixture_checkpoint(tmp_path):
     """The verify fixture's weights as a plain .pt state dict plus its config: the same model
     that ``verify --fixture`` checks, for a live run."""
     import torch
-    from ms_ddpm.verification.core import load_fixture
+    from ms_ddpm_tools.verify.core import load_fixture
     meta, sd, _, _ = load_fixture(VERIFY_FIXTURE)
     path = tmp_path / 'tiny.pt'
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}, path)
@@ -78,12 +78,12 @@ def test_verify_fixture_mode_without_pytorch_matches_live(tmp_path):
     ckpt, config, meta = _fixture_checkpoint(tmp_path)
     common = ['--batch', str(meta['batch']), '--sample-batch', '4', '--no-graph', '--quiet']
     code = ('import sys; sys.modules["torch"] = None\n'
-            'from ms_ddpm.verify import main\n'
+            'from ms_ddpm_tools.verify.command import main\n'
             f'sys.exit(main({["--fixture", VERIFY_FIXTURE, "--out", str(tmp_path / "fx")] + common!r}))')
     p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert 'verdict: PASS' in p.stdout
-    from ms_ddpm.verify import main
+    from ms_ddpm_tools.verify.command import main
     assert main([ckpt, '--config', config, '--out', str(tmp_path / 'live')] + common) == 0
     fx = json.loads((tmp_path / 'fx' / 'verify.json').read_text())
     live = json.loads((tmp_path / 'live' / 'verify.json').read_text())
@@ -97,6 +97,6 @@ def test_verify_fixture_mode_without_pytorch_matches_live(tmp_path):
         assert abs(r['rel_fro'] - rf[r['name']]['rel_fro']) <= max(r['tol'], 1e-12), r['name']
     assert (tmp_path / 'fx' / 'samples.png').stat().st_size > 0 and (tmp_path / 'fx' / 'report.md').exists()
     # and a regression check of the two runs: identical figures, so no figure regresses
-    from ms_ddpm.verify import main_diff
+    from ms_ddpm_tools.verify.command import main_diff
     assert main_diff([str(tmp_path / 'fx' / 'verify.json'), str(tmp_path / 'live' / 'verify.json'),
                       '--timing-factor', '1000']) == 0

@@ -4,7 +4,7 @@ and the verify report's shape."""
 import copy
 import json
 
-from ms_ddpm.verification.report import regress, summary_rows_from_json, terminal_table
+from ms_ddpm_tools.verify.report import regress, summary_rows_from_json, terminal_table
 
 
 def _report(**timings):
@@ -69,7 +69,7 @@ def test_slower_timings_beyond_the_factor_regress():
 
 
 def test_diff_cli_exit_status(tmp_path):
-    from ms_ddpm.verify import main_diff
+    from ms_ddpm_tools.verify.command import main_diff
     old, new = tmp_path / 'old.json', tmp_path / 'new.json'
     old.write_text(json.dumps(_report()))
     new.write_text(json.dumps(_report(sampling=100.0)))

@@ -119,8 +119,8 @@ def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=No
                   batch=1, sample_batch=4, seed=0, sampling_timesteps=None):
     """The reference side of a ``verify`` run (weights, every input and draw, every output)."""
     import torch
-    from ms_ddpm.verification import core
-    from ms_ddpm.verification.default import RECIPES, config_of, ensure_checkpoint
+    from ms_ddpm_tools.verify import core
+    from ms_ddpm_tools.verify.default import RECIPES, config_of, ensure_checkpoint
     torch.set_num_threads(1)
     if checkpoint is None:
         r = RECIPES[recipe]

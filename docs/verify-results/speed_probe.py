@@ -9,8 +9,8 @@ import time
 import numpy as np
 import mindspore as ms
 
-from ms_ddpm.verification import core
-from ms_ddpm.verification.default import RECIPE, checkpoint_path, config_of
+from ms_ddpm_tools.verify import core
+from ms_ddpm_tools.verify.default import RECIPE, checkpoint_path, config_of
 
 
 def median(fn, n=7):

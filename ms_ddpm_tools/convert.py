@@ -109,7 +109,7 @@ def main(argv=None):
         print(json.dumps(cfg, indent=2))
     if args.verify:
         from weight_convert.formats import format_of
-        from weight_convert.verify import verify
+        from ms_ddpm_tools.verify.convert_check import verify
         if format_of(args.dst, role='destination') == 'torch':     # MindSpore -> PyTorch
             files = dict(torch_path=args.dst, ms_path=args.src, ms_ema=args.ema)
         else:

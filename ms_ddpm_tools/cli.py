@@ -9,11 +9,11 @@ import sys
 
 # subcommand -> (module with a ``main(argv) -> int``, one-line help)
 SUBCOMMANDS = {
-    'verify':  ('ms_ddpm.verify', 'verify a PyTorch checkpoint against its MindSpore port; report where they differ'),
-    'diff':    ('ms_ddpm.verify', 'compare two verify JSON reports (framework-upgrade regression check)'),
-    'convert': ('weight_convert.cli', 'convert checkpoints PyTorch <-> MindSpore (.pt/.pth/.bin/.safetensors/.ckpt)'),
-    'train':   ('ms_ddpm.train_cli', 'train a GaussianDiffusion model on an image folder in MindSpore'),
-    'sample':  ('ms_ddpm.train_cli', 'sample images (PNG grid, GIF of the denoising) from a checkpoint'),
+    'verify':  ('ms_ddpm_tools.verify.command', 'verify a PyTorch checkpoint against its MindSpore port; report where they differ'),
+    'diff':    ('ms_ddpm_tools.verify.command', 'compare two verify JSON reports (framework-upgrade regression check)'),
+    'convert': ('ms_ddpm_tools.convert', 'convert checkpoints PyTorch <-> MindSpore (.pt/.pth/.bin/.safetensors/.ckpt)'),
+    'train':   ('ms_ddpm_tools.train', 'train a GaussianDiffusion model on an image folder in MindSpore'),
+    'sample':  ('ms_ddpm_tools.train', 'sample images (PNG grid, GIF of the denoising) from a checkpoint'),
     'bench':   ('bench.run', 'benchmark the MindSpore port against PyTorch on this machine'),
 }
 

@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ms_ddpm.verification.core import KINDS
+from ms_ddpm_tools.verify.core import KINDS
 
 TIMING_FACTOR = 1.5      # a timing is a regression when new / old exceeds this ...
 TIMING_FLOOR_S = 0.05    # ... and the new time is at least this long (shorter ones are noise)

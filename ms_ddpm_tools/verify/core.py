@@ -69,7 +69,7 @@ def sampling_steps(cfg):
 
 def make_inputs(cfg, alphas_cumprod, batch=4, sample_batch=8, seed=0):
     """Every input and random draw of a verify run, as NumPy arrays (float32 / int64)."""
-    from ms_ddpm.verification.default import digits_array
+    from ms_ddpm_tools.verify.default import digits_array
     u, d = cfg['unet'], cfg['diffusion']
     c = u.get('channels', 3)
     h, w = image_hw(cfg)

@@ -51,8 +51,8 @@ def _parser():
 
 def run(args, log=print):
     """Everything ``verify`` does; returns the report dict (also written to args.out)."""
-    from ms_ddpm.verification import core, report
-    from ms_ddpm.verification.default import RECIPES, config_of, ensure_checkpoint
+    from ms_ddpm_tools.verify import core, report
+    from ms_ddpm_tools.verify.default import RECIPES, config_of, ensure_checkpoint
     import mindspore as ms
     ms.set_device('CPU')
     progress = not args.quiet
@@ -137,7 +137,7 @@ def _where(r):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from ms_ddpm.verification import report
+    from ms_ddpm_tools.verify import report
     baseline = None
     if args.baseline:
         with open(args.baseline) as f:
@@ -165,7 +165,7 @@ def main(argv=None):
 
 
 def _diff(old, new, old_path, new_path, factor, md_path=None):
-    from ms_ddpm.verification import report
+    from ms_ddpm_tools.verify import report
     rows, bad = report.regress(old, new, factor=factor)
     text = report.regress_markdown(old, new, rows, bad, factor, old_path, new_path)
     if md_path:
