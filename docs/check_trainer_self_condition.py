@@ -7,7 +7,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np, torch, pathlib, tempfile
 import parity_tests.test_trainer as T
 from parity_tests.harness import build_diffusion_pair
-from parity_tests.compare import diff
+from parity.compare import diff
 folder = T.write_digits(pathlib.Path(tempfile.mkdtemp()), 112)
 UNET = dict(T.UNET, self_condition=True)
 DIFF = dict(T.DIFF, offset_noise_strength=0.1)

@@ -184,7 +184,7 @@ def test_load_model_one_call_matches_reference(tmp_path, unet_sd):
     with torch.no_grad():
         expected = t(torch.from_numpy(x), torch.from_numpy(time)).numpy()
     actual = net(ms.Tensor(x), ms.Tensor(time)).asnumpy()
-    from parity_tests.compare import assert_parity
+    from parity.compare import assert_parity
     assert_parity('load_model(unet.ckpt)', expected, actual, 'unet')
 
 

@@ -6,7 +6,7 @@ import pytest
 import mindspore as ms
 
 from parity_tests.cases import B, DIFF_UNET, DIFF_UNET_SC, LOSS_CASES, SCHEDULE_CASES, SMALL
-from parity_tests.compare import assert_parity
+from parity.compare import assert_parity
 from parity_tests.harness import MODES, build_diffusion_pair, call_ms
 from reference.draws import injected_draws
 

@@ -5,7 +5,7 @@ bit for bit (the lerp is torch's fused multiply-add, reproduced in float64; see 
 import numpy as np
 import pytest
 
-from parity_tests.compare import assert_parity
+from parity.compare import assert_parity
 
 UNET = dict(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=1)
 DIFF = dict(image_size=8, timesteps=10)

@@ -8,17 +8,15 @@ import sys
 
 import numpy as np
 
-from parity_tests.compare import diff
-from parity_tests.tolerances import tolerance
+from parity.compare import check
 from reference.fixtures import PARITY_FIXTURE, VERIFY_FIXTURE, load_parity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _verdict(name, expected, actual, kind):
-    tol = tolerance(kind)
-    r = diff(name, expected, actual)
-    return (not r.nonfinite) and getattr(r, tol.metric) <= tol.rel, r
+    r = check(name, expected, actual, kind)
+    return r.ok, r
 
 
 def test_shipped_fixtures_are_small():

@@ -3,7 +3,7 @@
 import pytest
 
 from parity_tests.cases import LAYER_CASES
-from parity_tests.compare import assert_parity
+from parity.compare import assert_parity
 from parity_tests.harness import MODES, build_pair, make_inputs, run_torch, run_ms
 
 

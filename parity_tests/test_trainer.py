@@ -15,8 +15,8 @@ on from the converted checkpoint in both frameworks with the same batches and dr
 import numpy as np
 import pytest
 
-from parity_tests.compare import assert_parity
-from parity_tests.tolerances import tolerance
+from parity.compare import assert_parity
+from parity.tolerances import tolerance
 
 UNET = dict(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=1)
 DIFF = dict(image_size=8, timesteps=100)

@@ -7,7 +7,7 @@ import mindspore as ms
 
 from ms_ddpm.ms_compat import Adam
 from parity_tests.cases import ADAM, TRAIN_CASES
-from parity_tests.compare import assert_parity, diff
+from parity.compare import assert_parity, diff
 from parity_tests.harness import MODES, build_diffusion_pair
 from parity_tests.test_diffusion import _loss_inputs, ms_loss_fn, torch_loss
 

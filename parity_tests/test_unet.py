@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from parity_tests.cases import UNET_CASES
-from parity_tests.compare import assert_parity
+from parity.compare import assert_parity
 from parity_tests.harness import MODES, build_pair, make_inputs, run_torch, run_ms
 
 IDS = [c[0] for c in UNET_CASES]

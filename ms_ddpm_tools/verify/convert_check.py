@@ -1,5 +1,5 @@
 """``--verify``: build the reference (PyTorch) model and the MindSpore model, each from its
-own file, run both on one probe input and report the difference (parity_tests.compare.diff).
+own file, run both on one probe input and report the difference (parity.compare.diff).
 Needs PyTorch and the reference package."""
 
 from collections import OrderedDict
@@ -38,8 +38,8 @@ def verify(torch_path, ms_path, torch_ema=False, ms_ema=False, config=None, log=
     Returns (ok, list of Diff)."""
     import torch
     import mindspore as ms
-    from parity_tests.compare import diff
-    from parity_tests.tolerances import tolerance
+    from parity.compare import diff
+    from parity.tolerances import tolerance
     from reference.builders import check_reference_version
     check_reference_version()
     import denoising_diffusion_pytorch as ddp

@@ -333,7 +333,7 @@ def split_unet(out, ts, batch):
 def _layer_diff(key, e, a, ts):
     """A layer output holds every compared timestep (the hooked pass runs the U-Net on all of
     them in one batch): the figure is the worst timestep's, named ``layer/NAME @t=T``."""
-    from parity_tests.compare import diff
+    from parity.compare import diff
     n = len(ts)
     if n > 1 and e.ndim and a.shape == e.shape and e.shape[0] % n == 0:
         b = e.shape[0] // n
@@ -355,7 +355,7 @@ def _accuracy_gate(r, expected, key, ref_key, a, ts):
     MindSpore's distance from the float64 result is at most ACCURACY_FACTOR x PyTorch's own
     (typical where the output is much smaller than the activations feeding it, e.g. the
     U-Net's last 1x1 conv at t=0, so rounding shows up larger in relative terms)."""
-    from parity_tests.compare import diff
+    from parity.compare import diff
     e64 = np.asarray(expected['f64' + ref_key])
     e32 = np.asarray(expected[ref_key])
     a = np.asarray(a)
@@ -376,8 +376,8 @@ def _accuracy_gate(r, expected, key, ref_key, a, ts):
 def compare(expected, actual, ts=()):
     """Every key of ``actual`` against ``expected`` (a ``[graph]`` key against its PyNative
     reference).  Returns (list of Diff with tol/ok set, keys only on one side)."""
-    from parity_tests.compare import diff
-    from parity_tests.tolerances import tolerance
+    from parity.compare import diff
+    from parity.tolerances import tolerance
     results = []
     for key, a in actual.items():
         ref_key = key.replace('[graph]', '')
@@ -409,7 +409,7 @@ def first_divergence(results, kind='layer'):
     """The first layer (execution order) beyond the gate (tolerance ``unet``: a layer's
     output carries every rounding difference upstream of it), and the first beyond the
     single-block tolerance ``layer`` (informative: where drift starts)."""
-    from parity_tests.tolerances import tolerance
+    from parity.tolerances import tolerance
     layer_tol = tolerance('layer').rel
     first_fail = next((r for r in results if r.name.startswith('layer/') and not r.ok), None)
     first_over = next((r for r in results if r.name.startswith('layer/') and (r.nonfinite or r.gate != 'tolerance'

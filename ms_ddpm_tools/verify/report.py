@@ -131,7 +131,7 @@ def markdown(report):
     out += ['| ' + ' | '.join(c.replace('|', '/') for c in _cells(r)) + ' |' for r in rows]
     out += ['', '`ok (f64)`: beyond its tolerance, but MindSpore is no farther than 2x PyTorch\'s own float32 result from the '
             'reference evaluated in float64 (see below).', '', 'Gates: `rel_fro` = ||ms - torch|| / ||torch||; samples are gated on `max_abs` in [0, 1] pixel units. '
-            'NaN or Inf fails whatever the figure. Tolerances and their reasons: `parity_tests/tolerances.py`.', '',
+            'NaN or Inf fails whatever the figure. Tolerances and their reasons: `parity/tolerances.py`.', '',
             '## Timings (seconds)', '', '| step | PyTorch | MindSpore | MindSpore / PyTorch |', '|---|---|---|---|']
     t = report['timings']
     for step in t['mindspore']:
@@ -155,7 +155,7 @@ def _kw(d):
 
 
 def summary_rows_from_json(report):
-    from parity_tests.compare import Diff
+    from parity.compare import Diff
     rs = []
     for d in report['results']:
         r = Diff(d['name'], tuple(d['shape']), d['rel_fro'], d['max_abs'], d['max_rel'], d['cosine'],

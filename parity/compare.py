@@ -1,15 +1,17 @@
-"""The one comparison function of the parity suite.
+"""The metrics and the one gate of the parity suite.
 
 Metrics follow msprobe's vocabulary: max absolute error, max relative error, cosine
 similarity, the share of elements within 1/1000 relative error, plus the relative
-Frobenius error that the tolerances gate on.  NaN/Inf always fail.
+Frobenius error that most tolerances gate on.  ``check`` is the one gate: it returns the
+verdict (``Diff.ok``, the tolerance, the gated metric and a one-line ``why`` when not ok);
+NaN/Inf always fail.  ``assert_parity`` is ``check`` that raises on a failed verdict.
 """
 
 from dataclasses import dataclass, asdict
 
 import numpy as np
 
-from parity_tests.tolerances import tolerance
+from parity.tolerances import tolerance
 
 
 @dataclass
@@ -24,6 +26,8 @@ class Diff:
     nonfinite: bool      # NaN or Inf in either side
     tol: float = None
     ok: bool = None
+    metric: str = None   # the gated metric ('rel_fro' or 'max_abs'), set by check()
+    why: str = None      # one line, set by check() when not ok
 
     def as_dict(self):
         d = asdict(self)
@@ -68,14 +72,25 @@ def diff(name, expected, actual):
     return Diff(name, a.shape, rel_fro, float(d.max()), max_rel, cosine, within, nonfinite)
 
 
-def assert_parity(name, expected, actual, kind, dtype='float32'):
-    """Compare and fail (with every metric in the message) unless within ``kind``'s tolerance."""
+def check(name, expected, actual, kind, dtype='float32'):
+    """The one gate: metrics of ``actual`` against ``expected`` and the verdict under the
+    tolerance of ``kind`` (``parity.tolerances``), which bounds its own metric (``tol.metric``).
+    NaN/Inf fail whatever the figures.  Returns the Diff with ``tol``, ``metric``, ``ok`` and,
+    when not ok, ``why``.  A shape mismatch raises AssertionError."""
     tol = tolerance(kind, dtype)
     r = diff(name, expected, actual)
     r.tol = tol.rel
+    r.metric = tol.metric
     value = getattr(r, tol.metric)
     r.ok = (not r.nonfinite) and value <= tol.rel
     if not r.ok:
-        why = 'NaN/Inf present' if r.nonfinite else f'{tol.metric} {value:.3e} > {tol.rel:.1e} ({tol.reason})'
-        raise AssertionError(f'{r}\n  -> {why}')
+        r.why = 'NaN/Inf present' if r.nonfinite else f'{tol.metric} {value:.3e} > {tol.rel:.1e} ({tol.reason})'
+    return r
+
+
+def assert_parity(name, expected, actual, kind, dtype='float32'):
+    """``check`` that fails (with every metric in the message) unless within ``kind``'s tolerance."""
+    r = check(name, expected, actual, kind, dtype)
+    if not r.ok:
+        raise AssertionError(f'{r}\n  -> {r.why}')
     return r
