@@ -77,14 +77,19 @@ def check(name, expected, actual, kind, dtype='float32'):
     tolerance of ``kind`` (``parity.tolerances``), which bounds its own metric (``tol.metric``).
     NaN/Inf fail whatever the figures.  Returns the Diff with ``tol``, ``metric``, ``ok`` and,
     when not ok, ``why``.  A shape mismatch raises AssertionError."""
+    return gate(diff(name, expected, actual), kind, dtype)
+
+
+def gate(r, kind, dtype='float32'):
+    """The verdict of ``check`` on metrics already measured (a ``Diff``): sets ``tol``,
+    ``metric``, ``ok`` and ``why``; returns ``r``."""
     tol = tolerance(kind, dtype)
-    r = diff(name, expected, actual)
     r.tol = tol.rel
     r.metric = tol.metric
     value = getattr(r, tol.metric)
     r.ok = (not r.nonfinite) and value <= tol.rel
-    if not r.ok:
-        r.why = 'NaN/Inf present' if r.nonfinite else f'{tol.metric} {value:.3e} > {tol.rel:.1e} ({tol.reason})'
+    r.why = None if r.ok else ('NaN/Inf present' if r.nonfinite
+                               else f'{tol.metric} {value:.3e} > {tol.rel:.1e} ({tol.reason})')
     return r
 
 
