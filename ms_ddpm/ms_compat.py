@@ -461,3 +461,67 @@ def save_gif(frames, path, nrow=8, duration_ms=40, hold_last_ms=1500, scale=1):
     first, rest = pics[0], pics[1:]
     _atomic_save_pil(first, path, save_all=True, append_images=rest, duration=durations, loop=0)
 # === end of training helpers =================================================================
+
+
+# === 1D (denoising_diffusion_pytorch_1d, issue 12) ===========================================
+# torch.nn.Conv1d and the 1D shapes of Upsample / normalize / heads for ms_ddpm's
+# denoising_diffusion_pytorch_1d twin.  MindSpore's own nn.Conv1d is a Conv2D inside and stores
+# its weight as (out, in, 1, k); these keep torch's (out, in, k), so the parameters carry
+# torch's names and shapes and a state dict loads without reshaping.
+
+class Conv1d(nn.Cell):
+    """``torch.nn.Conv1d(in, out, k, stride, padding, bias=...)`` (zero padding, no dilation or
+    groups) with PyTorch's init: ``weight`` (out, in, k) kaiming-uniform(a=sqrt(5)) (fan_in =
+    in * k), ``bias`` (out,) uniform(+-1/sqrt(fan_in)).  Runs as MindSpore's Conv2D on a
+    height-1 image (what ``mindspore.nn.Conv1d`` does), the weight viewed as (out, in, 1, k)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        fan_in = in_channels * kernel_size
+        self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)),
+                                            (out_channels, in_channels, kernel_size), ms.float32), name='weight')
+        self.bias = Parameter(initializer(_torch_like_bias(fan_in), (out_channels,), ms.float32),
+                              name='bias') if bias else None
+        pad = dict(pad_mode='pad', pad=(0, 0, padding, padding)) if padding else dict(pad_mode='valid')
+        self.conv2d = ops.Conv2D(out_channel=out_channels, kernel_size=(1, kernel_size), stride=(1, stride), **pad)
+        self.bias_add = ops.BiasAdd()
+
+    def construct(self, x):
+        y = self.conv2d(ops.expand_dims(x, 2), ops.expand_dims(self.weight, 2))
+        if self.bias is not None:
+            y = self.bias_add(y, self.bias)
+        return ops.squeeze(y, 2)
+
+
+class NearestUpsample1d(nn.Cell):
+    """``torch.nn.Upsample(scale_factor=2, mode='nearest')`` on (b, c, n): every element
+    repeated twice (exact)."""
+
+    def construct(self, x):
+        b, c, n = x.shape
+        x = ops.broadcast_to(ops.reshape(x, (b, c, n, 1)), (b, c, n, 2))
+        return ops.reshape(x, (b, c, n * 2))
+
+
+def normalize1d(x, eps=1e-12):
+    """``torch.nn.functional.normalize(x, dim=1)`` on (b, c, n): the sum of squares over the
+    channels as a matmul with a row of ones (as ``normalize`` does for NCHW: faster than a
+    strided ``ops.sum`` over axis 1 on MindSpore 2.8 CPU, and summed in torch's order)."""
+    b, c, n = x.shape
+    norm = ops.sqrt(ops.matmul(ops.ones((1, c), x.dtype), x * x))     # (b, 1, n)
+    return x / ops.clamp(norm, min=eps)
+
+
+def heads_split1d(t, heads):
+    """``rearrange(t, 'b (h c) n -> b h c n', h=heads)``."""
+    b, hc, n = t.shape
+    return ops.reshape(t, (b, heads, hc // heads, n))
+
+
+def heads_merge1d(t):
+    """``rearrange(t, 'b h c n -> b (h c) n')``."""
+    b, h, c, n = t.shape
+    return ops.reshape(t, (b, h * c, n))
+# === end of 1D =================================================================================
