@@ -37,7 +37,7 @@ import json, os, resource, sys, time
 sys.path.insert(0, {root!r})
 {imports}                                       # the fixed cost of any MindSpore program
 from weight_convert import convert
-import ms_ddpm_tools.verify.convert_check      # everything the conversion imports lazily
+import ms_ddpm_tools.verify.engine             # everything the conversion imports lazily
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t = time.perf_counter()
 phases = convert({src!r}, {dst!r})['phases']

@@ -7,9 +7,11 @@ Each subcommand lives in its own module and is imported only when used, so
 import importlib
 import sys
 
-# subcommand -> (module with a ``main(argv) -> int``, one-line help)
+from ms_ddpm_tools.exits import EPILOG, EXIT_OK, EXIT_USAGE
+
+# subcommand -> (module with a ``main(argv) -> int`` or ``main_<cmd>``, one-line help)
 SUBCOMMANDS = {
-    'verify':  ('ms_ddpm_tools.verify.command', 'verify a PyTorch checkpoint against its MindSpore port; report where they differ'),
+    'verify':  ('ms_ddpm_tools.verify.command', 'verify a PyTorch checkpoint against its MindSpore port (or a converted file, --against); report where they differ'),
     'diff':    ('ms_ddpm_tools.verify.command', 'compare two verify JSON reports (framework-upgrade regression check)'),
     'convert': ('ms_ddpm_tools.convert', 'convert checkpoints PyTorch <-> MindSpore (.pt/.pth/.bin/.safetensors/.ckpt)'),
     'train':   ('ms_ddpm_tools.train', 'train a GaussianDiffusion model on an image folder in MindSpore'),
@@ -19,23 +21,35 @@ SUBCOMMANDS = {
 
 
 def usage():
-    lines = ['usage: ms-ddpm <command> [options]   (ms-ddpm <command> --help for details)', '', 'commands:']
+    lines = ['usage: ms-ddpm <command> [options]   (ms-ddpm <command> --help for details)',
+             '       ms-ddpm --version', '', 'commands:']
     lines += [f'  {name:9s} {help_}' for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ['', EPILOG]
     return '\n'.join(lines)
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ('-h', '--help', 'help'):
+    if argv and argv[0] in ('-h', '--help', 'help'):
         print(usage())
-        return 0
+        return EXIT_OK
+    if argv and argv[0] in ('-V', '--version'):
+        from ms_ddpm.version import REFERENCE_VERSION, __version__
+        print(f'ms-ddpm {__version__} (twin of denoising-diffusion-pytorch {REFERENCE_VERSION})')
+        return EXIT_OK
+    if not argv:
+        print(f'ms-ddpm: a command is required\n\n{usage()}', file=sys.stderr)
+        return EXIT_USAGE
     cmd, rest = argv[0], argv[1:]
     if cmd not in SUBCOMMANDS:
         print(f'ms-ddpm: unknown command {cmd!r}\n\n{usage()}', file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     module = importlib.import_module(SUBCOMMANDS[cmd][0])
     entry = getattr(module, f'main_{cmd}', None) or module.main
-    return int(entry(rest) or 0)
+    try:
+        return int(entry(rest) or 0)
+    except SystemExit as e:                       # argparse: --help (0) and usage errors (2)
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
 
 
 if __name__ == '__main__':

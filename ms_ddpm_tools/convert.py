@@ -108,20 +108,47 @@ def main(argv=None):
     if args.print_config:
         print(json.dumps(cfg, indent=2))
     if args.verify:
-        from weight_convert.formats import format_of
-        from ms_ddpm_tools.verify.convert_check import verify
-        if format_of(args.dst, role='destination') == 'torch':     # MindSpore -> PyTorch
-            files = dict(torch_path=args.dst, ms_path=args.src, ms_ema=args.ema)
-        else:
-            files = dict(torch_path=args.src, ms_path=args.dst, torch_ema=args.ema)
-        try:
-            ok, _ = verify(config=cfg, log=lambda s: print(s, flush=True), **files)
-        except ConvertError as e:
-            print(f'ms-ddpm convert: verify error: {e}', file=sys.stderr)
-            return EXIT_FAILED
-        if not ok:
-            return EXIT_VERIFY
+        code = _verify(args, cfg)
+        if code:
+            return code
     return EXIT_OK
+
+
+def _verify(args, cfg):
+    """``--verify``: the one verify engine on SRC and DST (the reference built from the PyTorch
+    file, ms_ddpm from the MindSpore one): every tensor, every layer, the U-Net output and the
+    schedule buffers (not the loss and the sampling trajectory: ``ms-ddpm verify SRC --against DST``
+    runs those too)."""
+    from weight_convert.formats import format_of
+    from ms_ddpm_tools.exits import input_errors
+    from ms_ddpm_tools.verify import report
+    from ms_ddpm_tools.verify.engine import CONVERT_PARTS, verify
+    if format_of(args.dst, role='destination') == 'torch':     # MindSpore -> PyTorch
+        torch_path, ms_path, ema, against_ema = args.dst, args.src, False, args.ema
+    else:
+        torch_path, ms_path, ema, against_ema = args.src, args.dst, args.ema, False
+    image_size = None
+    if cfg.get('model') == 'Unet' or not (cfg.get('diffusion') or {}).get('image_size'):
+        factor = 2 ** (len(cfg['unet'].get('dim_mults') or (1, 2, 4, 8)) - 1)
+        image_size = factor * max(1, 16 // factor)               # a probe size for a bare Unet
+    try:
+        rep = verify(torch_path, against=ms_path, ema=ema, against_ema=against_ema, config=cfg,
+                     image_size=image_size, batch=2, graph=False, parts=CONVERT_PARTS, progress=False,
+                     log=lambda s: None)
+    except input_errors() as e:
+        print(f'ms-ddpm convert: verify error: {e}', file=sys.stderr)
+        return EXIT_FAILED
+    for row in report.summary_rows_from_json(rep):
+        print(f'{row["name"]}: rel_fro={row["rel_fro"]:.3e} max_abs={row["max_abs"]:.3e} cosine={row["cosine"]:.9f} '
+              f'gate {row["metric"]}<={row["tol"]:.1e} {"ok" if row["ok"] else "FAIL"}', flush=True)
+    v = rep['verdict']
+    if v['first_divergent_layer']:
+        print(f'first layer that diverges: {v["first_divergent_layer"]}')
+    if v.get('differing_tensors'):
+        print(f'tensors that differ from the source: {", ".join(v["differing_tensors"][:20])}')
+    print('verify: ' + ('PASS' if v['ok'] else 'FAIL') + f' ({v["compared"]} tensors compared, {v["failed"]} failed; '
+          f'reference built from {torch_path}, ms_ddpm from {ms_path}; tolerances: parity/tolerances.py)', flush=True)
+    return 0 if v['ok'] else EXIT_VERIFY
 
 
 if __name__ == '__main__':

@@ -95,7 +95,7 @@ def _resume_path(args):
 def main_train(argv=None):
     args = _train_parser().parse_args(argv)
     import ms_ddpm
-    from ms_ddpm.denoising_diffusion_pytorch import read_trainer_checkpoint
+    from ms_ddpm.training import read_trainer_checkpoint
     os.makedirs(args.results, exist_ok=True)
     resume = _resume_path(args)
     if resume:
@@ -163,7 +163,7 @@ def _sample_parser():
 def load_for_sampling(path, ema=True, image_size=None, config=None):
     """GaussianDiffusion with the checkpoint's weights (EMA or online)."""
     from weight_convert import load_torch_state_dict, load_model
-    from ms_ddpm.denoising_diffusion_pytorch import read_trainer_checkpoint
+    from ms_ddpm.training import read_trainer_checkpoint
     if str(path).endswith('.ckpt'):
         try:
             entries, meta = read_trainer_checkpoint(path)
@@ -193,7 +193,7 @@ def main_sample(argv=None):
     args = _sample_parser().parse_args(argv)
     import numpy as np
     import mindspore as ms
-    from ms_ddpm.ms_compat import save_gif, save_image
+    from ms_ddpm.io.images import save_gif, save_image
     md, step = load_for_sampling(args.checkpoint, ema=args.ema, image_size=args.image_size, config=args.config)
     if args.ddim_steps is not None:
         if not 0 < args.ddim_steps <= md.num_timesteps:

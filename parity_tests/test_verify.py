@@ -74,9 +74,39 @@ def test_diff_cli_exit_status(tmp_path):
     old.write_text(json.dumps(_report()))
     new.write_text(json.dumps(_report(sampling=100.0)))
     assert main_diff([str(old), str(old)]) == 0
-    assert main_diff([str(old), str(new), '--out', str(tmp_path / 'diff.md')]) == 1
+    assert main_diff([str(old), str(new), '--out', str(tmp_path / 'diff.md')]) == 3     # a regression: exit 3
     text = (tmp_path / 'diff.md').read_text()
     assert 'REGRESSION' in text and 'mindspore: sampling' in text
+
+
+def test_diff_errors_are_one_line_and_exit_1(tmp_path, capsys):
+    from ms_ddpm_tools.verify.command import main_diff
+    good = tmp_path / 'old.json'
+    good.write_text(json.dumps(_report()))
+    (tmp_path / 'bad.json').write_text('{not json')
+    for args in ([str(good), str(tmp_path / 'missing.json')], [str(good), str(tmp_path / 'bad.json')]):
+        assert main_diff(args) == 1
+        err = capsys.readouterr().err
+        assert err.startswith('ms-ddpm diff: error: ') and len(err.strip().splitlines()) == 1 and 'Traceback' not in err
+
+
+def test_diff_warns_when_the_runs_verified_different_models(tmp_path, capsys):
+    from ms_ddpm_tools.verify.command import main_diff
+    old, new = _report(), _report()
+    old.update(config={'unet': {'dim': 16}, 'diffusion': {'image_size': 16}}, weights='the state dict')
+    new.update(config={'unet': {'dim': 32}, 'diffusion': {'image_size': 16}}, weights='EMA weights (ema.ema_model)')
+    (tmp_path / 'a.json').write_text(json.dumps(old))
+    (tmp_path / 'b.json').write_text(json.dumps(new))
+    main_diff([str(tmp_path / 'a.json'), str(tmp_path / 'b.json')])
+    out = capsys.readouterr().out
+    assert 'WARNING: the two runs verified different models (unet: dim differ)' in out
+    assert 'different weights' in out
+
+
+def test_ms_ddpm_without_a_command_is_a_usage_error_and_has_a_version(capsys):
+    from ms_ddpm_tools.cli import main
+    assert main([]) == 2 and 'a command is required' in capsys.readouterr().err
+    assert main(['--version']) == 0 and 'denoising-diffusion-pytorch 2.3.4' in capsys.readouterr().out
 
 
 def test_terminal_table_folds_layers_and_marks_failures():

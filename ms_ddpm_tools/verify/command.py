@@ -11,23 +11,30 @@ uses a built-in default (a small U-Net trained briefly by the reference's Traine
 scikit-learn's digits; built once, cached under $MS_DDPM_CACHE or ~/.cache/ms_ddpm).
 
 Writes OUT/verify.json (every figure, versions, machine, timings), OUT/report.md and
-OUT/samples.png (PyTorch | MindSpore | |difference|).  Exit status: 0 verdict PASS,
-1 FAIL (or a regression against --baseline), 2 usage errors.
+OUT/samples.png (PyTorch | MindSpore | |difference|).
+
+``--against FILE`` verifies a migration: the reference is built from CHECKPOINT and ms_ddpm
+from FILE (the .ckpt/.safetensors a user converted), every tensor of FILE is compared with
+its source, every layer's output too; the report names the tensors and the first layer that
+differ.
 """
 
 import argparse
 import json
 import os
 import sys
-import time
 
 TIMING_FACTOR = 1.5
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog='ms-ddpm verify', description=__doc__,
+    from ms_ddpm_tools.exits import EPILOG
+    p = argparse.ArgumentParser(prog='ms-ddpm verify', description=__doc__.replace('``', ''), epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('checkpoint', nargs='?', help='PyTorch checkpoint (default: the built-in digits model)')
+    p.add_argument('--against', metavar='FILE',
+                   help='build the MindSpore side from FILE (a converted .ckpt/.safetensors/.pt) instead of from '
+                        'CHECKPOINT: verifies that FILE is a faithful conversion of CHECKPOINT')
     p.add_argument('--ema', action='store_true', help="a Trainer checkpoint's EMA weights (default: its online model)")
     p.add_argument('--config', help='architecture as JSON text or file (as for ms-ddpm convert); default: stored or inferred')
     p.add_argument('--image-size', type=int, help='image size (when it cannot be read from the weights)')
@@ -35,15 +42,18 @@ def _parser():
                    help='sampling steps for the trajectory (DDIM when < timesteps); default: the config\'s')
     p.add_argument('--batch', type=int, default=4, help='images per timestep / loss batch (default 4)')
     p.add_argument('--sample-batch', type=int, default=8, help='images sampled (default 8)')
-    p.add_argument('--seed', type=int, default=0, help='seed of every input and shared draw')
+    p.add_argument('--seed', type=int, default=0, help='seed of every input and shared draw (default 0)')
     p.add_argument('--out', default='out/verify', help='report folder (default out/verify)')
-    p.add_argument('--fixture', help='golden fixture (.npz, recorded by reference/fixtures.py): the PyTorch side is read '
+    p.add_argument('--fixture', help='golden fixture (.npz, recorded by --record-fixture): the PyTorch side is read '
                                      'from it, so PyTorch need not be installed')
+    p.add_argument('--record-fixture', metavar='FILE',
+                   help='record the PyTorch side of this run (weights, inputs, draws, outputs) as a golden fixture '
+                        'FILE and exit (needs PyTorch)')
     p.add_argument('--baseline', help='an earlier verify.json: fail on any figure worse beyond its tolerance or timing '
                                       f'slower beyond --timing-factor')
     p.add_argument('--timing-factor', type=float, default=TIMING_FACTOR, help=f'default {TIMING_FACTOR}')
     p.add_argument('--no-graph', action='store_true', help='skip the U-Net compiled with ms.jit (GRAPH mode)')
-    p.add_argument('--recipe', default='default', choices=('default', 'tiny'), help='built-in default to use')
+    p.add_argument('--recipe', default='default', choices=('default', 'tiny'), help='built-in default to use (default: default)')
     p.add_argument('--threads', type=int, default=1, help='PyTorch threads (default 1, like the parity suite)')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     return p
@@ -51,81 +61,11 @@ def _parser():
 
 def run(args, log=print):
     """Everything ``verify`` does; returns the report dict (also written to args.out)."""
-    from ms_ddpm_tools.verify import core, report
-    from ms_ddpm_tools.verify.default import RECIPES, config_of, ensure_checkpoint
-    import mindspore as ms
-    ms.set_device('CPU')
-    progress = not args.quiet
-    t_start = time.perf_counter()
-    t_torch, t_ms = core.Timer(), core.Timer()
-    if args.fixture:
-        meta, sd, inp, expected = core.load_fixture(args.fixture)
-        cfg, ts, batch = meta['config'], meta['timesteps'], meta['batch']
-        checkpoint, source = meta['checkpoint'], f'golden fixture {args.fixture}'
-        t_torch.times.update(meta.get('torch_timings', {}))
-        torch_info = meta['versions']
-        log(f'fixture {args.fixture}: {len(expected)} recorded reference outputs '
-            f'(PyTorch {torch_info.get("torch")}, reference {torch_info.get("reference")})')
-    else:
-        torch_info = None
-        built = False
-        config = args.config
-        if args.checkpoint is None:
-            recipe = RECIPES[args.recipe]
-            checkpoint, built = ensure_checkpoint(recipe, log=log)
-            config = config or config_of(recipe)
-            source = f'built-in default "{recipe["name"]}"' + (' (built now)' if built else ' (cached)')
-        else:
-            checkpoint, source = args.checkpoint, None
-        with t_ms('convert (read + config)'):
-            cfg, sd, info = core.load_checkpoint(checkpoint, ema=args.ema, config=config, image_size=args.image_size)
-        source = source or f'{info["format"]} {info["kind"]}' + (f', trainer step {info["trainer_step"]}'
-                                                                  if info.get('trainer_step') is not None else '')
-        if args.sampling_timesteps:
-            cfg['diffusion']['sampling_timesteps'] = args.sampling_timesteps
-        batch = args.batch
-        inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch,
-                                   sample_batch=args.sample_batch, seed=args.seed)
-        import torch
-        torch.set_num_threads(args.threads)
-        log(f'{checkpoint}: {source}; comparing ...')
-        expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch)
-    actual = core.ms_side(cfg, sd, inp, progress=progress, timer=t_ms, graph=not args.no_graph)
-    expected_s = core.split_unet(expected, ts, batch)
-    actual_s = core.split_unet(actual, ts, batch)
-    results, only_torch, only_ms = core.compare(expected_s, actual_s, ts)
-    first_fail, first_over, first_drift = core.first_divergence(results)
-    failed = [r for r in results if not r.ok]
-    verdict = {'ok': not failed, 'compared': len(results), 'failed': len(failed),
-               'failed_names': [r.name for r in failed][:50],
-               'first_divergent_layer': _where(first_fail),
-               'first_beyond_tolerance': _where(first_over),
-               'accuracy_gated': [f'{r.name}: {r.gate}' for r in results if r.gate != 'tolerance'],
-               'first_drift_layer': _where(first_drift)}
-    os.makedirs(args.out, exist_ok=True)
-    image = os.path.join(args.out, 'samples.png')
-    dmax = report.side_by_side_png(expected['sample/final'], actual['sample/final'], image)
-    steps = cfg['diffusion'].get('sampling_timesteps') or cfg['diffusion'].get('timesteps')
-    rep = {
-        'format': 'ms_ddpm-verify', 'version': 1,
-        'checkpoint': os.path.abspath(checkpoint) if os.path.exists(checkpoint) else checkpoint,
-        'source': source, 'config': cfg, 'timesteps_compared': ts, 'batch': batch, 'seed': args.seed,
-        'sampling': {'steps': steps, 'sampler': 'DDIM' if steps < cfg['diffusion'].get('timesteps', 1000) else 'DDPM',
-                     'batch': int(expected['sample/final'].shape[0])},
-        'verdict': verdict,
-        'results': [dict(r.as_dict(), metric=r.metric, at_t=getattr(r, 'at_t', None), gate=r.gate,
-                         float64=getattr(r, 'f64', None)) for r in results],
-        'unmatched': {'only_torch': [k[6:] for k in only_torch], 'only_mindspore': only_ms},
-        'versions': report.versions(torch_info), 'machine': report.machine(),
-        'timings': {'torch': dict(t_torch.times), 'mindspore': dict(t_ms.times),
-                    'total_wall': time.perf_counter() - t_start},
-        'image': image,
-        'image_caption': f'Final samples ({steps} steps, shared noise). Largest |difference| {dmax:.2e} '
-                         f'(pixels in [0, 1]); the right panel is stretched so that it shows as white.',
-    }
-    report.dump_json(os.path.join(args.out, 'verify.json'), rep)
-    report._atomic_write(os.path.join(args.out, 'report.md'), report.markdown(rep))
-    return rep
+    from ms_ddpm_tools.verify.engine import verify
+    return verify(args.checkpoint, against=args.against, ema=args.ema, config=args.config,
+                  image_size=args.image_size, sampling_timesteps=args.sampling_timesteps, batch=args.batch,
+                  sample_batch=args.sample_batch, seed=args.seed, graph=not args.no_graph, fixture=args.fixture,
+                  recipe=args.recipe, threads=args.threads, out=args.out, progress=not args.quiet, log=log)
 
 
 def _where(r):
@@ -137,12 +77,19 @@ def _where(r):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    from ms_ddpm_tools.exits import EXIT_FAILED, EXIT_OK, error, input_errors
     from ms_ddpm_tools.verify import report
-    baseline = None
-    if args.baseline:
-        with open(args.baseline) as f:
-            baseline = json.load(f)
-    rep = run(args)
+    try:
+        if args.record_fixture:
+            from ms_ddpm_tools.verify.fixtures import record_verify
+            path = record_verify(args.record_fixture, args.checkpoint, args.recipe, args.ema, args.image_size,
+                                 args.config, args.batch, args.sample_batch, args.seed, args.sampling_timesteps)
+            print(f'{path}: {os.path.getsize(path) / 1e6:.2f} MB')
+            return EXIT_OK
+        baseline = _read_report(args.baseline) if args.baseline else None
+        rep = run(args)
+    except input_errors() as e:
+        return error('ms-ddpm verify', _one_line(e))
     rows = report.summary_rows_from_json(rep)
     print()
     print(report.terminal_table(rows))
@@ -156,8 +103,15 @@ def main(argv=None):
     print('timings (s): ' + ', '.join(f'{k}: torch {t["torch"].get(k, float("nan")):.3f} / ms {x:.3f}'
                                       for k, x in t['mindspore'].items() if k in t['torch']))
     print(f'reports: {args.out}/report.md, {args.out}/verify.json, {args.out}/samples.png')
+    if rep.get('against'):
+        print(f'--against {rep["against"]}: {v["differing_tensor_count"]} tensors differ from the source'
+              + (': ' + ', '.join(v['differing_tensors'][:20]) if v['differing_tensors'] else '')
+              + (f'; only in the source: {", ".join(v["tensors_only_in_source"][:20])}' if v['tensors_only_in_source'] else '')
+              + (f'; only in {os.path.basename(rep["against"])}: {", ".join(v["tensors_only_in_against"][:20])}'
+                 if v['tensors_only_in_against'] else ''))
+    print(f'weights compared: {rep.get("weights")}')
     print(f'verdict: {"PASS" if v["ok"] else "FAIL"} ({v["compared"]} tensors compared, {v["failed"]} failed)')
-    code = 0 if v['ok'] else 1
+    code = EXIT_OK if v['ok'] else EXIT_FAILED
     if baseline is not None:
         code = max(code, _diff(baseline, rep, args.baseline, os.path.join(args.out, 'verify.json'),
                                args.timing_factor, os.path.join(args.out, 'diff.md')))
@@ -169,8 +123,11 @@ def _diff(old, new, old_path, new_path, factor, md_path=None):
     rows, bad = report.regress(old, new, factor=factor)
     text = report.regress_markdown(old, new, rows, bad, factor, old_path, new_path)
     if md_path:
-        report._atomic_write(md_path, text)
+        from ms_ddpm.io import atomic_write
+        atomic_write(md_path, text)
     print()
+    for line in report.different_models(old, new):
+        print(f'WARNING: {line}')
     for r in bad:
         print(f'REGRESSION {r["name"]}: {r["note"]}')
     timings = [r for r in rows if r['kind'] == 'timing']
@@ -178,23 +135,46 @@ def _diff(old, new, old_path, new_path, factor, md_path=None):
         print(f'  timing {r["name"]:55s} {r["old"]:9.3f} -> {r["new"]:9.3f} s  {r["note"]}')
     print(f'diff: {"REGRESSION (" + str(len(bad)) + ")" if bad else "no regression"}'
           + (f'; report {md_path}' if md_path else ''))
-    return 1 if bad else 0
+    from ms_ddpm_tools.exits import EXIT_FAILED, EXIT_OK
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def _one_line(e):
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, OSError) and getattr(e, 'filename', None):
+        text = f'{e.filename}: {e.strerror or text}'
+    return text.splitlines()[0] if len(text.splitlines()) == 1 else ' '.join(x.strip() for x in text.splitlines())
+
+
+def _read_report(path):
+    from ms_ddpm_tools.verify.core import VerifyError
+    try:
+        with open(path) as f:
+            rep = json.load(f)
+    except json.JSONDecodeError as e:
+        raise VerifyError(f'{path}: not a verify.json report (invalid JSON: {e})') from None
+    if not isinstance(rep, dict) or not isinstance(rep.get('results'), list) or 'verdict' not in rep:
+        raise VerifyError(f'{path}: not a verify.json report (written by ms-ddpm verify)')
+    return rep
 
 
 def main_diff(argv=None):
-    p = argparse.ArgumentParser(prog='ms-ddpm diff', description='Compare two verify.json runs: flag any figure that '
-                                'got worse beyond its tolerance and any timing slower beyond --timing-factor. '
-                                'Exit 1 on regression.')
-    p.add_argument('old')
-    p.add_argument('new')
-    p.add_argument('--timing-factor', type=float, default=TIMING_FACTOR, help=f'default {TIMING_FACTOR}')
+    from ms_ddpm_tools.exits import EPILOG, error, input_errors
+    p = argparse.ArgumentParser(prog='ms-ddpm diff', epilog=EPILOG,
+                                description='Compare two verify.json runs (ms-ddpm verify --out DIR writes DIR/verify.json): '
+                                'flag any figure that got worse beyond its tolerance and any timing slower beyond '
+                                '--timing-factor; warn when the two runs verified different models or weights.')
+    p.add_argument('old', help='the earlier run\'s verify.json (e.g. on the old MindSpore version)')
+    p.add_argument('new', help='the later run\'s verify.json')
+    p.add_argument('--timing-factor', type=float, default=TIMING_FACTOR,
+                   help=f'a timing regresses when new/old exceeds this (default {TIMING_FACTOR})')
     p.add_argument('--out', help='write the Markdown report here')
     args = p.parse_args(argv)
-    with open(args.old) as f:
-        old = json.load(f)
-    with open(args.new) as f:
-        new = json.load(f)
-    return _diff(old, new, args.old, args.new, args.timing_factor, args.out)
+    try:
+        old, new = _read_report(args.old), _read_report(args.new)
+        return _diff(old, new, args.old, args.new, args.timing_factor, args.out)
+    except input_errors() as e:
+        return error('ms-ddpm diff', _one_line(e))
 
 
 if __name__ == '__main__':

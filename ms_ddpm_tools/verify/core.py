@@ -21,8 +21,13 @@ from collections import OrderedDict
 
 import numpy as np
 
-OBJECTIVES = ('pred_noise', 'pred_x0', 'pred_v')
 from ms_ddpm.denoising_diffusion_pytorch import DIFFUSION_BUFFERS as BUFFERS
+
+OBJECTIVES = ('pred_noise', 'pred_x0', 'pred_v')
+
+
+class VerifyError(ValueError):
+    """A verify run cannot be made as asked (one line: what is missing or inconsistent)."""
 
 # key prefix -> (tolerance kind, component shown in the summary)
 KINDS = OrderedDict([
@@ -31,6 +36,7 @@ KINDS = OrderedDict([
     ('loss/', ('loss', 'loss')),
     ('sample/', ('sample', 'sampling')),
     ('buffer/', ('schedule', 'schedule buffers')),
+    ('weight/', ('exact', 'weights (converted file vs its source)')),
 ])
 ROOT = '<unet>'
 
@@ -42,19 +48,22 @@ def kind_of(key):
     raise KeyError(key)
 
 
-def _tuple(v):
-    return tuple(v) if isinstance(v, list) else v
-
-
 def unet_kwargs(cfg):
-    return {k: _tuple(v) for k, v in cfg['unet'].items()}
+    from weight_convert.converter import unet_kwargs as kw
+    return kw(cfg)
 
 
 def diffusion_kwargs(cfg, **override):
-    d = {k: _tuple(v) for k, v in cfg['diffusion'].items()}
+    from weight_convert.converter import diffusion_kwargs as kw
+    d = kw(cfg, require_image_size=False)
     d['schedule_fn_kwargs'] = dict(d.get('schedule_fn_kwargs') or {})
     d.update(override)
     return d
+
+
+def public_config(cfg):
+    """The architecture part of a config (what ``--config`` takes)."""
+    return {'unet': dict(cfg['unet']), 'diffusion': dict(cfg['diffusion'])}
 
 
 def image_hw(cfg):
@@ -183,8 +192,10 @@ def build_torch(cfg, state_dict):
     return tu.eval(), td.eval()
 
 
-def torch_side(cfg, state_dict, inp, progress=True, timer=None):
-    """The reference's outputs for every comparison, ``{key: np.ndarray}``."""
+def torch_side(cfg, state_dict, inp, progress=True, timer=None, parts=None):
+    """The reference's outputs for every comparison (of ``parts``, default all),
+    ``{key: np.ndarray}``."""
+    parts = parts or ('layers', 'unet', 'loss', 'sample', 'buffers')
     import torch
     import denoising_diffusion_pytorch as ddp
     from reference.draws import injected_draws
@@ -225,9 +236,10 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None):
         timer.median('U-Net forward', lambda: tu(*map(t, _unet_args(inp, 'unet'))))
         out['unet/all'] = y
         bar.update()
-        for b in BUFFERS:
-            out['buffer/' + b] = getattr(td, b).numpy()
-    for obj in OBJECTIVES:
+        if 'buffers' in parts:
+            for b in BUFFERS:
+                out['buffer/' + b] = getattr(td, b).numpy()
+    for obj in (OBJECTIVES if 'loss' in parts else ()):
         tdo = td if obj == td.objective else ddp.GaussianDiffusion(tu, **diffusion_kwargs(cfg, objective=obj)).eval()
         randn = [inp['loss_offset_noise']] if 'loss_offset_noise' in inp else []
         coins = [float(inp['loss_coin'])] if 'loss_coin' in inp else []
@@ -235,10 +247,11 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None):
             loss = tdo(t(inp['loss_img']), times=t(inp['loss_times']), noise=t(inp['loss_noise'].copy()))
         out[f'loss/{obj}'] = loss.numpy()
     bar.update()
-    with timer('sampling'), torch.no_grad(), injected_draws(randn=list(inp['sample_noise'])):
-        traj = td.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True).numpy()
-    out['sample/final'] = traj[:, -1]
-    out['sample/trajectory'] = traj
+    if 'sample' in parts:
+        with timer('sampling'), torch.no_grad(), injected_draws(randn=list(inp['sample_noise'])):
+            traj = td.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True).numpy()
+        out['sample/final'] = traj[:, -1]
+        out['sample/trajectory'] = traj
     bar.update()
     bar.close()
     return out
@@ -260,8 +273,9 @@ def build_ms(cfg, state_dict):
     return mu, md
 
 
-def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True):
+def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True, parts=None):
     """The port's outputs, keyed like ``torch_side``'s (plus ``unet/all[graph]``)."""
+    parts = parts or ('layers', 'unet', 'loss', 'sample', 'buffers')
     import mindspore as ms
     import ms_ddpm
     timer = timer or Timer()
@@ -294,22 +308,23 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True):
         timer.median('U-Net forward [graph]', lambda: compiled(*args).asnumpy())
         bar.update()
     params = dict(md.parameters_and_names())
-    for b in BUFFERS:
+    for b in (BUFFERS if 'buffers' in parts else ()):
         out['buffer/' + b] = params[b].asnumpy()
     offset = T(inp['loss_offset_noise']) if 'loss_offset_noise' in inp else None
     coin = float(inp['loss_coin']) if 'loss_coin' in inp else None
-    for obj in OBJECTIVES:
+    for obj in (OBJECTIVES if 'loss' in parts else ()):
         mdo = md if obj == md.objective else ms_ddpm.GaussianDiffusion(mu, **diffusion_kwargs(cfg, objective=obj))
         mdo.set_train(False)
         with timer('loss (3 objectives)'):
             loss = mdo(T(inp['loss_img']), T(inp['loss_times']), 'mean', T(inp['loss_noise']), None, offset, coin)
         out[f'loss/{obj}'] = loss.asnumpy()
     bar.update()
-    with timer('sampling'):
-        traj = md.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True,
-                         noise=inp['sample_noise']).asnumpy()
-    out['sample/final'] = traj[:, -1]
-    out['sample/trajectory'] = traj
+    if 'sample' in parts:
+        with timer('sampling'):
+            traj = md.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True,
+                             noise=inp['sample_noise']).asnumpy()
+        out['sample/final'] = traj[:, -1]
+        out['sample/trajectory'] = traj
     bar.update()
     bar.close()
     return out
@@ -376,25 +391,20 @@ def _accuracy_gate(r, expected, key, ref_key, a, ts):
 def compare(expected, actual, ts=()):
     """Every key of ``actual`` against ``expected`` (a ``[graph]`` key against its PyNative
     reference).  Returns (list of Diff with tol/ok set, keys only on one side)."""
-    from parity.compare import diff
-    from parity.tolerances import tolerance
+    from parity.compare import check, diff, gate
     results = []
     for key, a in actual.items():
         ref_key = key.replace('[graph]', '')
         if ref_key not in expected:
             continue
-        tol = tolerance(kind_of(key))
         try:
             if key.startswith('layer/'):
-                r = _layer_diff(key, np.asarray(expected[ref_key]), np.asarray(a), ts)
+                r = gate(_layer_diff(key, np.asarray(expected[ref_key]), np.asarray(a), ts), kind_of(key))
             else:
-                r = diff(key, expected[ref_key], a)
+                r = check(key, expected[ref_key], a, kind_of(key))
         except AssertionError as e:     # shape mismatch: a failure, reported as such
-            r = diff(key, np.zeros(1), np.full(1, np.nan))
+            r = check(key, np.zeros(1), np.full(1, np.nan), kind_of(key))
             r.name = f'{key} ({e})'
-        r.tol = tol.rel
-        r.metric = tol.metric
-        r.ok = (not r.nonfinite) and getattr(r, tol.metric) <= tol.rel
         r.gate = 'tolerance'
         if not r.ok and not r.nonfinite and 'f64' + ref_key in expected:
             _accuracy_gate(r, expected, key, ref_key, a, ts)
@@ -403,6 +413,27 @@ def compare(expected, actual, ts=()):
     only_torch = [k for k in only_torch if k not in actual]
     only_ms = [k for k in actual if k.replace('[graph]', '') not in expected]
     return results, only_torch, only_ms
+
+
+def compare_weights(source, converted):
+    """Every tensor of a converted file against its source tensor (tolerance ``exact``:
+    conversions are bit-exact).  Returns (list of Diff, {'only_source': [...], 'only_against': [...]})."""
+    from parity.compare import check
+    results = []
+    for k, v in source.items():
+        if k not in converted:
+            continue
+        a, b = np.asarray(v), np.asarray(converted[k])
+        if a.shape != b.shape:
+            r = check(f'weight/{k}', np.zeros(1), np.full(1, np.nan), 'exact')
+            r.name = f'weight/{k} (shape {tuple(a.shape)} in the source, {tuple(b.shape)} in the converted file)'
+        else:
+            r = check(f'weight/{k}', a.astype(np.float64), b.astype(np.float64), 'exact')
+        r.gate = 'tolerance'
+        results.append(r)
+    missing = {'only_source': [k for k in source if k not in converted],
+               'only_against': [k for k in converted if k not in source]}
+    return results, missing
 
 
 def first_divergence(results, kind='layer'):
@@ -437,7 +468,7 @@ def load_checkpoint(path, ema=False, config=None, image_size=None):
     if source.kind == 'Unet':
         cfg['diffusion'] = dict(DIFFUSION_DEFAULTS, **given_diffusion)
     if cfg['diffusion'].get('image_size') is None:
-        raise SystemExit(f'{path}: the image size cannot be read from the weights; pass --image-size N')
+        raise VerifyError(f'{path}: the image size cannot be read from the weights; pass --image-size N')
     sd = OrderedDict((k, np.asarray(e.value())) for k, e in source.entries.items())
     public = {'unet': cfg['unet'], 'diffusion': cfg['diffusion'], 'model': source.kind}
     return public, sd, dict(source.info, format=source.format, kind=source.kind)

@@ -3,8 +3,6 @@
 
 import json
 import os
-import platform
-import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -15,46 +13,21 @@ TIMING_FACTOR = 1.5      # a timing is a regression when new / old exceeds this 
 TIMING_FLOOR_S = 0.05    # ... and the new time is at least this long (shorter ones are noise)
 
 
-def _atomic_write(path, data, mode='w'):
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, mode) as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _version(dist):
-    from importlib import metadata
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def versions(torch_info=None):
-    import mindspore
-    import ms_ddpm
-    v = OrderedDict(python=platform.python_version(), mindspore=mindspore.__version__,
-                    numpy=np.__version__, ms_ddpm=ms_ddpm.__version__)
-    if torch_info:                    # fixture mode: what recorded the reference side
-        v.update(torch=torch_info.get('torch'), reference=torch_info.get('reference'), torch_source='fixture')
-    else:
-        import torch
-        v.update(torch=torch.__version__, reference=_version('denoising-diffusion-pytorch'), torch_source='live')
-    return v
+    from ms_ddpm.io.records import versions as v
+    return v(torch_info)
 
 
 def machine():
-    m = OrderedDict(platform=platform.platform(), machine=platform.machine(),
-                    processor=platform.processor() or None, cpu_count=os.cpu_count())
-    try:
-        with open('/proc/cpuinfo') as f:
-            m['cpu_model'] = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), None)
-        with open('/proc/meminfo') as f:
-            m['mem_total_gib'] = round(int(f.readline().split()[1]) / 2 ** 20, 1)
-        m['load_average'] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    return m
+    from ms_ddpm.io.records import machine as m
+    return m()
+
+
+def write_report(out, rep):
+    """``out/verify.json`` and ``out/report.md``, each written atomically."""
+    from ms_ddpm.io import atomic_write, write_json
+    write_json(os.path.join(out, 'verify.json'), rep)
+    atomic_write(os.path.join(out, 'report.md'), markdown(rep))
 
 
 def component(name):
@@ -75,9 +48,19 @@ def summary_rows(results):
                          cosine=min(r.cosine for r in layers), within_1e3=min(r.within_1e3 for r in layers),
                          tol=worst.tol, metric='rel_fro', ok=all(r.ok for r in layers),
                          gate='tolerance' if all(getattr(r, 'gate', 'tolerance') == 'tolerance' for r in layers) else 'f64'))
+    weights = [r for r in results if r.name.startswith('weight/')]
+    if weights:
+        bad = [r for r in weights if not r.ok]
+        worst = max(weights, key=lambda r: (not r.ok, r.nonfinite, r.max_abs))
+        rows.insert(0, dict(name=f'weights: {len(weights)} tensors vs source, {len(bad)} differ'
+                            + (f' (first: {bad[0].name[7:]})' if bad else ''),
+                            rel_fro=worst.rel_fro, max_abs=max(r.max_abs for r in weights),
+                            max_rel=max(r.max_rel for r in weights), cosine=min(r.cosine for r in weights),
+                            within_1e3=min(r.within_1e3 for r in weights), tol=0.0, metric='max_abs',
+                            ok=not bad))
     bufs = [r for r in results if r.name.startswith('buffer/')]
     for r in results:
-        if r.name.startswith(('layer/', 'buffer/')):
+        if r.name.startswith(('layer/', 'buffer/', 'weight/')):
             continue
         rows.append(dict(name=r.name, rel_fro=r.rel_fro, max_abs=r.max_abs, max_rel=r.max_rel, cosine=r.cosine,
                          within_1e3=r.within_1e3, tol=r.tol, metric=r.metric, ok=r.ok,
@@ -116,6 +99,13 @@ def markdown(report):
     v, rows = report['verdict'], summary_rows_from_json(report)
     out = [f'# ms-ddpm verify: {"PASS" if v["ok"] else "FAIL"}', '',
            f'- checkpoint: `{report["checkpoint"]}`' + (f' ({report["source"]})' if report.get('source') else ''),
+           f'- weights compared: {report.get("weights") or "the state dict"}',
+           *([f'- MindSpore side built from: `{report["against"]}` ({report.get("against_source")}); '
+              f'{v.get("differing_tensor_count", 0)} tensors differ from the source'
+              + (': ' + ', '.join(f'`{n}`' for n in v.get('differing_tensors', [])[:10]) if v.get('differing_tensors') else '')
+              + (f'; only in the source: {", ".join(v["tensors_only_in_source"][:10])}' if v.get('tensors_only_in_source') else '')
+              + (f'; only in the converted file: {", ".join(v["tensors_only_in_against"][:10])}' if v.get('tensors_only_in_against') else '')]
+             if report.get('against') else []),
            f'- model: `Unet({_kw(report["config"]["unet"])})` in `GaussianDiffusion({_kw(report["config"]["diffusion"])})`',
            f'- reference side: {report["versions"]["torch_source"]}; '
            + ', '.join(f'{k} {x}' for k, x in report['versions'].items() if k != 'torch_source'),
@@ -198,9 +188,8 @@ def side_by_side_png(expected, actual, path, scale=4):
         canvas.paste(p, (x, top + pad))
         draw.text((x, 3), label, fill=(0, 0, 0))
         x += p.width + pad
-    tmp = f'{path}.tmp{os.getpid()}.png'
-    canvas.save(tmp)
-    os.replace(tmp, path)
+    from ms_ddpm.io import atomic_save
+    atomic_save(path, lambda tmp: canvas.save(tmp, format='PNG'))
     return dmax
 
 
@@ -290,19 +279,21 @@ def _f(x):
     return '' if x is None else (f'{x:.2e}' if isinstance(x, float) else str(x))
 
 
-def dump_json(path, obj):
-    _atomic_write(path, json.dumps(obj, indent=1, default=_jsonable) + '\n')
 
 
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, tuple):
-        return list(x)
-    raise TypeError(type(x))
-
-
-def python_info():
-    return sys.version.split()[0]
+def different_models(old, new):
+    """Lines saying how two verify reports differ in what they verified (model, weights,
+    inputs): figures of different models are not a regression check."""
+    lines = []
+    oc, nc = old.get('config') or {}, new.get('config') or {}
+    for part in ('unet', 'diffusion'):
+        if oc.get(part) != nc.get(part):
+            keys = sorted(k for k in set(oc.get(part) or {}) | set(nc.get(part) or {})
+                          if (oc.get(part) or {}).get(k) != (nc.get(part) or {}).get(k))
+            lines.append(f'the two runs verified different models ({part}: {", ".join(keys) or "missing"} differ)')
+    if old.get('weights') != new.get('weights'):
+        lines.append(f'the two runs compared different weights: {old.get("weights")!r} vs {new.get("weights")!r}')
+    for k in ('batch', 'seed', 'timesteps_compared'):
+        if k in old and k in new and old[k] != new[k]:
+            lines.append(f'the two runs used different inputs ({k}: {old[k]} vs {new[k]})')
+    return lines

@@ -1,0 +1,153 @@
+"""The one verify engine: ``ms-ddpm verify``, ``verify --against`` and ``convert --verify``
+all run :func:`verify`.
+
+The reference (PyTorch) model is built from ``checkpoint`` (or read from a golden fixture);
+the ms_ddpm model from ``against`` when given (the file a user converted), else from the same
+weights.  Both run the same computations on the same inputs and draws (``core``); every
+figure goes through the one gate, ``parity.compare.check``, with the tolerance of its kind;
+a figure beyond it gets the float64 second opinion (``core.accuracy_gate``).  With
+``against``, every tensor of the converted file is compared with its source tensor too
+(conversions are bit-exact: tolerance ``exact``), so an edited or damaged tensor is named.
+"""
+
+import os
+import time
+from collections import OrderedDict
+
+from ms_ddpm_tools.verify import core
+
+# what can be compared; convert --verify skips the loss and the sampling trajectory
+PARTS = ('weights', 'layers', 'unet', 'loss', 'sample', 'buffers')
+CONVERT_PARTS = ('weights', 'layers', 'unet', 'buffers')
+
+
+VerifyError = core.VerifyError
+
+
+def _source_line(info):
+    return f'{info["format"]} {info["kind"]}' + (f', trainer step {info["trainer_step"]}'
+                                                 if info.get('trainer_step') is not None else '')
+
+
+def _weights_label(info, ema):
+    """Which weights of the file were compared (recorded in the report)."""
+    w = info.get('weights')
+    if w == 'ema' or ema:
+        return 'EMA weights (ema.ema_model)'
+    if w:
+        return 'online weights (the Trainer\'s model)'
+    return 'the state dict'
+
+
+def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config=None, image_size=None,
+           sampling_timesteps=None, batch=4, sample_batch=8, seed=0, graph=True, fixture=None,
+           recipe='default', threads=1, parts=PARTS, out=None, progress=True, log=print):
+    """Run the comparisons; returns the report dict (written to ``out`` when given:
+    verify.json, report.md, samples.png).  Errors in the inputs raise ``VerifyError`` or the
+    converter's ``ConvertError`` (missing, corrupt or unsafe files)."""
+    import mindspore as ms
+    ms.set_device('CPU')
+    from ms_ddpm_tools.verify import report
+    from ms_ddpm_tools.verify.default import RECIPES, config_of, ensure_checkpoint
+    parts = tuple(p for p in PARTS if p in parts)
+    if 'weights' in parts and against is None:
+        parts = tuple(p for p in parts if p != 'weights')
+    t_start = time.perf_counter()
+    t_torch, t_ms = core.Timer(), core.Timer()
+    weights_label = None
+    if fixture:
+        from ms_ddpm_tools.verify.fixtures import load_verify_fixture
+        meta, sd, inp, expected = load_verify_fixture(fixture)
+        cfg, ts, batch = meta['config'], meta['timesteps'], meta['batch']
+        checkpoint, source = meta['checkpoint'], f'golden fixture {fixture}'
+        weights_label = meta.get('weights') or _weights_label(meta.get('source') or {}, False)
+        t_torch.times.update(meta.get('torch_timings', {}))
+        torch_info = meta['versions']
+        log(f'fixture {fixture}: {len(expected)} recorded reference outputs '
+            f'(PyTorch {torch_info.get("torch")}, reference {torch_info.get("reference")})')
+    else:
+        torch_info = None
+        if checkpoint is None:
+            r = RECIPES[recipe]
+            checkpoint, built = ensure_checkpoint(r, log=log)
+            config = config or config_of(r)
+            source = f'built-in default "{r["name"]}"' + (' (built now)' if built else ' (cached)')
+        else:
+            source = None
+        with t_ms('convert (read + config)'):
+            cfg, sd, info = core.load_checkpoint(checkpoint, ema=ema, config=config, image_size=image_size)
+        source = source or _source_line(info)
+        weights_label = _weights_label(info, ema)
+        if sampling_timesteps:
+            cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
+        inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch,
+                                   sample_batch=sample_batch, seed=seed)
+        import torch
+        torch.set_num_threads(threads)
+        log(f'{checkpoint}: {source}; comparing ...')
+        expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=parts)
+    ms_sd, against_info = sd, None
+    if against is not None:
+        with t_ms('read --against'):
+            _, ms_sd, against_info = core.load_checkpoint(
+                against, ema=ema if against_ema is None else against_ema, config=core.public_config(cfg))
+        log(f'{against}: {_source_line(against_info)}; the MindSpore side is built from it')
+    actual = core.ms_side(cfg, ms_sd, inp, progress=progress, timer=t_ms, graph=graph and 'unet' in parts,
+                          parts=parts)
+    expected_s = core.split_unet(expected, ts, batch)
+    actual_s = core.split_unet(actual, ts, batch)
+    results, only_torch, only_ms = core.compare(expected_s, actual_s, ts)
+    weight_results, missing = [], {}
+    if 'weights' in parts:
+        weight_results, missing = core.compare_weights(sd, ms_sd)
+        results = weight_results + results
+    first_fail, first_over, first_drift = core.first_divergence(results)
+    failed = [r for r in results if not r.ok]
+    differing = [r.name[len('weight/'):] for r in weight_results if not r.ok]
+    verdict = {'ok': not failed and not missing.get('only_source') and not missing.get('only_against'),
+               'compared': len(results), 'failed': len(failed),
+               'failed_names': [r.name for r in failed][:50],
+               'first_divergent_layer': _where(first_fail),
+               'first_beyond_tolerance': _where(first_over),
+               'accuracy_gated': [f'{r.name}: {r.gate}' for r in results if r.gate != 'tolerance'],
+               'first_drift_layer': _where(first_drift)}
+    if against is not None:
+        verdict.update(differing_tensors=differing[:50], differing_tensor_count=len(differing),
+                       tensors_only_in_source=missing.get('only_source', [])[:50],
+                       tensors_only_in_against=missing.get('only_against', [])[:50])
+    steps = core.sampling_steps(cfg)
+    rep = OrderedDict(
+        format='ms_ddpm-verify', version=1,
+        checkpoint=os.path.abspath(checkpoint) if os.path.exists(checkpoint) else checkpoint,
+        source=source, weights=weights_label,
+        against=(os.path.abspath(against) if against is not None else None),
+        against_source=_source_line(against_info) if against_info else None,
+        parts=list(parts), config=cfg, timesteps_compared=ts, batch=batch, seed=seed,
+        sampling={'steps': steps, 'sampler': 'DDIM' if steps < cfg['diffusion'].get('timesteps', 1000) else 'DDPM',
+                  'batch': int(inp['sample_noise'].shape[1])} if 'sample' in parts else None,
+        verdict=verdict,
+        results=[dict(r.as_dict(), at_t=getattr(r, 'at_t', None), gate=r.gate, float64=getattr(r, 'f64', None))
+                 for r in results],
+        unmatched={'only_torch': [k[6:] for k in only_torch], 'only_mindspore': only_ms},
+        versions=report.versions(torch_info), machine=report.machine(),
+        timings={'torch': dict(t_torch.times), 'mindspore': dict(t_ms.times),
+                 'total_wall': time.perf_counter() - t_start},
+        image=None)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        if 'sample' in parts:
+            image = os.path.join(out, 'samples.png')
+            dmax = report.side_by_side_png(expected['sample/final'], actual['sample/final'], image)
+            rep['image'] = image
+            rep['image_caption'] = (f'Final samples ({steps} steps, shared noise). Largest |difference| {dmax:.2e} '
+                                    f'(pixels in [0, 1]); the right panel is stretched so that it shows as white.')
+        report.write_report(out, rep)
+    return rep
+
+
+def _where(r):
+    if r is None:
+        return None
+    name = r.name.split('/', 1)[1] if r.name.startswith('layer/') else r.name
+    return (f'{name} (t={getattr(r, "at_t", None)}, rel_fro {r.rel_fro:.2e}, max_abs {r.max_abs:.2e}, '
+            f'cosine {r.cosine:.9f}{", NaN/Inf" if r.nonfinite else ""})')

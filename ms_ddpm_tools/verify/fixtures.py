@@ -1,0 +1,62 @@
+"""Golden fixtures of ``verify``: the PyTorch side of a run (weights, every input and draw,
+every reference output) recorded once, so ``ms-ddpm verify --fixture FILE`` runs where
+PyTorch is not installed.  The file layout is the project's one fixture layout
+(``parity.fixtures``).
+
+    ms-ddpm verify --recipe tiny --batch 1 --sample-batch 4 --record-fixture parity_tests/fixtures/verify-tiny.npz
+    ms-ddpm verify CHECKPOINT [--ema] [--image-size N] --record-fixture mine.npz
+"""
+
+import os
+
+FORMAT = 'ms_ddpm-verify-fixture'
+
+
+def torch_versions():
+    import numpy as np
+    import torch
+    from reference.builders import check_reference_version
+    return {'torch': torch.__version__, 'reference': check_reference_version(), 'numpy': np.__version__}
+
+
+def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=None, config=None,
+                  batch=1, sample_batch=4, seed=0, sampling_timesteps=None):
+    """The reference side of a ``verify`` run, written to ``path``."""
+    import torch
+    from ms_ddpm_tools.verify import core
+    from ms_ddpm_tools.verify.default import RECIPES, config_of, ensure_checkpoint
+    from ms_ddpm_tools.verify.engine import _weights_label
+    torch.set_num_threads(1)
+    if checkpoint is None:
+        r = RECIPES[recipe]
+        checkpoint, _ = ensure_checkpoint(r)
+        config = config or config_of(r)
+        name = f'built-in "{r["name"]}"'
+    else:
+        name = os.path.basename(checkpoint)
+    cfg, sd, info = core.load_checkpoint(checkpoint, ema=ema, config=config, image_size=image_size)
+    if sampling_timesteps:
+        cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
+    inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch, sample_batch=sample_batch, seed=seed)
+    timer = core.Timer()
+    expected = core.torch_side(cfg, sd, inp, progress=False, timer=timer)
+    meta = {'format': FORMAT, 'version': 1, 'config': cfg, 'timesteps': ts, 'batch': batch,
+            'checkpoint': name, 'source': info, 'weights': _weights_label(info, ema),
+            'versions': torch_versions(), 'torch_timings': dict(timer.times)}
+    save_verify_fixture(path, meta, sd, inp, expected)
+    return path
+
+
+def save_verify_fixture(path, meta, state_dict, inputs, expected):
+    from ms_ddpm_tools.verify.core import save_fixture
+    save_fixture(path, meta, state_dict, inputs, expected)
+
+
+def load_verify_fixture(path):
+    """(meta, weights, inputs, reference outputs) of a verify fixture."""
+    from ms_ddpm_tools.verify.core import VerifyError
+    from ms_ddpm_tools.verify.core import load_fixture
+    meta, w, inp, out = load_fixture(path)
+    if meta.get('format') != FORMAT:
+        raise VerifyError(f'{path}: not a verify fixture (format {meta.get("format")!r}; expected {FORMAT!r})')
+    return meta, w, inp, out
