@@ -94,7 +94,7 @@ def train_step(s, name, cfg, batch, image_size):
     torch = _torch()
     import mindspore as ms
     from mindspore import nn
-    from ms_ddpm.ms_compat import Adam
+    from ms_ddpm.training import Adam
     result = {'item': name, 'what': f'GaussianDiffusion(Unet({_cfg_str(cfg)}), image_size={image_size}) train step, batch {batch}',
               'load_before': load()}
     t, m = build_diffusions(cfg, image_size=image_size)

@@ -8,6 +8,7 @@ Framework differences are in ``ms_ddpm.ms_compat``.
 import math
 from functools import partial
 from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 import mindspore as ms
@@ -19,8 +20,12 @@ from ms_ddpm.ms_compat import (
     NearestUpsample2x, PixelUnshuffle2x, normalize, chunk, cat, softmax,
     ones_parameter, randn_parameter, name_parameters_by_path, heads_split, heads_merge, matmul_nt, matmul_tn, exp,
     in_graph, buffer_parameter, float64_linspace, float32_linspace, float64_sigmoid, compiled_step,
+    sampling_draws, take_draw,
 )
 from ms_ddpm.attend import Attend
+from ms_ddpm.ema import EMA
+from ms_ddpm.io.images import save_image
+from ms_ddpm.training import TrainerCore
 
 # constants
 
@@ -765,29 +770,12 @@ class GaussianDiffusion(Module):
 
     def _draws(self, noise, count, shape):
         """Iterator over the sampling loop's randn draws, each as ``(noises, i)``: the draw is
-        ``noises[i]``, taken inside the compiled step.  Supplied draws (checked) are one tensor
-        of all of them; fresh ones are drawn in chunks of equal size (up to 32 MiB), one host op
-        per chunk: a PyNative op per step costs ~3 ms on MindSpore 2.8 CPU (a quarter of a
-        small U-Net's DDPM step).  ``_take(draw)`` gives a draw itself (outside a step)."""
-        if noise is None:
-            per = max(1, min(count, self.DRAW_CHUNK_VALUES // max(1, int(np.prod(shape)))))
-            for start in range(0, count, per):
-                chunk = ops.randn((per, *shape), dtype = ms.float32)
-                for j in range(min(per, count - start)):
-                    yield chunk, ms.Tensor(j, ms.int64)
-            return
-        if isinstance(noise, ms.Tensor):
-            noise = noise.asnumpy()   # a fresh tensor: a view passed into a compiled step fails there
-        noise = ms.Tensor(np.asarray(noise, dtype = np.float32))
-        if tuple(noise.shape) != (count, *shape):
-            raise ValueError(f'noise must have shape {(count, *shape)} (every draw of the loop, in order), got {tuple(noise.shape)}')
-        for i in range(count):
-            yield noise, ms.Tensor(i, ms.int64)
+        ``noises[i]``, taken inside the compiled step (``ms_compat.sampling_draws``: fresh ones
+        in chunks of up to ``DRAW_CHUNK_VALUES``, supplied ones checked).  ``_take(draw)``
+        gives a draw itself (outside a step)."""
+        return sampling_draws(noise, count, shape, self.DRAW_CHUNK_VALUES)
 
-    @staticmethod
-    def _take(draw):
-        noises, i = draw
-        return ops.gather(noises, i, 0)
+    _take = staticmethod(take_draw)
 
     def _p_sample(self, x, t, x_self_cond, draw):
         """One DDPM step with its draw as ``(noises, i)`` (unused, and no noise added, at t == 0)."""
@@ -1000,23 +988,6 @@ class GaussianDiffusion(Module):
         return self.p_losses(img, times, noise = noise, offset_noise_strength = offset_noise_strength, loss_reduction = loss_reduction, offset_noise = offset_noise, self_cond_coin = self_cond_coin)
 
 # dataset classes
-#
-# Everything below this line is the Trainer side (issue 6): Dataset, Trainer and the
-# checkpoint interop with the reference Trainer.  MindSpore parts: a mindspore.dataset
-# pipeline, ms_compat.Adam, ms_compat.clip_grad_norm_, a compiled (ms.jit) train step,
-# mindspore.amp.DynamicLossScaler, ms_ddpm.ema.EMA.
-
-import json as _json
-import os as _os
-from collections import OrderedDict
-import time as _time
-from pathlib import Path as _Path
-
-from ms_ddpm.ms_compat import save_image, save_gif
-
-TRAINER_CKPT_FORMAT = 'ms_ddpm-trainer'
-TRAINER_CKPT_VERSION = 1
-
 
 class Dataset:
     """The reference ``Dataset``: every ``exts`` image under ``folder`` (same glob, same order),
@@ -1039,7 +1010,7 @@ class Dataset:
         super().__init__()
         self.folder = folder
         self.image_size = image_size
-        self.paths = [p for ext in exts for p in _Path(f'{folder}').glob(f'**/*.{ext}')]
+        self.paths = [p for ext in exts for p in Path(f'{folder}').glob(f'**/*.{ext}')]
         self.augment_horizontal_flip = augment_horizontal_flip
         self.convert_image_to = convert_image_to
         size = tuple(image_size) if isinstance(image_size, (tuple, list)) else image_size
@@ -1074,185 +1045,12 @@ class Dataset:
             img.load()
             return self.transform(img, flip)
 
+# trainer class
 
-class _EncodedSource:
-    """Random-access source for ``mindspore.dataset.GeneratorDataset``: index ``i + n * flip``
-    -> ``(image,)``, so that a plain index sampler carries the flip decision too."""
-
-    def __init__(self, ds):
-        self.ds = ds
-        self.n = len(ds)
-
-    def __len__(self):
-        return 2 * self.n
-
-    def __getitem__(self, i):
-        i = int(i)
-        return (self.ds[(i % self.n, i >= self.n)],)
-
-
-class DataOrder:
-    """The reference's ``cycle(DataLoader(ds, batch_size, shuffle=True))`` with a seeded,
-    restartable order: epoch ``e`` is the permutation (and flip coins) drawn by
-    ``numpy.random.default_rng([seed, 0, e])``; batches do not cross epochs, the last one of
-    an epoch is smaller when ``len(ds)`` is not a multiple of the batch size (``drop_last``
-    False, as the reference).  Position = number of batches consumed, so resuming is exact."""
-
-    def __init__(self, n, batch_size, seed, flip):
-        self.n, self.batch_size, self.seed, self.flip = n, batch_size, seed, flip
-        self.batches_per_epoch = -(-n // batch_size)
-
-    def epoch(self, e):
-        rng = np.random.default_rng([self.seed, 0, e])
-        perm = rng.permutation(self.n)
-        flips = rng.random(self.n) < 0.5 if self.flip else np.zeros(self.n, dtype=bool)
-        return perm + self.n * flips.astype(np.int64)
-
-    def locate(self, batches_consumed):
-        return divmod(batches_consumed, self.batches_per_epoch)
-
-
-def _dataset_pipeline(source, indices, batch_sizes, workers):
-    import mindspore.dataset as msds
-    data = msds.GeneratorDataset(source, column_names = ['image'], sampler = [int(i) for i in indices],
-                                 num_parallel_workers = workers, python_multiprocessing = False)
-    sizes = list(batch_sizes)
-    return data.batch(lambda info: sizes[info.get_batch_num()], drop_remainder = False)
-
-
-def _shard(n, rank, world):
-    """Bounds of ``rank``'s share of a batch of ``n`` (``numpy.array_split``'s split)."""
-    q, r = divmod(n, world)
-    lo = rank * q + min(rank, r)
-    return lo, lo + q + (rank < r)
-
-
-class _Batches:
-    """Iterator of NumPy batches from the mindspore.dataset pipeline, epoch after epoch,
-    starting at ``start`` batches into the stream; counts what it hands out.  With
-    ``world`` > 1 (data parallel) each process reads only its share of every batch;
-    ``last`` holds ``(lo, hi, global size)`` of the batch last handed out."""
-
-    def __init__(self, ds, order, start = 0, workers = 1, rank = 0, world = 1):
-        self.source = _EncodedSource(ds)
-        self.order, self.consumed, self.workers = order, start, workers
-        self.rank, self.world = rank, world
-        self._it = None
-        self._bounds = []
-        self.last = None
-
-    def _open(self):
-        e, b = self.order.locate(self.consumed)
-        bs = self.order.batch_size
-        idx = self.order.epoch(e)
-        idx, sizes, self._bounds = list(idx), [], []
-        mine = []
-        for start in range(b * bs, len(idx), bs):
-            chunk = idx[start:start + bs]
-            lo, hi = _shard(len(chunk), self.rank, self.world)
-            mine += chunk[lo:hi]
-            sizes.append(hi - lo)
-            self._bounds.append((lo, hi, len(chunk)))
-        pipe = _dataset_pipeline(self.source, mine, sizes, self.workers)
-        self._it = pipe.create_tuple_iterator(output_numpy = True, num_epochs = 1)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._it is None:
-            self._open()
-        try:
-            batch = next(self._it)[0]
-        except StopIteration:
-            self._it = None
-            self._open()
-            batch = next(self._it)[0]
-        self.last = self._bounds.pop(0)
-        self.consumed += 1
-        if self.order.locate(self.consumed)[1] == 0:
-            self._it = None            # epoch done: the next batch opens the next epoch
-        return batch
-
-
-def _distributed():
-    """(rank, world size) when ``mindspore.communication.init()`` has run (``msrun``), else (0, 1)."""
-    try:
-        from mindspore.communication import get_group_size, get_rank
-        return int(get_rank()), int(get_group_size())
-    except Exception:
-        return 0, 1
-
-
-def draws_for(seed, step, micro, shape, num_timesteps, offset = False, coin = False):
-    """The random draws of one micro-batch of training step ``step`` (0-based), as the
-    reference draws them in ``GaussianDiffusion.forward``/``p_losses``: times
-    (``torch.randint``), noise (``torch.randn_like``), offset noise, the self-conditioning
-    coin (``random()``).  Counter-based (``default_rng([seed, 1, step, micro])``): no RNG
-    state to carry, a resumed run draws exactly what the straight run drew."""
-    rng = np.random.default_rng([seed, 1, step, micro])
-    b, c = shape[0], shape[1]
-    d = dict(times = rng.integers(0, num_timesteps, size = (b,)).astype(np.int64),
-             noise = rng.standard_normal(shape, dtype = np.float32))
-    if offset:
-        d['offset_noise'] = rng.standard_normal((b, c), dtype = np.float32)
-    if coin:
-        d['coin'] = np.float32(rng.random())
-    return d
-
-
-class FIDUnavailable(RuntimeError):
-    pass
-
-
-def _fid_weights_path(fid_weights):
-    path = fid_weights or _os.environ.get('MS_DDPM_FID_WEIGHTS')
-    if not path:
-        return None, ('FID: calculate_fid=True, but the InceptionV3 FID weights (pt_inception-2015-12-05-6726825d.pth, '
-                      'which the reference downloads) are not available offline. Give a local copy with '
-                      'fid_weights=PATH / --fid-weights PATH / MS_DDPM_FID_WEIGHTS=PATH; continuing WITHOUT FID.')
-    if not _os.path.isfile(path):
-        return None, f'FID: weights file {path} does not exist; continuing WITHOUT FID.'
-    return path, None
-
-
-class _FIDScorer:
-    """FID as the reference computes it (pytorch-fid's InceptionV3 block, the reference's
-    ``FIDEvaluation``), fed with MindSpore samples; needs torch + pytorch-fid and a local
-    weights file (never downloaded)."""
-
-    def __init__(self, weights, trainer, inception_block_idx, num_fid_samples, stats_dir):
-        import torch
-        import pytorch_fid.inception as pfi
-        from denoising_diffusion_pytorch.fid_evaluation import FIDEvaluation
-        local = torch.load(weights, map_location = 'cpu', weights_only = True)
-        saved = pfi.load_state_dict_from_url
-        pfi.load_state_dict_from_url = lambda *a, **k: local
-        try:
-            trainer_ = trainer
-
-            class _Sampler:
-                def sample(self, batch_size):
-                    return torch.from_numpy(trainer_.ema.ema_model.sample(batch_size = batch_size).asnumpy())
-
-            def _dl():
-                while True:
-                    yield torch.from_numpy(np.asarray(trainer_._fid_batches()))
-
-            self.evaluation = FIDEvaluation(batch_size = trainer.batch_size, dl = _dl(), sampler = _Sampler(),
-                                            channels = trainer.channels, accelerator = None, stats_dir = str(stats_dir),
-                                            device = 'cpu', num_fid_samples = num_fid_samples,
-                                            inception_block_idx = inception_block_idx)
-        finally:
-            pfi.load_state_dict_from_url = saved
-
-    def fid_score(self):
-        return self.evaluation.fid_score()
-
-
-class Trainer:
-    """MindSpore twin of the reference ``Trainer``: same arguments and defaults; MindSpore
-    extras are keyword-only with defaults:
+class Trainer(TrainerCore):
+    """MindSpore twin of the reference ``Trainer``: same arguments and defaults; the shared
+    machinery (data pipeline, draws, compiled step, checkpoints, FID) is
+    ``ms_ddpm.training.TrainerCore``.  MindSpore extras are keyword-only with defaults:
 
     - ``seed``: data order, flips and training draws (counter-based, see ``draws_for``) and
       the sampling seed of each milestone;
@@ -1265,7 +1063,7 @@ class Trainer:
     - ``loss_scale``/``loss_scale_factor``/``loss_scale_window``: ``DynamicLossScaler``
       (defaults = torch's GradScaler: 2**16, 2, 2000);
     - ``sample_every_milestone``: write the sample grid at each milestone (default True);
-    - ``progress``: show the tqdm bar; ``num_workers``: dataset workers.
+    - ``progress``: show the tqdm bar; ``num_workers``: dataset workers; ``log``: print.
     """
 
     def __init__(
@@ -1307,16 +1105,28 @@ class Trainer:
         num_workers = 1,
         log = print,
     ):
-        from ms_ddpm.ema import EMA
-        from ms_ddpm.ms_compat import Adam
+        super().__init__()
 
         self.log = log
+        self.seed = int(seed)
+        self.jit = jit
+        self.draws = draws
+        self.progress = progress
+        self.sample_every_milestone = sample_every_milestone
+        self.split_batches = split_batches   # single process: nothing to split (see docs/training.md)
+
+        # model
+
         self.model = diffusion_model
         self.channels = diffusion_model.channels
         is_ddim_sampling = diffusion_model.is_ddim_sampling
 
+        # default convert_image_to depending on channels
+
         if not exists(convert_image_to):
             convert_image_to = {1: 'L', 3: 'RGB', 4: 'RGBA'}.get(self.channels)
+
+        # sampling and training hyperparameters
 
         assert has_int_squareroot(num_samples), 'number of samples must have an integer square root'
         self.num_samples = num_samples
@@ -1328,78 +1138,40 @@ class Trainer:
 
         self.train_num_steps = train_num_steps
         self.image_size = diffusion_model.image_size
+
         self.max_grad_norm = max_grad_norm
-        self.seed = int(seed)
-        self.jit = jit
-        self.progress = progress
-        self.sample_every_milestone = sample_every_milestone
-        self.split_batches = split_batches   # single process: nothing to split (see docs/training.md)
 
-        # dataset and its mindspore.dataset pipeline
+        # dataset and its mindspore.dataset pipeline (seeded order; data parallel under msrun)
 
-        self.ds = Dataset(folder, self.image_size, augment_horizontal_flip = augment_horizontal_flip, convert_image_to = convert_image_to)
+        ds = Dataset(folder, self.image_size, augment_horizontal_flip = augment_horizontal_flip, convert_image_to = convert_image_to)
 
-        assert len(self.ds) >= 100, 'you should have at least 100 images in your folder. at least 10k images recommended'
+        assert len(ds) >= 100, 'you should have at least 100 images in your folder. at least 10k images recommended'
 
-        self.data_order = DataOrder(len(self.ds), train_batch_size, self.seed, augment_horizontal_flip)
-        self.num_workers = num_workers
-        self._external_batches = batches
-        self.batches_consumed = 0
-        # data parallel (msrun + mindspore.communication.init()): each process takes its share
-        # of every batch and of its draws; gradients are all-reduced in the train step
-        self.rank, self.world_size = _distributed()
-        self.is_main_process = self.rank == 0
-        self.dl = batches if exists(batches) else _Batches(self.ds, self.data_order, 0, num_workers, self.rank, self.world_size)
+        self._init_data(ds, train_batch_size, seed, augment_horizontal_flip, num_workers, batches)
 
         # optimizer (torch.optim.Adam's update)
 
-        self.params = tuple(diffusion_model.trainable_params())
-        self.train_lr, self.adam_betas = train_lr, tuple(adam_betas)
-        self.opt = Adam(self.params, lr = train_lr, betas = adam_betas)
+        self._init_optimizer(diffusion_model, train_lr, adam_betas)
 
-        # EMA (the reference keeps it on the main process only; one process here)
+        # EMA (the reference keeps it on the main process only; every process has one here)
 
         self.ema = EMA(diffusion_model, beta = ema_decay, update_every = ema_update_every)
 
-        self.results_folder = _Path(results_folder)
+        self.results_folder = Path(results_folder)
         self.results_folder.mkdir(exist_ok = True)
+
+        # step counter state
 
         self.step = 0
 
-        # mixed precision: MindSpore's auto mixed precision + DynamicLossScaler
+        # mixed precision (auto mixed precision + DynamicLossScaler) and the compiled train step
 
-        self.amp = amp
-        self.mixed_precision_type = mixed_precision_type
-        self.train_model = diffusion_model
-        self.scaler = None
-        if amp:
-            from mindspore.amp import DynamicLossScaler, auto_mixed_precision
-            dtypes = {'fp16': ms.float16, 'bf16': ms.bfloat16}
-            assert mixed_precision_type in dtypes, f'mixed_precision_type must be one of {sorted(dtypes)}'
-            self.train_model = auto_mixed_precision(diffusion_model, amp_level = 'auto', dtype = dtypes[mixed_precision_type])
-            self.scaler = DynamicLossScaler(scale_value = loss_scale, scale_factor = loss_scale_factor, scale_window = loss_scale_window)
-            self.scaler.scale_value.name = 'scaler.scale_value'
-            self.scaler.counter.name = 'scaler.counter'
-
-        self.draws = draws
-        self._steps = {}
-        self.skipped_steps = 0
-        self.last_grad_norm = None
+        self._init_amp(amp, mixed_precision_type, loss_scale, loss_scale_factor, loss_scale_window)
+        self._init_train_step()
 
         # FID-score computation: needs local InceptionV3 weights (the reference downloads them)
 
-        self.calculate_fid = calculate_fid
-        self.fid_scorer = None
-        if calculate_fid:
-            if not is_ddim_sampling:
-                self.log("WARNING: Robust FID computation requires a lot of generated samples and can therefore be very time consuming."
-                         "Consider using DDIM sampling to save time.")
-            weights, why = _fid_weights_path(fid_weights)
-            if weights is None:
-                self.log(why)
-                self.calculate_fid = False
-            else:
-                self.fid_scorer = _FIDScorer(weights, self, inception_block_idx, num_fid_samples, results_folder)
+        self._init_fid(calculate_fid, fid_weights, is_ddim_sampling, inception_block_idx, num_fid_samples, results_folder)
 
         if save_best_and_latest_only:
             assert calculate_fid, "`calculate_fid` must be True to provide a means for model evaluation for `save_best_and_latest_only`."
@@ -1407,118 +1179,24 @@ class Trainer:
 
         self.save_best_and_latest_only = save_best_and_latest_only
 
-    @property
-    def device(self):
-        return ms.get_context('device_target')
+    def save(self, milestone):
+        """``results_folder/model-{milestone}.ckpt``: the whole training state (see
+        ``TrainerCore.write_checkpoint``); returns its path."""
+        return self.write_checkpoint(milestone)
 
-    # --- the compiled train step -------------------------------------------------------
+    def load(self, milestone):
+        meta = self.read_checkpoint(milestone)
 
-    def _draws(self, step, micro, shape):
-        md = self.model
-        if exists(self.draws):
-            return self.draws(step, micro, shape)
-        return draws_for(self.seed, step, micro, shape, md.num_timesteps,
-                         offset = md.offset_noise_strength > 0., coin = md.self_condition)
-
-    def _train_step_fn(self, accum, offset, coin):
-        key = (accum, offset, coin)
-        if key in self._steps:
-            return self._steps[key]
-        from ms_ddpm.ms_compat import clip_grad_norm_
-        from mindspore import amp as ms_amp
-        net, opt, scaler, params = self.train_model, self.opt, self.scaler, self.params
-        max_norm = float(self.max_grad_norm)
-        add = ops.HyperMap()
-        world = self.world_size
-        all_reduce = ops.AllReduce() if world > 1 else None
-
-        def loss_fn(img, times, noise, offset_noise, self_cond_coin, scale, share):
-            loss = net(img, times, 'mean', noise, None, offset_noise if offset else None, self_cond_coin if coin else None)
-            if world > 1:
-                loss = loss * share      # (its images / the batch's) * world: the all-reduced mean is the batch mean
-            loss = loss / accum
-            return loss * scale, loss
-
-        grad_fn = ms.value_and_grad(loss_fn, None, params, has_aux = True)
-
-        def train_step(imgs, times, noises, offsets, coins, scale, shares):
-            total = ops.zeros((), ms.float32)
-            grads = None
-            for a in range(accum):
-                (_, loss), g = grad_fn(imgs[a], times[a], noises[a], offsets[a], coins[a], scale, shares[a])
-                grads = g if grads is None else add(ops.add, grads, g)
-                total = total + loss
-            if world > 1:
-                reduced = ()
-                for g in grads:
-                    reduced = reduced + (all_reduce(g) / world,)
-                grads = reduced
-                total = all_reduce(total) / world
-            if scaler is not None:
-                grads = scaler.unscale(grads)
-                finite = ms_amp.all_finite(grads)
-                grads, norm = clip_grad_norm_(grads, max_norm)
-                if finite:
-                    opt(grads)
-                scaler.adjust(finite)
-                return total, norm, finite
-            grads, norm = clip_grad_norm_(grads, max_norm)
-            opt(grads)
-            return total, norm, ops.ones((), ms.bool_)
-
-        fn = ms.jit(train_step) if self.jit else train_step
-        self._steps[key] = fn
-        return fn
-
-    def train_step(self):
-        """One optimiser step over ``gradient_accumulate_every`` batches; returns the loss
-        (the sum of the micro-batch losses / accumulation, as the reference's ``total_loss``)."""
-        md = self.model
-        accum = self.gradient_accumulate_every
-        batches, bounds = [], []
-        for _ in range(accum):
-            batches.append(np.asarray(next(self.dl), dtype = np.float32))
-            last = getattr(self.dl, 'last', None)
-            bounds.append(last if exists(last) else (0, len(batches[-1]), len(batches[-1])))
-        self.batches_consumed += accum
-        if len({b.shape for b in batches}) != 1:
-            # the short last batch of an epoch next to a full one: one micro-step each
-            return sum(self._train_micro_steps(batches))
-        offset, coin = md.offset_noise_strength > 0., md.self_condition
-        ds = []
-        for a in range(accum):
-            lo, hi, g = bounds[a]
-            d = self._draws(self.step, a, (g,) + batches[a].shape[1:])      # the whole batch's draws ...
-            ds.append({k: (v[lo:hi] if k in ('times', 'noise', 'offset_noise') else v) for k, v in d.items()})  # ... my share
-        shares = ms.Tensor(np.array([(hi - lo) * self.world_size / g for lo, hi, g in bounds], dtype = np.float32))
-        b, c = batches[0].shape[:2]
-        imgs = ms.Tensor(np.stack(batches))
-        times = ms.Tensor(np.stack([d['times'] for d in ds]).astype(np.int64))
-        noises = ms.Tensor(np.stack([d['noise'] for d in ds]).astype(np.float32))
-        offsets = ms.Tensor(np.stack([d['offset_noise'] if offset else np.zeros((b, c), np.float32) for d in ds]))
-        coins = ms.Tensor(np.array([d['coin'] if coin else 1. for d in ds], dtype = np.float32))
-        scale = self.scaler.scale_value.value() if exists(self.scaler) else ms.Tensor(1., ms.float32)
-        loss, norm, finite = self._train_step_fn(accum, offset, coin)(imgs, times, noises, offsets, coins, scale, shares)
-        self.last_grad_norm = float(norm.asnumpy())
-        if not bool(finite.asnumpy()):
-            self.skipped_steps += 1
-        return float(loss.asnumpy())
-
-    def _train_micro_steps(self, batches):
-        raise NotImplementedError('gradient accumulation over batches of different sizes (the short last batch of an '
-                                  'epoch): make the dataset size a multiple of train_batch_size, or use '
-                                  'gradient_accumulate_every=1')
-
-    # --- the reference's loop ----------------------------------------------------------
+        if 'version' in meta:
+            self.log(f"loading from version {meta['version']}")
 
     def train(self):
-        from tqdm.auto import tqdm as _tqdm
-        with _tqdm(initial = self.step, total = self.train_num_steps, disable = not (self.progress and self.is_main_process)) as pbar:
+        with tqdm(initial = self.step, total = self.train_num_steps, disable = not (self.progress and self.is_main_process)) as pbar:
 
             while self.step < self.train_num_steps:
                 self.model.set_train(True)
 
-                total_loss = self.train_step()
+                total_loss = self.train_step()     # accumulation, clipping and Adam (TrainerCore)
                 self.last_loss = total_loss
 
                 pbar.set_description(f'loss: {total_loss:.4f}')
@@ -1535,6 +1213,8 @@ class Trainer:
                     if self.sample_every_milestone:
                         all_images = self.sample_images(self.num_samples, seed = self.seed * 1000003 + milestone)
                         save_image(all_images, str(self.results_folder / f'sample-{milestone}.png'), nrow = int(math.sqrt(self.num_samples)))
+
+                    # whether to calculate fid
 
                     fid_score = None
                     if self.calculate_fid:
@@ -1553,215 +1233,3 @@ class Trainer:
 
         if self.is_main_process:
             self.log('training complete')
-
-    def sample_images(self, n, seed = None, ema = True, return_all_timesteps = False):
-        """``n`` samples (NumPy, [0, 1]) from the EMA (or online) model in batches of
-        ``train_batch_size``, as the reference's milestone sampling."""
-        model = self.ema.ema_model if ema else self.model
-        model.set_train(False)
-        if exists(seed):
-            ms.set_seed(int(seed) % (2 ** 31))
-        batches = num_to_groups(n, self.batch_size)
-        out = [model.sample(batch_size = b, return_all_timesteps = return_all_timesteps).asnumpy() for b in batches]
-        self.model.set_train(True)
-        return np.concatenate(out, axis = 0)
-
-    def _fid_batches(self):
-        return next(self.dl)
-
-    # --- checkpoints -------------------------------------------------------------------
-
-    def state_entries(self):
-        """Every tensor of the training state, by name (see ``save``)."""
-        out = OrderedDict()
-        for name, p in self.model.parameters_and_names():
-            out['online_model.' + name] = p.asnumpy()
-        for k, v in self.ema.state_dict().items():
-            if k.startswith('ema_model.'):
-                out[k] = v
-        names = {id(p): n for n, p in self.model.parameters_and_names()}
-        for p, m, v in zip(self.params, self.opt.exp_avg, self.opt.exp_avg_sq):
-            out['opt.exp_avg.' + names[id(p)]] = m.asnumpy()
-            out['opt.exp_avg_sq.' + names[id(p)]] = v.asnumpy()
-        out['opt.state_step'] = self.opt.state_step.asnumpy()
-        if exists(self.scaler):
-            out['scaler.scale_value'] = self.scaler.scale_value.asnumpy()
-            out['scaler.counter'] = self.scaler.counter.asnumpy()
-        return out
-
-    def state_meta(self):
-        from ms_ddpm.version import __version__, REFERENCE_VERSION
-        return dict(format = TRAINER_CKPT_FORMAT, format_version = TRAINER_CKPT_VERSION,
-                    step = self.step, batches_consumed = self.batches_consumed, seed = self.seed,
-                    ema_initted = bool(self.ema.initted), ema_step = int(self.ema.step),
-                    skipped_steps = self.skipped_steps, version = __version__, reference_version = REFERENCE_VERSION,
-                    train_lr = self.train_lr, adam_betas = list(self.adam_betas), amp = bool(self.amp),
-                    best_fid = getattr(self, 'best_fid', None),
-                    config = getattr(self.model, 'ms_ddpm_config', None))
-
-    def checkpoint_path(self, milestone):
-        return self.results_folder / f'model-{milestone}.ckpt'
-
-    def save(self, milestone):
-        """``results_folder/model-{milestone}.ckpt`` (MindSpore checkpoint, written atomically):
-        ``online_model.*`` (the model), ``ema_model.*``, ``opt.exp_avg.*``/``opt.exp_avg_sq.*``/
-        ``opt.state_step``, ``scaler.*`` (amp), and a JSON ``trainer_meta`` string (step, data
-        position, seed, EMA initted/step, versions).  The draws are counter-based, so step,
-        seed and data position are the whole RNG state."""
-        write_trainer_checkpoint(self.checkpoint_path(milestone), self.state_entries(), self.state_meta())
-        return self.checkpoint_path(milestone)
-
-    def load(self, milestone):
-        path = milestone if str(milestone).endswith('.ckpt') else self.checkpoint_path(milestone)
-        entries, meta = read_trainer_checkpoint(path)
-        self.load_state(entries, meta)
-        if 'version' in meta:
-            self.log(f"loading from version {meta['version']}")
-
-    def load_state(self, entries, meta):
-        from weight_convert import load_torch_state_dict
-        pick = lambda prefix: OrderedDict((k[len(prefix):], v) for k, v in entries.items() if k.startswith(prefix))
-        load_torch_state_dict(self.model, pick('online_model.'))
-        load_torch_state_dict(self.ema.ema_model, pick('ema_model.'))
-        self.ema.initted, self.ema.step = bool(meta['ema_initted']), int(meta['ema_step'])
-        names = {id(p): n for n, p in self.model.parameters_and_names()}
-        m_sd, v_sd = pick('opt.exp_avg.'), pick('opt.exp_avg_sq.')
-        missing = [names[id(p)] for p in self.params if names[id(p)] not in m_sd or names[id(p)] not in v_sd]
-        if missing:
-            raise ValueError(f'checkpoint has no Adam moments for {missing[:5]}{"..." if len(missing) > 5 else ""}')
-        for p, m, v in zip(self.params, self.opt.exp_avg, self.opt.exp_avg_sq):
-            m.set_data(ms.Tensor(np.asarray(m_sd[names[id(p)]], dtype = np.float32)))
-            v.set_data(ms.Tensor(np.asarray(v_sd[names[id(p)]], dtype = np.float32)))
-        self.opt.state_step.set_data(ms.Tensor(np.asarray(entries['opt.state_step'], dtype = np.float64)))
-        if exists(self.scaler) and 'scaler.scale_value' in entries:
-            self.scaler.scale_value.set_data(ms.Tensor(np.asarray(entries['scaler.scale_value'], dtype = np.float32)))
-            self.scaler.counter.set_data(ms.Tensor(np.asarray(entries['scaler.counter'], dtype = np.int32)))
-        self.step = int(meta['step'])
-        self.skipped_steps = int(meta.get('skipped_steps', 0))
-        if meta.get('best_fid') is not None:
-            self.best_fid = meta['best_fid']
-        self.batches_consumed = int(meta.get('batches_consumed', self.step * self.gradient_accumulate_every))
-        if int(meta.get('seed', self.seed)) != self.seed:
-            self.log(f"note: the checkpoint was trained with seed {meta['seed']}; continuing with its seed")
-            self.seed = int(meta['seed'])
-            self.data_order = DataOrder(len(self.ds), self.batch_size, self.seed, self.data_order.flip)
-        if not exists(self._external_batches):
-            self.dl = _Batches(self.ds, self.data_order, self.batches_consumed, self.num_workers, self.rank, self.world_size)
-        return self
-
-
-def write_trainer_checkpoint(path, entries, meta):
-    """Atomic MindSpore ``.ckpt``: tensors + ``trainer_meta`` (JSON string)."""
-    path = str(path)
-    d = _os.path.dirname(_os.path.abspath(path))
-    tmp = _os.path.join(d, f'.tmp-{_os.getpid()}-{_os.path.basename(path)}')
-    if not tmp.endswith('.ckpt'):
-        tmp += '.ckpt'
-    items = [{'name': k, 'data': ms.Tensor(np.ascontiguousarray(v))} for k, v in entries.items()]
-    try:
-        ms.save_checkpoint(items, tmp, append_dict = {'trainer_meta': _json.dumps(meta)})
-        from ms_ddpm.ms_compat import chmod_like_new_file
-        chmod_like_new_file(tmp)          # save_checkpoint makes it read-only (0o400)
-        _os.replace(tmp, path)
-    except BaseException:
-        if _os.path.exists(tmp):
-            _os.remove(tmp)
-        raise
-
-
-def read_trainer_checkpoint(path):
-    """-> (OrderedDict name -> NumPy array, meta dict) of a checkpoint written by ``Trainer.save``."""
-    from weight_convert.formats import read_ckpt
-    entries, strings = read_ckpt(str(path))
-    if 'trainer_meta' not in strings:
-        raise ValueError(f'{path}: not an ms_ddpm Trainer checkpoint (no trainer_meta); for plain weights use '
-                         f'weight_convert.load_model')
-    meta = _json.loads(str(strings['trainer_meta']))
-    return OrderedDict((k, np.array(e.value())) for k, e in entries.items()), meta
-
-
-# --- interop with the reference Trainer's checkpoints ---------------------------------------
-#
-# reference Trainer.save(): {'step', 'model', 'opt', 'ema', 'scaler', 'version'} (torch.save)
-#   model: GaussianDiffusion state dict; opt: torch.optim.Adam state dict, parameters by index
-#   in ``model.parameters()`` order; ema: {initted, step, online_model.*, ema_model.*};
-#   scaler: accelerate's GradScaler state (amp) or None.
-# ms_ddpm Trainer.save(): see Trainer.save.  Parameter names are the torch keys, so only the
-# optimiser's index <-> name mapping needs care: torch numbers *every* parameter of the model
-# (frozen ones too, e.g. random Fourier features), in state-dict order without the buffers.
-
-def _torch_param_names(model_keys):
-    return [k for k in model_keys if k not in DIFFUSION_BUFFERS]
-
-
-def to_reference_trainer_checkpoint(src, dst, scale_window = 2000, scale_factor = 2):
-    """ms_ddpm ``Trainer.save`` .ckpt -> a reference ``Trainer.save`` .pt (written atomically)
-    that the reference ``Trainer.load`` resumes from: model, EMA (initted, step, online and
-    EMA weights), Adam moments and step, loss-scaler state (amp), step, version."""
-    import torch
-    from weight_convert.formats import AtomicFile, save_torch
-    entries, meta = read_trainer_checkpoint(src)
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
-    model = OrderedDict((k[len('online_model.'):], t(v)) for k, v in entries.items() if k.startswith('online_model.'))
-    ema = OrderedDict([('initted', torch.tensor(bool(meta['ema_initted']))), ('step', torch.tensor(int(meta['ema_step'])))])
-    ema.update(('online_model.' + k, v) for k, v in model.items())
-    ema.update((k, t(v)) for k, v in entries.items() if k.startswith('ema_model.'))
-    names = _torch_param_names(model)
-    dummy = [torch.nn.Parameter(torch.zeros(0)) for _ in names]
-    opt = torch.optim.Adam(dummy, lr = meta.get('train_lr', 1e-4), betas = tuple(meta.get('adam_betas', (0.9, 0.99)))).state_dict()
-    step = float(np.asarray(entries['opt.state_step']))
-    if step > 0:
-        for i, name in enumerate(names):
-            if 'opt.exp_avg.' + name in entries:
-                opt['state'][i] = {'step': torch.tensor(step, dtype = torch.float32),
-                                   'exp_avg': t(entries['opt.exp_avg.' + name]),
-                                   'exp_avg_sq': t(entries['opt.exp_avg_sq.' + name])}
-    scaler = None
-    if 'scaler.scale_value' in entries:
-        scaler = {'scale': float(np.asarray(entries['scaler.scale_value'])), 'growth_factor': float(scale_factor),
-                  'backoff_factor': 1. / scale_factor, 'growth_interval': int(scale_window),
-                  '_growth_tracker': int(np.asarray(entries['scaler.counter']))}
-    data = {'step': int(meta['step']), 'model': model, 'opt': opt, 'ema': ema, 'scaler': scaler,
-            'version': meta.get('reference_version')}
-    with AtomicFile(dst) as out:
-        save_torch(data, out.file)
-        out.commit()
-    return dst
-
-
-def from_reference_trainer_checkpoint(src, dst, seed = 0, gradient_accumulate_every = 1):
-    """A reference ``Trainer.save`` .pt -> an ms_ddpm Trainer .ckpt (atomic) that
-    ``Trainer.load`` resumes from.  Read with ``torch.load(weights_only=True)``.  The
-    reference's data order and draws come from torch's global RNG, which its checkpoint does
-    not hold: the MindSpore run continues with ``seed``'s order from the same position."""
-    from weight_convert.formats import load_torch_file
-    from ms_ddpm.version import __version__, REFERENCE_VERSION
-    data = load_torch_file(str(src))
-    n = lambda v: v.detach().cpu().numpy() if hasattr(v, 'detach') else np.asarray(v)
-    entries = OrderedDict(('online_model.' + k, n(v)) for k, v in data['model'].items())
-    entries.update((k, n(v)) for k, v in data['ema'].items() if k.startswith('ema_model.'))
-    names = _torch_param_names(data['model'])
-    state = data['opt']['state']
-    steps = {float(n(s['step'])) for s in state.values()}
-    if len(steps) > 1:
-        raise ValueError(f'{src}: Adam steps differ between parameters ({sorted(steps)}); ms_compat.Adam keeps one step')
-    for i, name in enumerate(names):
-        if i in state:
-            entries['opt.exp_avg.' + name] = n(state[i]['exp_avg'])
-            entries['opt.exp_avg_sq.' + name] = n(state[i]['exp_avg_sq'])
-        elif data['model'][name].dtype.is_floating_point:
-            entries['opt.exp_avg.' + name] = np.zeros(tuple(data['model'][name].shape), np.float32)
-            entries['opt.exp_avg_sq.' + name] = np.zeros(tuple(data['model'][name].shape), np.float32)
-    entries['opt.state_step'] = np.array(steps.pop() if steps else 0., np.float64)
-    if data.get('scaler'):
-        entries['scaler.scale_value'] = np.array(data['scaler']['scale'], np.float32)
-        entries['scaler.counter'] = np.array(data['scaler'].get('_growth_tracker', 0), np.int32)
-    group = data['opt']['param_groups'][0]
-    meta = dict(format = TRAINER_CKPT_FORMAT, format_version = TRAINER_CKPT_VERSION, step = int(data['step']),
-                batches_consumed = int(data['step']) * gradient_accumulate_every, seed = int(seed),
-                ema_initted = bool(n(data['ema']['initted'])), ema_step = int(n(data['ema']['step'])),
-                skipped_steps = 0, version = __version__, reference_version = data.get('version') or REFERENCE_VERSION,
-                train_lr = float(group['lr']), adam_betas = [float(b) for b in group['betas']],
-                amp = bool(data.get('scaler')), converted_from = _os.path.abspath(str(src)))
-    write_trainer_checkpoint(dst, entries, meta)
-    return dst

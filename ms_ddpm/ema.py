@@ -25,7 +25,10 @@ from copy import deepcopy
 
 import numpy as np
 import mindspore as ms
-from mindspore import ops, nn
+from mindspore import nn
+
+from ms_ddpm.ms_compat import ParameterUpdater, torch_pow_scalar
+from ms_ddpm.io.state import load_state_dict as load_strict
 
 
 def exists(val):
@@ -42,80 +45,6 @@ def divisible_by(num, den):
 
 def _is_float(p):
     return p.dtype in (ms.float16, ms.float32, ms.float64, ms.bfloat16)
-
-
-_lerp = ops.MultitypeFuncGraph('ema_lerp')
-
-
-@_lerp.register('Tensor', 'Tensor', 'Tensor', 'Tensor')
-def _lerp_small(coeff, token, tgt, src):
-    """``tgt.lerp_(src, w)`` for ``w < 0.5`` as torch's CPU kernel computes it,
-    ``fma(w, end - start, start)``: ``coeff`` = w in float64, one rounding at the end."""
-    diff = (src - tgt).astype(ms.float64)                 # end - start, in float32 like torch
-    ops.assign(tgt, (ops.depend(tgt, token).astype(ms.float64) + coeff * diff).astype(tgt.dtype))
-    return True
-
-
-_lerp_big = ops.MultitypeFuncGraph('ema_lerp_big')
-
-
-@_lerp_big.register('Tensor', 'Tensor', 'Tensor', 'Tensor')
-def _lerp_large(coeff, token, tgt, src):
-    """... and for ``w >= 0.5``: ``fma(w - 1, end - start, end)``; ``coeff`` = w - 1."""
-    diff = (src - tgt).astype(ms.float64)
-    ops.assign(tgt, (ops.depend(src, token).astype(ms.float64) + coeff * diff).astype(tgt.dtype))
-    return True
-
-
-_copy = ops.MultitypeFuncGraph('ema_copy')
-
-
-@_copy.register('Tensor', 'Tensor', 'Tensor')
-def _copy_one(token, tgt, src):
-    ops.assign(tgt, ops.depend(src, token))
-    return True
-
-
-class _Updater(nn.Cell):
-    """Compiled in-place lerp / copy of one tuple of parameters onto another."""
-
-    def __init__(self, tgt, src):
-        super().__init__()
-        self.tgt, self.src = tuple(tgt), tuple(src)
-        self.hyper_map = ops.HyperMap()
-
-    def lerp_small(self, coeff, token):
-        return self.hyper_map(ops.partial(_lerp, coeff, token), self.tgt, self.src)
-
-    def lerp_large(self, coeff, token):
-        return self.hyper_map(ops.partial(_lerp_big, coeff, token), self.tgt, self.src)
-
-    def copy(self, token):
-        # ``token``: a graph without inputs is run once and then replayed from cache by
-        # MindSpore 2.8, so the copy takes a (dummy) tensor input
-        return self.hyper_map(ops.partial(_copy, token), self.tgt, self.src)
-
-
-_TOKEN = ms.Tensor(0, ms.int32)
-
-
-def _torch_pow_scalar(base, exp):
-    """``float32 tensor ** python float`` as torch's CPU kernel computes it: special cases for
-    exponents 2, 3, -2, 0.5, -0.5, -1 in float32, else ``std::pow`` in double, rounded to float32
-    (checked against torch for thousands of steps)."""
-    f32 = np.float32
-    base = f32(base)
-    special = {2.: lambda b: b * b, 3.: lambda b: b * b * b, -2.: lambda b: f32(1) / (b * b),
-               .5: lambda b: np.sqrt(b), -.5: lambda b: f32(1) / np.sqrt(b), -1.: lambda b: f32(1) / b}
-    if float(exp) in special:
-        return f32(special[float(exp)](base))
-    return f32(np.float64(base) ** np.float64(exp))
-
-
-def _compiled(method):
-    def run(*args):
-        return method(*args)
-    return ms.jit(run)
 
 
 class EMA:
@@ -205,7 +134,7 @@ class EMA:
 
     def _updater(self, key, pairs):
         if key not in self._updaters:
-            self._updaters[key] = _Updater([t for t, _ in pairs], [s for _, s in pairs])
+            self._updaters[key] = ParameterUpdater([t for t, _ in pairs], [s for _, s in pairs])
         return self._updaters[key]
 
     def _run(self, key, pairs, method, *args):
@@ -216,18 +145,18 @@ class EMA:
             return getattr(up, method)(*args)
         jkey = (key, method)
         if jkey not in self._updaters:
-            self._updaters[jkey] = _compiled(getattr(up, method))
+            self._updaters[jkey] = up.compiled(method)
         self._updaters[jkey](*args)
 
     # --- the reference's API -----------------------------------------------------------
 
     def copy_params_from_model_to_ema(self):
         pairs = [(ma, cur) for (_, ma), (_, cur) in zip(self._named(self.ema_model), self._named(self.model))]
-        self._run('model->ema', pairs, 'copy', _TOKEN)
+        self._run('model->ema', pairs, 'copy', ParameterUpdater.TOKEN)
 
     def copy_params_from_ema_to_model(self):
         pairs = [(cur, ma) for (_, ma), (_, cur) in zip(self._named(self.ema_model), self._named(self.model))]
-        self._run('ema->model', pairs, 'copy', _TOKEN)
+        self._run('ema->model', pairs, 'copy', ParameterUpdater.TOKEN)
 
     def get_current_decay(self):
         """float32 arithmetic as the reference's tensor ops, returned as a Python float."""
@@ -235,7 +164,7 @@ class EMA:
         epoch = f32(max(self.step - self.update_after_step - 1, 0))
         if epoch <= 0:
             return 0.
-        value = f32(1) - _torch_pow_scalar(f32(1) + epoch / f32(self.inv_gamma), -self.power)
+        value = f32(1) - torch_pow_scalar(f32(1) + epoch / f32(self.inv_gamma), -self.power)
         return float(np.clip(value, f32(self.min_value), f32(self.beta)))
 
     def update(self):
@@ -262,11 +191,11 @@ class EMA:
         current_decay = default(current_decay, self.get_current_decay)
         to_copy, to_lerp = self._groups(ma_model, current_model)
         key = (id(ma_model), id(current_model))
-        self._run(key + ('copy',), to_copy, 'copy', _TOKEN)
+        self._run(key + ('copy',), to_copy, 'copy', ParameterUpdater.TOKEN)
         w = np.float32(1. - current_decay)          # torch casts the scalar weight to float32
         small = bool(abs(w) < 0.5)
         coeff = np.float64(w) if small else np.float64(w - np.float32(1))
-        self._run(key + ('lerp',), to_lerp, 'lerp_small' if small else 'lerp_large', ms.Tensor(coeff, ms.float64), _TOKEN)
+        self._run(key + ('lerp',), to_lerp, 'lerp_small' if small else 'lerp_large', ms.Tensor(coeff, ms.float64), ParameterUpdater.TOKEN)
 
     # --- state -------------------------------------------------------------------------
 
@@ -288,11 +217,10 @@ class EMA:
         """Restore ``initted``, ``step`` and the EMA weights (strictly: every EMA parameter
         must be present with its shape).  ``load_online`` also loads ``online_model.*``
         (the Trainer loads the online model from its own ``model`` entry)."""
-        from weight_convert import load_torch_state_dict
         self.initted = bool(np.asarray(sd['initted']))
         self.step = int(np.asarray(sd['step']))
         pick = lambda prefix: OrderedDict((k[len(prefix):], v) for k, v in sd.items() if k.startswith(prefix))
-        load_torch_state_dict(self.ema_model, pick('ema_model.'))
+        load_strict(self.ema_model, pick('ema_model.'))
         if load_online:
-            load_torch_state_dict(self.online_model, pick('online_model.'))
+            load_strict(self.online_model, pick('online_model.'))
         return self

@@ -20,7 +20,7 @@ def test_ema_matches_ema_pytorch(kw, record):
     import torch
     from ema_pytorch import EMA as TorchEMA
     from ms_ddpm import EMA
-    from parity_tests.harness import build_diffusion_pair
+    from parity.harness import build_diffusion_pair
     from weight_convert import load_torch_state_dict
     td, md = build_diffusion_pair(UNET, DIFF)
     te, me = TorchEMA(td, **kw), EMA(md, **kw)

@@ -15,8 +15,9 @@ on from the converted checkpoint in both frameworks with the same batches and dr
 import numpy as np
 import pytest
 
+from parity import training
 from parity.compare import assert_parity
-from parity.tolerances import tolerance
+from parity.training import Recorder, continue_both, flat_params, train_ms, write_digits
 
 UNET = dict(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=1)
 DIFF = dict(image_size=8, timesteps=100)
@@ -25,89 +26,29 @@ MAX_GRAD_NORM = 0.05      # below the measured gradient norms (~0.3-1): clipping
 MORE = 2                  # steps trained on after each checkpoint conversion
 
 
-def write_digits(folder, n):
-    from PIL import Image
-    from sklearn.datasets import load_digits
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, im in enumerate(load_digits().images[:n]):
-        Image.fromarray((im / 16 * 255).round().astype(np.uint8), 'L').save(folder / f'{i:04d}.png')
-    return folder
-
-
 @pytest.fixture(scope='module')
 def digits(tmp_path_factory):
     return write_digits(tmp_path_factory.mktemp('digits'), 112)     # 112 = 14 batches of 8
 
 
-class RefRun:
-    """The reference Trainer, fed a given batch sequence and given draws."""
-
-    def __init__(self, td, folder, results, **kw):
-        import denoising_diffusion_pytorch as ddp
-        self.trainer = ddp.Trainer(td, str(folder), train_batch_size=BATCH, gradient_accumulate_every=ACCUM,
-                                   augment_horizontal_flip=False, max_grad_norm=MAX_GRAD_NORM,
-                                   save_and_sample_every=10 ** 9, calculate_fid=False, results_folder=str(results), **kw)
-        self.losses = []
-        td.register_forward_hook(lambda m, i, o: self.losses.append(float(o.detach())))
-
-    def train_to(self, steps, batches, draws):
-        """Train until ``steps``; ``batches``/``draws``: per micro-batch, in order."""
-        import torch
-        from reference.draws import injected_draws
-        t = self.trainer
-        t.dl = iter([torch.from_numpy(b) for b in batches])
-        t.train_num_steps = steps
-        with injected_draws(randn=[d['noise'] for d in draws], randint=[d['times'] for d in draws]):
-            t.train()
+def RefRun(td, folder, results, **kw):
+    return training.RefRun(td, folder, results, BATCH, ACCUM, MAX_GRAD_NORM, **kw)
 
 
 def ms_trainer(folder, results, model, **kw):
-    import ms_ddpm
-    return ms_ddpm.Trainer(model, str(folder), train_batch_size=BATCH, gradient_accumulate_every=ACCUM,
-                           augment_horizontal_flip=False, max_grad_norm=MAX_GRAD_NORM, save_and_sample_every=10 ** 9,
-                           calculate_fid=False, results_folder=str(results), seed=SEED, progress=False,
-                           log=lambda *a: None, **kw)
-
-
-class Recorder:
-    """Wraps the MindSpore Trainer's batch iterator and draws to hand the same ones to the reference."""
-
-    def __init__(self, trainer):
-        self.trainer, self.batches, self.draws = trainer, [], []
-        self.wrap_dl()
-        draws = trainer._draws
-
-        def rec(step, micro, shape):
-            d = draws(step, micro, shape)
-            self.draws.append(d)
-            return d
-        trainer._draws = rec
-
-    def wrap_dl(self):
-        inner = self.trainer.dl
-
-        def gen():
-            for b in inner:
-                self.batches.append(np.array(b))
-                yield b
-        self.trainer.dl = gen()
+    return training.ms_trainer(folder, results, model, BATCH, ACCUM, MAX_GRAD_NORM, SEED, **kw)
 
 
 @pytest.fixture(scope='module')
 def runs(digits, tmp_path_factory):
     """Both trainers after STEPS steps, from the same initial weights."""
-    import ms_ddpm
-    from parity_tests.harness import build_diffusion_pair
+    from parity.harness import build_diffusion_pair
     td, md = build_diffusion_pair(UNET, DIFF)
     res = tmp_path_factory.mktemp('results')
     (res / 'ms').mkdir()
     mt = ms_trainer(digits, res / 'ms', md)
     rec = Recorder(mt)
-    ms_losses = []
-    for _ in range(STEPS):                       # Trainer.train()'s loop, one step at a time
-        ms_losses.append(mt.train_step())
-        mt.step += 1
-        mt.ema.update()
+    ms_losses = train_ms(mt, STEPS)             # Trainer.train()'s loop, one step at a time
     (res / 'ref').mkdir()
     ref = RefRun(td, digits, res / 'ref')
     ref.train_to(STEPS, rec.batches, rec.draws)
@@ -149,8 +90,7 @@ def test_twenty_steps_losses_and_parameters(runs, record):
         r = assert_parity(f'trainer param after {STEPS} steps {name}', tv, m_params[name].asnumpy(), 'trainer')
         worst = r if worst is None or r.rel_fro > worst.rel_fro else worst
     record(worst)
-    flat_t = np.concatenate([v.ravel() for v in t_params.values()])
-    flat_m = np.concatenate([m_params[n].asnumpy().ravel() for n in t_params])
+    flat_t, flat_m = flat_params(runs['td'], runs['md'])
     record(assert_parity(f'trainer all params after {STEPS} steps', flat_t, flat_m, 'trainer'))
     # the Adam moments agree too
     t_opt = ref.trainer.opt.state_dict()['state']
@@ -173,23 +113,13 @@ def test_ema_state_matches_reference(runs, record):
     record(assert_parity(f'trainer EMA weights after {STEPS} steps', flat_t, flat_m, 'trainer'))
 
 
-def _continue_both(ref, mt, steps, rec):
-    """Train both ``steps`` more steps on the MindSpore Trainer's batches and draws."""
-    n0b, n0d = len(rec.batches), len(rec.draws)
-    for _ in range(steps):
-        mt.train_step()
-        mt.step += 1
-        mt.ema.update()
-    ref.train_to(ref.trainer.step + steps, rec.batches[n0b:], rec.draws[n0d:])
-
-
 def test_checkpoint_interop_both_ways(runs, digits, tmp_path, record):
     """MindSpore ckpt -> reference .pt -> reference Trainer.load() and on; and back:
     reference Trainer.save() -> MindSpore ckpt -> ms_ddpm Trainer.load() and on."""
     import torch
     import denoising_diffusion_pytorch as ddp
     import ms_ddpm
-    from ms_ddpm.denoising_diffusion_pytorch import to_reference_trainer_checkpoint, from_reference_trainer_checkpoint
+    from weight_convert import to_reference_trainer_checkpoint, from_reference_trainer_checkpoint
     mt, rec = runs['mt'], runs['rec']
 
     # 1. MindSpore -> reference: a fresh reference Trainer (other initial weights) loads it
@@ -206,11 +136,8 @@ def test_checkpoint_interop_both_ways(runs, digits, tmp_path, record):
     entries = mt.state_entries()
     for i, n in enumerate(names):          # moments by name: the index mapping is right
         np.testing.assert_array_equal(t_state[i]['exp_avg'].numpy(), entries['opt.exp_avg.' + n])
-    _continue_both(ref2, mt, MORE, rec)
-    t_params = {n: p.detach().numpy() for n, p in td2.named_parameters()}
-    m_params = dict(runs['md'].parameters_and_names())
-    flat_t = np.concatenate([v.ravel() for v in t_params.values()])
-    flat_m = np.concatenate([m_params[n].asnumpy().ravel() for n in t_params])
+    continue_both(ref2, mt, MORE, rec)
+    flat_t, flat_m = flat_params(td2, runs['md'])
     record(assert_parity(f'ms ckpt -> reference Trainer.load, {MORE} more steps', flat_t, flat_m, 'trainer'))
 
     # 2. reference -> MindSpore: the reference saves, the MindSpore Trainer loads the conversion
@@ -223,13 +150,53 @@ def test_checkpoint_interop_both_ways(runs, digits, tmp_path, record):
     mt.load(str(tmp_path / 'back.ckpt'))
     rec.wrap_dl()                               # load() reopened the pipeline at the saved position
     assert mt.step == step_before
-    _continue_both(ref2, mt, MORE, rec)
-    t_params = {n: p.detach().numpy() for n, p in td2.named_parameters()}
-    flat_t = np.concatenate([v.ravel() for v in t_params.values()])
-    flat_m = np.concatenate([m_params[n].asnumpy().ravel() for n in t_params])
+    continue_both(ref2, mt, MORE, rec)
+    flat_t, flat_m = flat_params(td2, runs['md'])
     record(assert_parity(f'reference ckpt -> ms Trainer.load, {MORE} more steps', flat_t, flat_m, 'trainer'))
     t_sd, m_sd = ref2.trainer.ema.state_dict(), mt.ema.state_dict()
     assert int(t_sd['step']) == int(m_sd['step']) == STEPS + 2 * MORE
     flat_t = np.concatenate([t_sd[k].numpy().ravel() for k in t_sd if k.startswith('ema_model.')])
     flat_m = np.concatenate([m_sd[k].ravel() for k in t_sd if k.startswith('ema_model.')])
     record(assert_parity('EMA after both conversions', flat_t, flat_m, 'trainer'))
+
+
+# --- the short last batch of an epoch under gradient accumulation -----------------------------
+
+SHORT_N, SHORT_STEPS = 100, 13     # 100 = 12 batches of 8 + one of 4: 13 a epoch; 13 steps of 2 take
+                                   # 26 batches, the short one as micro-batch 0 (step 7) and 1 (step 13)
+
+
+@pytest.fixture(scope='module')
+def digits100(tmp_path_factory):
+    return write_digits(tmp_path_factory.mktemp('digits100'), SHORT_N)
+
+
+def test_short_last_batch_under_accumulation(digits100, tmp_path, record):
+    """The reference trains on an epoch's short last batch like on any other (its loss, a mean
+    over its own 4 images, divided by gradient_accumulate_every, then backward): so does
+    ms_ddpm's Trainer, next to a full batch in either micro-batch position."""
+    from parity.harness import build_diffusion_pair
+    td, md = build_diffusion_pair(UNET, DIFF)
+    (tmp_path / 'ms').mkdir()
+    (tmp_path / 'ref').mkdir()
+    mt = ms_trainer(digits100, tmp_path / 'ms', md)
+    rec = Recorder(mt)
+    ms_losses = np.array(train_ms(mt, SHORT_STEPS))
+    sizes = [len(b) for b in rec.batches]
+    assert sizes[12] == sizes[25] == 4 and sizes.count(4) == 2 and len(sizes) == SHORT_STEPS * ACCUM, sizes
+    ref = RefRun(td, digits100, tmp_path / 'ref')
+    ref.train_to(SHORT_STEPS, rec.batches, rec.draws)
+    assert ref.trainer.step == mt.step == SHORT_STEPS and len(ref.losses) == SHORT_STEPS * ACCUM
+    ref_losses = np.array(ref.losses).reshape(SHORT_STEPS, ACCUM).sum(1) / ACCUM
+    for i in range(SHORT_STEPS):
+        r = assert_parity(f'trainer loss step {i + 1} (short batch at 7, 13)', ref_losses[i], ms_losses[i], 'trainer_loss')
+    record(r)
+    rel = np.abs(ms_losses - ref_losses) / np.abs(ref_losses)
+    print(f'\nshort-batch run: per-step loss max relative difference {rel.max():.2e} '
+          f'(steps 7 and 13: {rel[6]:.2e}, {rel[12]:.2e})')
+    flat_t, flat_m = flat_params(td, md)
+    record(assert_parity(f'trainer all params after {SHORT_STEPS} steps across short batches', flat_t, flat_m, 'trainer'))
+    t_sd, m_sd = ref.trainer.ema.state_dict(), mt.ema.state_dict()
+    flat_t = np.concatenate([t_sd[k].numpy().ravel() for k in t_sd if k.startswith('ema_model.')])
+    flat_m = np.concatenate([m_sd[k].ravel() for k in t_sd if k.startswith('ema_model.')])
+    record(assert_parity(f'trainer EMA weights after {SHORT_STEPS} steps across short batches', flat_t, flat_m, 'trainer'))

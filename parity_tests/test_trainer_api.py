@@ -32,7 +32,7 @@ def test_ema_same_arguments_and_defaults():
 
 def test_fid_without_weights_says_so_and_goes_on(tmp_path, monkeypatch):
     import ms_ddpm
-    from parity_tests.test_trainer import write_digits
+    from parity.training import write_digits
     monkeypatch.delenv('MS_DDPM_FID_WEIGHTS', raising=False)
     folder = write_digits(tmp_path / 'digits', 100)
     md = ms_ddpm.GaussianDiffusion(ms_ddpm.Unet(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=1),

@@ -9,7 +9,7 @@ overflowing steps and backs off."""
 import numpy as np
 import pytest
 
-from parity_tests.test_trainer import write_digits
+from parity.training import write_digits
 
 UNET = dict(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=1)
 DIFF = dict(image_size=8, timesteps=100)

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from ms_ddpm.ms_compat import Adam
-from parity_tests.cases import ADAM, TRAIN_CASES
+from ms_ddpm.training import Adam
+from parity.cases import ADAM, MODES, TRAIN_CASES
 from parity.compare import assert_parity, diff
-from parity_tests.harness import MODES, build_diffusion_pair
-from parity_tests.test_diffusion import _loss_inputs, ms_loss_fn, torch_loss
+from parity.harness import build_diffusion_pair, loss_inputs, ms_loss_fn, torch_loss
 
 IDS = [c[0] for c in TRAIN_CASES]
 
@@ -25,7 +24,7 @@ def _ms_grad_fn(md, d):
 def test_gradients_every_parameter(case, mode, record):
     case_id, unet_cfg, kw, extra = case
     td, md = build_diffusion_pair(unet_cfg, kw)
-    d = _loss_inputs(kw, extra, seed=11)
+    d = loss_inputs(kw, extra, seed=11)
 
     td.zero_grad()
     t_loss = torch_loss(td, d, 'mean')
@@ -59,7 +58,7 @@ def test_ten_adam_steps(case, mode, record):
     t_opt = torch.optim.Adam(td.parameters(), **ADAM)
     m_opt = Adam(md.trainable_params(), **ADAM)
 
-    steps = [_loss_inputs(kw, extra, seed=100 + i) for i in range(10)]
+    steps = [loss_inputs(kw, extra, seed=100 + i) for i in range(10)]
     fn0, _ = ms_loss_fn(md, steps[0], 'mean')
     grad_fn = ms.value_and_grad(fn0, None, md.trainable_params())
 

@@ -1,7 +1,7 @@
 """One PNG from a training run: the loss curve (raw and a moving average) above the sample
 grids the Trainer wrote at each milestone, left to right.  PIL only (no matplotlib here).
 
-    .venv/bin/python docs/make_training_figure.py RESULTS_DIR LOSS_LOG OUT.png [--scale 4] [--every 100]
+    .venv/bin/python -m bench.training_figure RESULTS_DIR LOSS_LOG OUT.png [--scale 4] [--every 100]
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """Images/second of one Trainer step, MindSpore (compiled train step) vs the reference Trainer,
 on the same CPU, the same batch, in one run (interleaved rounds, medians).
 
-    .venv/bin/python docs/bench_trainer.py [--dim 16] [--mults 1,2,4] [--size 32] [--batch 16] [--rounds 5]
+    .venv/bin/python -m bench.trainer [--dim 16] [--mults 1,2,4] [--size 32] [--batch 16] [--rounds 5]
 
 A "step" is one iteration of ``Trainer.train()``'s loop: forward + backward + clip + Adam +
 EMA update (+ the loss read for the progress bar).  Data loading is excluded on both sides
@@ -16,8 +16,6 @@ import tempfile
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None):
@@ -105,9 +103,8 @@ def main(argv=None):
                reference_rounds_s=ts, mindspore_rounds_s=ms_)
     print(json.dumps(out, indent=1))
     if a.json:
-        with open(a.json + '.tmp', 'w') as f:
-            json.dump(out, f, indent=1)
-        os.replace(a.json + '.tmp', a.json)
+        from ms_ddpm.io.atomic import atomic_write
+        atomic_write(a.json, json.dumps(out, indent=1))
     return 0
 
 

@@ -2,9 +2,9 @@
 
     # 2 processes on this machine (msrun starts a scheduler + 2 workers, logs in ./msrun_logs)
     PATH=$PWD/.venv/bin:$PATH msrun --worker_num=2 --local_worker_num=2 --master_port=8131 \
-        --log_dir=msrun_logs --join=True docs/msrun_data_parallel.py FOLDER --dist
+        --log_dir=msrun_logs --join=True ms_ddpm_tools/msrun_data_parallel.py FOLDER --dist
     # the same run in one process, for comparison
-    .venv/bin/python docs/msrun_data_parallel.py FOLDER
+    .venv/bin/python -m ms_ddpm_tools.msrun_data_parallel FOLDER
 
 With ``--dist`` the script calls ``mindspore.communication.init()``; ms_ddpm.Trainer then sees
 the rank and world size, each process reads only its share of every batch (and of that batch's

@@ -1,0 +1,105 @@
+"""Shared code of the Trainer parity checks: both Trainers on the same data and draws.
+
+The MindSpore Trainer runs with its own mindspore.dataset pipeline and its counter-based
+draws; :class:`Recorder` keeps every batch and draw it used, and :class:`RefRun` feeds the
+reference Trainer exactly those (its ``dl`` replaced by the recorded batches, its ``randn``/
+``randint``/``random`` by ``reference.draws.injected_draws``)."""
+
+import numpy as np
+
+__all__ = ['write_digits', 'RefRun', 'ms_trainer', 'Recorder', 'train_ms', 'continue_both', 'flat_params']
+
+
+def write_digits(folder, n):
+    """scikit-learn's first ``n`` 8x8 digits as grey PNGs ``0000.png`` ... in ``folder``."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(load_digits().images[:n]):
+        Image.fromarray((im / 16 * 255).round().astype(np.uint8), 'L').save(folder / f'{i:04d}.png')
+    return folder
+
+
+class RefRun:
+    """The reference Trainer, fed a given batch sequence and given draws; ``losses`` holds
+    every micro-batch loss (a forward hook on the diffusion model)."""
+
+    def __init__(self, td, folder, results, batch, accum, max_grad_norm, **kw):
+        import denoising_diffusion_pytorch as ddp
+        self.trainer = ddp.Trainer(td, str(folder), train_batch_size=batch, gradient_accumulate_every=accum,
+                                   augment_horizontal_flip=False, max_grad_norm=max_grad_norm,
+                                   save_and_sample_every=10 ** 9, calculate_fid=False, results_folder=str(results), **kw)
+        self.losses = []
+        td.register_forward_hook(lambda m, i, o: self.losses.append(float(o.detach())))
+
+    def train_to(self, steps, batches, draws):
+        """Train until ``steps``; ``batches``/``draws``: per micro-batch, in order (the noise,
+        then the offset noise where drawn, are ``randn``; the self-conditioning coin ``random``)."""
+        import torch
+        from reference.draws import injected_draws
+        t = self.trainer
+        t.dl = iter([torch.from_numpy(b) for b in batches])
+        t.train_num_steps = steps
+        randn = [x for d in draws for x in [d['noise']] + ([d['offset_noise']] if 'offset_noise' in d else [])]
+        coins = [float(d['coin']) for d in draws if 'coin' in d]
+        with injected_draws(randn=randn, randint=[d['times'] for d in draws], coins=coins):
+            t.train()
+
+
+def ms_trainer(folder, results, model, batch, accum, max_grad_norm, seed, **kw):
+    """The ms_ddpm Trainer configured as :class:`RefRun`'s reference Trainer."""
+    import ms_ddpm
+    return ms_ddpm.Trainer(model, str(folder), train_batch_size=batch, gradient_accumulate_every=accum,
+                           augment_horizontal_flip=False, max_grad_norm=max_grad_norm, save_and_sample_every=10 ** 9,
+                           calculate_fid=False, results_folder=str(results), seed=seed, progress=False,
+                           log=lambda *a: None, **kw)
+
+
+class Recorder:
+    """Wraps the MindSpore Trainer's batch iterator and draws to hand the same ones to the reference."""
+
+    def __init__(self, trainer):
+        self.trainer, self.batches, self.draws = trainer, [], []
+        self.wrap_dl()
+        draws = trainer._draws
+
+        def rec(step, micro, shape):
+            d = draws(step, micro, shape)
+            self.draws.append(d)
+            return d
+        trainer._draws = rec
+
+    def wrap_dl(self):
+        """(Again after ``Trainer.load``, which reopens the pipeline.)"""
+        inner = self.trainer.dl
+
+        def gen():
+            for b in inner:
+                self.batches.append(np.array(b))
+                yield b
+        self.trainer.dl = gen()
+
+
+def train_ms(mt, steps):
+    """``Trainer.train()``'s loop, one step at a time: the step losses."""
+    losses = []
+    for _ in range(steps):
+        losses.append(mt.train_step())
+        mt.step += 1
+        mt.ema.update()
+    return losses
+
+
+def continue_both(ref, mt, steps, rec):
+    """Train both ``steps`` more steps on the MindSpore Trainer's batches and draws."""
+    n0b, n0d = len(rec.batches), len(rec.draws)
+    train_ms(mt, steps)
+    ref.train_to(ref.trainer.step + steps, rec.batches[n0b:], rec.draws[n0d:])
+
+
+def flat_params(td, md):
+    """(reference, MindSpore) parameters, flattened in the reference's order."""
+    t_params = {n: p.detach().numpy() for n, p in td.named_parameters()}
+    m_params = dict(md.parameters_and_names())
+    return (np.concatenate([v.ravel() for v in t_params.values()]),
+            np.concatenate([m_params[n].asnumpy().ravel() for n in t_params]))
