@@ -22,13 +22,13 @@ def error(prog, message):
     return EXIT_ERROR
 
 
+class InputError(ValueError):
+    """A tool's input cannot be used (one line: what is missing or inconsistent)."""
+
+
 def input_errors():
     """The exception types that mean 'this input cannot be used' (not a bug): reported as one
     line with EXIT_ERROR by every command."""
     from ms_ddpm.io.errors import ConvertError
-    from ms_ddpm_tools.verify.core import VerifyError
-    try:
-        from weight_convert.core import StateDictMismatchError
-    except ImportError:                                   # pragma: no cover
-        StateDictMismatchError = ConvertError
-    return (ConvertError, VerifyError, StateDictMismatchError, OSError)
+    from ms_ddpm.io.state import StateDictMismatchError
+    return (ConvertError, InputError, StateDictMismatchError, OSError)

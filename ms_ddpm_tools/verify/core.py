@@ -26,8 +26,21 @@ from ms_ddpm.denoising_diffusion_pytorch import DIFFUSION_BUFFERS as BUFFERS
 OBJECTIVES = ('pred_noise', 'pred_x0', 'pred_v')
 
 
-class VerifyError(ValueError):
+from ms_ddpm_tools.exits import InputError
+
+
+class VerifyError(InputError):
     """A verify run cannot be made as asked (one line: what is missing or inconsistent)."""
+
+
+def weights_label(info, ema):
+    """Which weights of the file were compared (recorded in the report)."""
+    w = info.get('weights')
+    if w == 'ema' or ema:
+        return 'EMA weights (ema.ema_model)'
+    if w:
+        return 'online weights (the Trainer\'s model)'
+    return 'the state dict'
 
 # key prefix -> (tolerance kind, component shown in the summary)
 KINDS = OrderedDict([
@@ -49,16 +62,13 @@ def kind_of(key):
 
 
 def unet_kwargs(cfg):
-    from weight_convert.converter import unet_kwargs as kw
+    from weight_convert.config import unet_kwargs as kw
     return kw(cfg)
 
 
 def diffusion_kwargs(cfg, **override):
-    from weight_convert.converter import diffusion_kwargs as kw
-    d = kw(cfg, require_image_size=False)
-    d['schedule_fn_kwargs'] = dict(d.get('schedule_fn_kwargs') or {})
-    d.update(override)
-    return d
+    from weight_convert.config import diffusion_kwargs as kw
+    return kw(cfg, require_image_size=False, **override)
 
 
 def public_config(cfg):

@@ -105,14 +105,14 @@ def ensure_checkpoint(recipe=RECIPE, log=print):
         from reference import check_reference_version
         check_reference_version()
         import denoising_diffusion_pytorch as ddp
-        from weight_convert.converter import _tuple
+        from weight_convert.config import kwargs_of
         images = os.path.join(work, 'images')
         write_digits(images, recipe['data']['png_size'], recipe['data']['count'])
         threads = torch.get_num_threads()
         torch.set_num_threads(1)     # on a busy 2-core machine 2 threads are ~5x slower (spin-waits)
         torch.manual_seed(recipe['seed'])
-        unet = ddp.Unet(**{k: _tuple(v) for k, v in recipe['unet'].items()})
-        diffusion = ddp.GaussianDiffusion(unet, **{k: _tuple(v) for k, v in recipe['diffusion'].items()})
+        unet = ddp.Unet(**kwargs_of(recipe['unet']))
+        diffusion = ddp.GaussianDiffusion(unet, **kwargs_of(recipe['diffusion']))
         trainer = ddp.Trainer(diffusion, images, results_folder=os.path.join(work, 'results'), **recipe['trainer'])
         trainer.train()
         trainer.save('final')

@@ -29,16 +29,6 @@ def _source_line(info):
                                                  if info.get('trainer_step') is not None else '')
 
 
-def _weights_label(info, ema):
-    """Which weights of the file were compared (recorded in the report)."""
-    w = info.get('weights')
-    if w == 'ema' or ema:
-        return 'EMA weights (ema.ema_model)'
-    if w:
-        return 'online weights (the Trainer\'s model)'
-    return 'the state dict'
-
-
 def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config=None, image_size=None,
            sampling_timesteps=None, batch=4, sample_batch=8, seed=0, graph=True, fixture=None,
            recipe='default', threads=1, parts=PARTS, out=None, progress=True, log=print):
@@ -60,7 +50,7 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         meta, sd, inp, expected = load_verify_fixture(fixture)
         cfg, ts, batch = meta['config'], meta['timesteps'], meta['batch']
         checkpoint, source = meta['checkpoint'], f'golden fixture {fixture}'
-        weights_label = meta.get('weights') or _weights_label(meta.get('source') or {}, False)
+        weights_label = meta.get('weights') or core.weights_label(meta.get('source') or {}, False)
         t_torch.times.update(meta.get('torch_timings', {}))
         torch_info = meta['versions']
         log(f'fixture {fixture}: {len(expected)} recorded reference outputs '
@@ -77,21 +67,22 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         with t_ms('convert (read + config)'):
             cfg, sd, info = core.load_checkpoint(checkpoint, ema=ema, config=config, image_size=image_size)
         source = source or _source_line(info)
-        weights_label = _weights_label(info, ema)
+        weights_label = core.weights_label(info, ema)
         if sampling_timesteps:
             cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
         inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch,
                                    sample_batch=sample_batch, seed=seed)
-        import torch
-        torch.set_num_threads(threads)
-        log(f'{checkpoint}: {source}; comparing ...')
-        expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=parts)
     ms_sd, against_info = sd, None
-    if against is not None:
+    if against is not None:                 # read (and check) the converted file before any long work
         with t_ms('read --against'):
             _, ms_sd, against_info = core.load_checkpoint(
                 against, ema=ema if against_ema is None else against_ema, config=core.public_config(cfg))
         log(f'{against}: {_source_line(against_info)}; the MindSpore side is built from it')
+    if not fixture:
+        import torch
+        torch.set_num_threads(threads)
+        log(f'{checkpoint}: {source}; comparing ...')
+        expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=parts)
     actual = core.ms_side(cfg, ms_sd, inp, progress=progress, timer=t_ms, graph=graph and 'unet' in parts,
                           parts=parts)
     expected_s = core.split_unet(expected, ts, batch)

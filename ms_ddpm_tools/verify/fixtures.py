@@ -25,7 +25,6 @@ def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=No
     import torch
     from ms_ddpm_tools.verify import core
     from ms_ddpm_tools.verify.default import RECIPES, config_of, ensure_checkpoint
-    from ms_ddpm_tools.verify.engine import _weights_label
     torch.set_num_threads(1)
     if checkpoint is None:
         r = RECIPES[recipe]
@@ -41,7 +40,7 @@ def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=No
     timer = core.Timer()
     expected = core.torch_side(cfg, sd, inp, progress=False, timer=timer)
     meta = {'format': FORMAT, 'version': 1, 'config': cfg, 'timesteps': ts, 'batch': batch,
-            'checkpoint': name, 'source': info, 'weights': _weights_label(info, ema),
+            'checkpoint': name, 'source': info, 'weights': core.weights_label(info, ema),
             'versions': torch_versions(), 'torch_timings': dict(timer.times)}
     save_verify_fixture(path, meta, sd, inp, expected)
     return path

@@ -1,0 +1,75 @@
+"""``ms-ddpm verify SRC --against DST``: the reference built from SRC, ms_ddpm from the
+converted file DST.  A faithful conversion passes; one edited tensor fails, and the report
+names that tensor and the first layer that diverges (issue 17, item 1)."""
+
+import json
+
+import numpy as np
+import pytest
+
+CFG = {'unet': dict(dim=8, dim_mults=[1, 2], attn_heads=2, attn_dim_head=8, channels=1),
+       'diffusion': dict(image_size=8, timesteps=20, sampling_timesteps=4)}
+EDITED = 'model.mid_block1.block1.proj.weight'
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    from weight_convert import convert
+    d = tmp_path_factory.mktemp('against')
+    torch.manual_seed(0)
+    gd = ddp.GaussianDiffusion(ddp.Unet(**{k: tuple(v) if isinstance(v, list) else v for k, v in CFG['unet'].items()}),
+                               **CFG['diffusion'])
+    torch.save(gd.state_dict(), d / 'src.pt')
+    (d / 'count').write_text(str(len(gd.state_dict())))
+    convert(str(d / 'src.pt'), str(d / 'dst.safetensors'), config=CFG)
+    # the same file with one element of one tensor changed, metadata (config) kept
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+    with safe_open(str(d / 'dst.safetensors'), framework='np') as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    w = tensors[EDITED].copy()
+    w.flat[3] += 0.05
+    tensors[EDITED] = w
+    save_file(tensors, str(d / 'edited.safetensors'), metadata=meta)
+    return d
+
+
+def _run(files, dst, out, capsys):
+    from ms_ddpm_tools.verify.command import main
+    rc = main([str(files / 'src.pt'), '--against', str(files / dst), '--config', json.dumps(CFG), '--batch', '2',
+               '--sample-batch', '2', '--no-graph', '--quiet', '--out', str(files / out)])
+    return rc, capsys.readouterr().out, json.loads((files / out / 'verify.json').read_text())
+
+
+def test_a_faithful_conversion_passes(files, capsys):
+    rc, out, rep = _run(files, 'dst.safetensors', 'ok', capsys)
+    assert rc == 0, out[-2000:]
+    v = rep['verdict']
+    assert v['ok'] and v['differing_tensor_count'] == 0
+    weights = [r for r in rep['results'] if r['name'].startswith('weight/')]
+    assert len(weights) == int((files / 'count').read_text())      # every tensor of the state dict ...
+    assert all(r['max_abs'] == 0 for r in weights)                  # ... bit-exact
+    assert rep['against'].endswith('dst.safetensors') and 'verdict: PASS' in out
+
+
+def test_an_edited_tensor_is_named_and_fails(files, capsys):
+    rc, out, rep = _run(files, 'edited.safetensors', 'edited', capsys)
+    assert rc == 3, out[-2000:]                                   # a failed verdict, not an error
+    v = rep['verdict']
+    assert not v['ok'] and v['differing_tensors'] == [EDITED]
+    assert v['first_divergent_layer'].startswith('mid_block1')   # the layer that uses it, in execution order
+    assert f'1 tensors differ from the source: {EDITED}' in out and 'verdict: FAIL' in out
+    md = (files / 'edited' / 'report.md').read_text()
+    assert EDITED in md and 'ms-ddpm verify: FAIL' in md
+
+
+def test_a_missing_against_file_is_one_line_and_exit_1(files, capsys):
+    from ms_ddpm_tools.verify.command import main
+    rc = main([str(files / 'src.pt'), '--against', str(files / 'nope.ckpt'), '--config', json.dumps(CFG), '--quiet',
+               '--out', str(files / 'nope')])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith('ms-ddpm verify: error: ') and 'nope.ckpt' in err
+    assert len(err.strip().splitlines()) == 1
