@@ -220,17 +220,16 @@ def test_diffusion_needs_image_size(tmp_path):
 
 @pytest.mark.parametrize('ext', ['.ckpt', '.safetensors', '.pt'])
 def test_failed_write_leaves_no_file_and_keeps_existing(tmp_path, good, ext, monkeypatch):
-    import weight_convert.converter as wc
+    import weight_convert.formats as wf
     dst = tmp_path / f'out{ext}'
 
     def boom(*a, **k):
         raise OSError('disk full (simulated)')
-    target = {'.ckpt': 'write_ckpt', '.safetensors': 'write_safetensors', '.pt': 'write_torch'}[ext]
 
     def half_then_boom(entries, f, *a, **k):
         f.write(b'partial data' * 100)
         boom()
-    monkeypatch.setattr(wc, target, half_then_boom)
+    monkeypatch.setitem(wf.WRITERS, wf.format_of(dst, role='destination'), half_then_boom)
     with pytest.raises(OSError, match='simulated'):
         convert(good[0] / 'unet.pt', dst)
     assert _files(tmp_path) == [], 'a failed conversion left a file behind'

@@ -4,7 +4,7 @@ inference over every (objective, beta_schedule, min_snr) combination of the refe
 import numpy as np
 import pytest
 
-from parity_tests.cases import UNET_CASES
+from parity.cases import DDP, rows
 from weight_convert import infer_diffusion_config, infer_unet_config
 from weight_convert.converter import target_spec
 from weight_convert.rules import UNET_DEFAULTS, UNET_NOT_INFERABLE
@@ -33,7 +33,10 @@ def canonical(kwargs):
     return c
 
 
-@pytest.mark.parametrize('case_id,kwargs', [(c[0], c[1]) for c in UNET_CASES], ids=[c[0] for c in UNET_CASES])
+UNET_CASES = [(c.id, c.kwargs) for c in rows('forward', module=DDP, cls='Unet')]
+
+
+@pytest.mark.parametrize('case_id,kwargs', UNET_CASES, ids=[c[0] for c in UNET_CASES])
 def test_unet_config_inferred_from_shapes(case_id, kwargs):
     sd = ddp.Unet(**kwargs).state_dict()
     shapes = {k: tuple(v.shape) for k, v in sd.items()}

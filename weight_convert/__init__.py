@@ -1,11 +1,15 @@
 """PyTorch <-> MindSpore weight conversion for ms_ddpm.
 
-- ``core``: strict, all-or-nothing loading of a state dict into a network.
-- ``formats``: reading/writing .safetensors and MindSpore .ckpt, safely, memory-mapped,
-  atomically; ``torchfile``: ``torch.save`` files read (restricted unpickler) and written
-  without torch.
-- ``infer``: Unet / GaussianDiffusion arguments from a state dict's keys and shapes.
-- ``convert``: ``convert(src, dst, ...)`` and ``load_model(path)``; ``cli``: ``ms-ddpm convert``.
+- ``core``: strict, all-or-nothing loading of a PyTorch state dict into a network
+  (``ms_ddpm.io.state``'s loader, keys through the rename rules of ``rules``).
+- ``formats``: the format a path names and the one dispatcher over the self-contained
+  readers: ``torchfile`` (``torch.save`` files read by an allow-list unpickler and written,
+  without torch; the legacy format by ``torch.load(weights_only=True)``), and
+  ``ms_ddpm.io.checkpoint`` (``.safetensors`` and MindSpore ``.ckpt``).
+- ``config``: the architecture config (file, ``--config``, the models' keyword arguments);
+  ``infer``: Unet / GaussianDiffusion arguments from a state dict's keys and shapes.
+- ``converter``: ``convert(src, dst, ...)`` and ``load_model(path)`` (the command is
+  ``ms_ddpm_tools.convert``); ``trainer``: the reference Trainer's checkpoint.
 """
 
 from weight_convert.core import (
@@ -33,4 +37,5 @@ from weight_convert.converter import (
     resolve_config,
     trainer_checkpoint,
 )
+from weight_convert.trainer import from_reference_trainer_checkpoint, to_reference_trainer_checkpoint
 from weight_convert.infer import infer_diffusion_config, infer_unet_config

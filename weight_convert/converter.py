@@ -13,26 +13,25 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 
-import numpy as np
-
-from weight_convert.core import StateDictMismatchError, load_torch_state_dict, torch_to_ms_name
-from weight_convert.formats import (
-    AtomicFile, Background, ConvertError, Entry, format_of, read_ckpt, read_safetensors, write_ckpt, write_safetensors,
+from ms_ddpm.io.atomic import AtomicFile
+from ms_ddpm.io.checkpoint import Entry
+from ms_ddpm.io.errors import ConvertError
+from ms_ddpm.io.records import jsonable
+from weight_convert.background import Background
+from weight_convert.config import (  # noqa: F401  (re-exported: weight_convert.converter.* as before)
+    CONFIG_FORMAT, CONFIG_VERSION, ConfigError, as_tuple, config_path, diffusion_kwargs, parse_explicit_config,
+    read_config_file, unet_kwargs,
 )
-from weight_convert.torchfile import read_torch_file, write_torch
+from weight_convert.core import StateDictMismatchError, load_torch_state_dict, torch_to_ms_name
+from weight_convert.formats import WRITERS, format_of, read_file
+from weight_convert.trainer import trainer_checkpoint  # noqa: F401  (the one builder of the reference Trainer's dict)
 from weight_convert.infer import InferenceError, infer_diffusion_config, infer_unet_config
 from weight_convert.rules import (
     DIFFUSION_BUFFERS, DIFFUSION_DEFAULTS, DIFFUSION_MODEL_PREFIX, EMA_PREFIX, ONLINE_PREFIX,
-    TRAINER_ADAM_GROUP, TRAINER_KEYS, UNET_DEFAULTS, WRAPPER_PREFIXES,
+    TRAINER_KEYS, UNET_DEFAULTS, WRAPPER_PREFIXES,
 )
 
-CONFIG_FORMAT = 'ms_ddpm-config'
-CONFIG_VERSION = 1
 SAFETENSORS_CONFIG_KEY = 'ms_ddpm_config'
-
-
-class ConfigError(ConvertError):
-    """The architecture config is missing something, or names unknown arguments."""
 
 
 class CheckpointMismatchError(ConvertError):
@@ -75,11 +74,6 @@ class Source:
 
 
 # --- reading ---------------------------------------------------------------------------------
-
-def config_path(weights_path):
-    """The config written beside ``weights_path``: ``unet.ckpt`` -> ``unet.config.json``."""
-    return os.path.splitext(str(weights_path))[0] + '.config.json'
-
 
 def _is_trainer(obj):
     return isinstance(obj, Mapping) and 'model' in obj and 'ema' in obj and set(obj) <= set(TRAINER_KEYS) | {'ema'}
@@ -149,36 +143,13 @@ def read_weights(path, ema=False, background_check=False):
     ``background_check`` a torch file's CRC-32 check runs alongside (from
     ``source.start_check()`` if it is 'deferred'); call ``source.check_integrity()`` before
     trusting (committing) anything made from it."""
+    check_crc = 'deferred' if background_check == 'deferred' else 'background' if background_check else True
+    fmt, obj, pending, meta = read_file(path, check_crc=check_crc)
     path = str(path)
-    fmt = format_of(path)
     info = {}
-    meta = None
-    pending = None
     if fmt == 'torch':
-        obj, pending = read_torch_file(path, check_crc='deferred' if background_check == 'deferred' else
-                                       'background' if background_check else True)
-        if _is_trainer(obj):
-            info.update(trainer_step=_scalar(obj.get('step')), reference_version=obj.get('version'))
-            if ema:
-                if not isinstance(obj['ema'], Mapping):
-                    raise ConvertError(f'{path}: --ema: the Trainer checkpoint holds no EMA state')
-                obj = obj['ema']
-            else:
-                obj = obj['model']
-                info['weights'] = 'online (Trainer model)'
-        if not isinstance(obj, Mapping):
-            raise ConvertError(f'{path}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)')
-        bad = [f'{k} ({type(v).__name__})' for k, v in obj.items() if not isinstance(v, Entry)]
-        if bad:
-            raise ConvertError(f'{path}: not a state dict: non-tensor entries: {", ".join(bad[:10])}')
-        flat = OrderedDict((str(k), v) for k, v in obj.items())
-        entries = _select_weights(flat, path, ema, info)
-    elif fmt == 'safetensors':
-        entries, meta = read_safetensors(path)
-        entries = _select_weights(entries, path, ema, info)
-    else:
-        entries, _strings = read_ckpt(path)
-        entries = _select_weights(entries, path, ema, info)
+        obj = _torch_state_dict(obj, path, ema, info)
+    entries = _select_weights(obj, path, ema, info)
     entries = _strip_wrappers(entries)
     entries = OrderedDict((torch_to_ms_name(k), v) for k, v in entries.items())
     kind = _detect_kind(entries, path)
@@ -190,50 +161,27 @@ def read_weights(path, ema=False, background_check=False):
     return Source(path, fmt, entries, kind, info, stored, pending)
 
 
-# --- config ----------------------------------------------------------------------------------
-
-def read_config_file(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f'{path}: cannot read config JSON ({e})') from None
-
-
-def parse_explicit_config(text_or_path):
-    """``--config`` value: a JSON file, or inline JSON.  Returns ``{'unet': {...}, 'diffusion': {...}}``."""
-    if text_or_path is None:
-        return {'unet': {}, 'diffusion': {}}
-    if isinstance(text_or_path, Mapping):
-        raw = dict(text_or_path)
-    elif str(text_or_path).lstrip().startswith('{'):
-        try:
-            raw = json.loads(text_or_path)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f'--config: invalid JSON ({e})') from None
-    else:
-        raw = read_config_file(text_or_path)
-    if not isinstance(raw, Mapping):
-        raise ConfigError('--config: expected a JSON object')
-    unet = dict(raw.get('unet') or {})
-    diffusion = dict(raw.get('diffusion') or {})
-    unknown = []
-    for k, v in raw.items():
-        if k in ('unet', 'diffusion', 'format', 'version', 'model', 'source', 'notes', 'weights'):
-            continue
-        if k in UNET_DEFAULTS:
-            unet[k] = v
-        elif k in DIFFUSION_DEFAULTS:
-            diffusion[k] = v
+def _torch_state_dict(obj, path, ema, info):
+    """What a ``torch.save`` file holds -> its state dict (a reference Trainer checkpoint's
+    ``model``, or with ``ema`` its ``ema``), every value checked to be a tensor."""
+    if _is_trainer(obj):
+        info.update(trainer_step=_scalar(obj.get('step')), reference_version=obj.get('version'))
+        if ema:
+            if not isinstance(obj['ema'], Mapping):
+                raise ConvertError(f'{path}: --ema: the Trainer checkpoint holds no EMA state')
+            obj = obj['ema']
         else:
-            unknown.append(k)
-    unknown += [f'unet.{k}' for k in unet if k not in UNET_DEFAULTS]
-    unknown += [f'diffusion.{k}' for k in diffusion if k not in DIFFUSION_DEFAULTS]
-    if unknown:
-        raise ConfigError(f'--config: unknown argument(s) {", ".join(unknown)}; Unet takes '
-                          f'{", ".join(UNET_DEFAULTS)}; GaussianDiffusion takes {", ".join(DIFFUSION_DEFAULTS)}')
-    return {'unet': unet, 'diffusion': diffusion}
+            obj = obj['model']
+            info['weights'] = 'online (Trainer model)'
+    if not isinstance(obj, Mapping):
+        raise ConvertError(f'{path}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)')
+    bad = [f'{k} ({type(v).__name__})' for k, v in obj.items() if not isinstance(v, Entry)]
+    if bad:
+        raise ConvertError(f'{path}: not a state dict: non-tensor entries: {", ".join(bad[:10])}')
+    return OrderedDict((str(k), v) for k, v in obj.items())
 
+
+# --- config ----------------------------------------------------------------------------------
 
 def _unet_shapes(source):
     if source.kind == 'GaussianDiffusion':
@@ -289,44 +237,15 @@ def resolve_config(source, explicit=None):
         notes['not_inferred'].pop(k, None)
         notes['ambiguous'].pop(k, None)
     cfg = {'format': CONFIG_FORMAT, 'version': CONFIG_VERSION, 'model': source.kind,
-           'unet': _jsonable(unet), 'diffusion': _jsonable(diff) if diffusion else None,
+           'unet': jsonable(unet), 'diffusion': jsonable(diff) if diffusion else None,
            'notes': notes}
     implied = 'the stored config says' if notes.get('from_file') else 'the weights imply'
     cfg['_conflicts'] = [f'{k}: given {explicit["unet"][k]!r}, {implied} {base_unet.get(k)!r}'
-                         for k in explicit['unet'] if _jsonable(explicit['unet'][k]) != _jsonable(base_unet.get(k))
+                         for k in explicit['unet'] if jsonable(explicit['unet'][k]) != jsonable(base_unet.get(k))
                          and k not in ('dropout', 'sinusoidal_pos_emb_theta', 'flash_attn')]
     if notes.get('from_file'):
         cfg['_conflicts'].append(f'(config {notes["from_file"]}; pass --config to override it)')
     return cfg
-
-
-def _jsonable(d):
-    if d is None:
-        return None
-    if isinstance(d, Mapping):
-        return {k: _jsonable(v) for k, v in d.items()}
-    if isinstance(d, (tuple, list)):
-        return [_jsonable(v) for v in d]
-    if isinstance(d, np.generic):
-        return d.item()
-    return d
-
-
-def _tuple(v):
-    return tuple(v) if isinstance(v, list) else v
-
-
-def unet_kwargs(cfg):
-    return {k: _tuple(v) for k, v in cfg['unet'].items()}
-
-
-def diffusion_kwargs(cfg, require_image_size=True):
-    d = {k: _tuple(v) for k, v in (cfg.get('diffusion') or {}).items()}
-    if d.get('image_size') is None and require_image_size:
-        raise ConfigError('GaussianDiffusion: image_size cannot be inferred from the weights; '
-                          'pass --image-size N (or "image_size" in --config)')
-    d['schedule_fn_kwargs'] = dict(d.get('schedule_fn_kwargs') or {})
-    return d
 
 
 # --- the target network ------------------------------------------------------------------------
@@ -386,25 +305,6 @@ def _public_config(cfg, source, dst, fmt):
     out['weights'] = {'file': os.path.basename(str(dst)), 'format': fmt, 'dtypes': source.dtype_counts()}
     out['source'] = dict(file=os.path.abspath(source.path), format=source.format, **source.info)
     return out
-
-
-def trainer_checkpoint(entries, cfg, step=0, lr=None, betas=None, version=None):
-    """A reference ``Trainer.save``-style dict from GaussianDiffusion weights (Entries, for
-    :func:`write_torch`): online and EMA weights both ``entries`` (stored once), EMA initted,
-    a fresh Adam state (no moments; the parameter group of ``torch.optim.Adam(...).state_dict()``)."""
-    from ms_ddpm.version import REFERENCE_VERSION
-    model = OrderedDict(entries)
-    params = [k for k in entries if k not in DIFFUSION_BUFFERS]
-    group = dict(TRAINER_ADAM_GROUP, params=list(range(len(params))))
-    if lr is not None:
-        group['lr'] = lr
-    if betas is not None:
-        group['betas'] = tuple(betas)
-    ema = OrderedDict([('initted', Entry(np.array(True), 'bool')), ('step', Entry(np.array(int(step), np.int64), 'int64'))])
-    ema.update((ONLINE_PREFIX + k, v) for k, v in model.items())
-    ema.update((EMA_PREFIX + k, v) for k, v in model.items())
-    return {'step': int(step), 'model': model, 'opt': {'state': {}, 'param_groups': [group]}, 'ema': ema,
-            'scaler': None, 'version': version or REFERENCE_VERSION}
 
 
 def diffusion_entries_for_unet(entries, cfg):
@@ -485,7 +385,7 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
                 if not explicit['diffusion']:
                     raise ConfigError(f'{dst}: a Trainer checkpoint holds a GaussianDiffusion; {src} is a bare Unet: '
                                       f'pass its diffusion arguments (at least --image-size)')
-                cfg['diffusion'] = _jsonable(dict(DIFFUSION_DEFAULTS, **explicit['diffusion']))
+                cfg['diffusion'] = jsonable(dict(DIFFUSION_DEFAULTS, **explicit['diffusion']))
                 cfg['model'] = 'GaussianDiffusion'
                 entries = diffusion_entries_for_unet(entries, cfg)
             else:
@@ -507,21 +407,19 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
         side.close()
         out = AtomicFile(dst)
 
-        def write_and_sync(write, *args, **kw):     # in the writer thread: the fsync overlaps the key check
-            write(entries, out.file, *args, progress=progress, stop=stop, **kw)
+        def write_and_sync(write, **kw):     # in the writer thread: the fsync overlaps the key check
+            write(entries, out.file, progress=progress, stop=stop, **kw)
             source.start_check()
             out.sync()
-        if out_fmt == 'safetensors':
-            meta = {'format': 'pt', SAFETENSORS_CONFIG_KEY: json.dumps(public)}
-            writer = Background(lambda: write_and_sync(write_safetensors, metadata=meta))
-        elif out_fmt == 'mindspore':
-            writer = Background(lambda: write_and_sync(write_ckpt))
-        elif trainer:
+        write = WRITERS[out_fmt]
+        options = {'safetensors': {'metadata': {'format': 'pt', SAFETENSORS_CONFIG_KEY: json.dumps(public)}},
+                   'torch': {'archive': archive}}.get(out_fmt, {})
+        if trainer:
             ckpt_step = step if step is not None else (source.info.get('trainer_step') or 0)
             source.start_check()
-            write_torch(trainer_checkpoint(entries, cfg, step=ckpt_step), out.file, progress=progress, archive=archive)
+            write(trainer_checkpoint(entries, cfg, step=ckpt_step), out.file, progress=progress, **options)
         else:
-            writer = Background(lambda: write_and_sync(write_torch, archive=archive))
+            writer = Background(lambda: write_and_sync(write, **options))
         if speculative:
             try:
                 checked = check_against(source, target_spec(cfg), cfg)
@@ -534,7 +432,7 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
             if out_fmt == 'torch' and list(checked) != list(entries):
                 out.file.seek(0)
                 out.file.truncate()
-                write_torch(checked, out.file, archive=archive)
+                write(checked, out.file, **options)
         phase('write')
         out.close()
         phase('fsync')

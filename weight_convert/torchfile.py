@@ -22,6 +22,12 @@ a pickle names, is never imported, and any other global is refused
 a memory map of the file, so tensors are ``Entry`` objects whose bytes are never copied, and
 contiguous ones carry their place in the file (``Entry.file_range``, for kernel copies).
 
+The legacy (pre-1.6, non-zip) format, or any file with ``MS_DDPM_TORCH_READER=torch``, is
+read with ``torch.load(weights_only=True)`` instead (:func:`load_torch_file`, which the
+reference-Trainer interop uses too, as it does :func:`save_torch`); its tensors become
+Entries too, located in the file where torch memory-mapped it.  :func:`read_torch_file` is
+the one entry point, and checks every zip member's CRC-32 (now, or in a thread alongside).
+
 Writing (:func:`write_torch`): the pickle opcodes are written here, as torch writes them, and
 the zip as torch's writer (miniz) lays it out: the same records in the same order, data
 64-byte aligned by an ``FB`` padding field, sizes and CRC-32 in a data descriptor after each
@@ -39,16 +45,16 @@ import os
 import pickle
 import struct
 import sys
+import warnings
 import zipfile
 import zlib
 from collections import OrderedDict
 
 import numpy as np
 
-from weight_convert.formats import (
-    DTYPES, ZIP_MAGIC, Background, ByteCopier, ConvertError, CorruptCheckpointError, Entry,
-    UnsafeCheckpointError, _check_stop, check_readable, raise_crc_failure_first, verify_zip_crc, zip_member_offsets,
-)
+from ms_ddpm.io.checkpoint import DTYPES, ByteCopier, Entry, check_readable, check_stop
+from ms_ddpm.io.errors import ConvertError, CorruptCheckpointError, UnsafeCheckpointError
+from weight_convert.background import Background, raise_crc_failure_first
 
 # torch.<Type>Storage -> dtype name (DTYPES); torch.UntypedStorage holds bytes
 STORAGE_TYPES = {
@@ -65,6 +71,99 @@ READER_ENV = 'MS_DDPM_TORCH_READER'
 LEGACY_MAGIC = b'\x80\x02\x8a\x0a' + (0x1950a86a20f9469cfc6c).to_bytes(10, 'little')
 
 
+# --- the zip archive ---------------------------------------------------------------------------
+
+ZIP_MAGIC = b'PK\x03\x04'
+CRC_CHUNK = 8 << 20
+
+
+def _member_data_start(f, info):
+    """Where a zip member's data start in the open file ``f`` (after its local header), or
+    None if its local header is not there."""
+    f.seek(info.header_offset)
+    local = f.read(30)
+    if len(local) < 30 or local[:4] != ZIP_MAGIC:
+        return None
+    return info.header_offset + 30 + int.from_bytes(local[26:28], 'little') + int.from_bytes(local[28:30], 'little')
+
+
+def zip_member_offsets(path):
+    """{data offset in the file: (member name, size)} of a zip's stored (uncompressed) members."""
+    out = {}
+    with zipfile.ZipFile(path) as z, open(path, 'rb') as f:
+        for info in z.infolist():
+            start = _member_data_start(f, info) if info.compress_type == zipfile.ZIP_STORED else None
+            if start is not None:
+                out[start] = (info.filename, info.file_size)
+    return out
+
+
+def verify_zip_crc(path):
+    """Check every member of a (torch.save) zip against its CRC-32, reading in chunks (no
+    extra memory).  Memory-mapped tensor data are not checked otherwise."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CorruptCheckpointError(f'{path}: corrupt zip archive ({e})') from None
+    buf = bytearray(CRC_CHUNK)
+    view = memoryview(buf)
+    with open(path, 'rb') as f:
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED:
+                continue      # torch.save stores; a compressed member is checked by zipfile on read
+            start = _member_data_start(f, info)
+            if start is None:
+                raise CorruptCheckpointError(f'{path}: corrupt zip archive (bad local header for {info.filename})')
+            f.seek(start)
+            left, crc = info.file_size, 0
+            while left:
+                n = f.readinto(view[:min(left, CRC_CHUNK)])
+                if not n:
+                    raise CorruptCheckpointError(f'{path}: truncated: {info.filename} ends early')
+                crc = zlib.crc32(view[:n], crc)
+                left -= n
+            if crc != info.CRC:
+                raise CorruptCheckpointError(
+                    f'{path}: corrupt: {info.filename} fails its CRC-32 check (stored {info.CRC:08x}, '
+                    f'computed {crc:08x}); the file was damaged after it was written')
+
+
+def _zip_or_legacy(path):
+    """-> (is a zip archive, the file's first bytes); a zip cut short (no central directory)
+    is refused here."""
+    is_zip = zipfile.is_zipfile(path)
+    with open(path, 'rb') as f:
+        head = f.read(len(LEGACY_MAGIC))
+    if not is_zip and head[:4] == ZIP_MAGIC:
+        raise CorruptCheckpointError(
+            f'{path}: truncated or corrupt: a zip archive (torch.save format) without its central '
+            f'directory; the file was probably cut short')
+    return is_zip, head
+
+
+def _crc_check(path, check_crc):
+    """A zip's CRC-32 check as ``check_crc`` asks: True runs it now (-> None); 'background'
+    starts it in a thread, 'deferred' returns it unstarted (-> the :class:`Background`)."""
+    if check_crc in ('background', 'deferred'):
+        return Background(lambda: verify_zip_crc(path), start=check_crc == 'background')
+    if check_crc:
+        verify_zip_crc(path)
+    return None
+
+
+def _read_checked(check, read):
+    """``read()``; where it fails, the CRC-32 check's failure is reported first (the likelier
+    cause: a corrupt file)."""
+    try:
+        return read()
+    except ConvertError:
+        raise_crc_failure_first(check)
+        raise
+
+
+# --- reading without torch ---------------------------------------------------------------------
+
 class _Refused(Exception):
     """A pickle asked for something outside the allow-list (turned into UnsafeCheckpointError)."""
 
@@ -72,8 +171,6 @@ class _Refused(Exception):
 class _Unsupported(Exception):
     """A tensor of a dtype the converter does not carry (complex, float8, ...)."""
 
-
-# --- reading -----------------------------------------------------------------------------------
 
 class _Global:
     """Our stand-in for one allowed global: a function (``fn``) or a marker (a storage type's
@@ -312,11 +409,136 @@ def map_leaves(obj, fn):
     return fn(obj)
 
 
+# --- reading with torch.load(weights_only=True) -------------------------------------------
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ConvertError('reading or writing PyTorch .pt/.pth/.bin files needs PyTorch '
+                           '(pip install torch); .safetensors and .ckpt do not') from None
+    return torch
+
+
+TORCH_DTYPE_NAMES = {'torch.float32': 'float32', 'torch.float16': 'float16', 'torch.bfloat16': 'bfloat16',
+                     'torch.float64': 'float64', 'torch.int64': 'int64', 'torch.int32': 'int32',
+                     'torch.int16': 'int16', 'torch.int8': 'int8', 'torch.uint8': 'uint8', 'torch.bool': 'bool'}
+
+
+def entry_from_torch(t, key='?'):
+    torch = _torch()
+    name = TORCH_DTYPE_NAMES.get(str(t.dtype))
+    if name is None:
+        raise ConvertError(f'{key}: unsupported tensor dtype {t.dtype}')
+    t = t.detach()
+    if name == 'bfloat16':
+        return Entry(t.view(torch.int16).numpy().view(np.uint16), name)
+    return Entry(t.numpy(), name)
+
+
+def torch_from_entry(e):
+    torch = _torch()
+    data = e.data      # read-only (memory-mapped) arrays are shared, not copied: only saved, never written
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        if e.dtype == 'bfloat16':
+            return torch.from_numpy(np.ascontiguousarray(data).view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(np.ascontiguousarray(data))
+
+
+def _torch_load(path, is_zip):
+    """``torch.load(path, weights_only=True)`` (memory-mapped for a zip), its errors as
+    ConvertErrors naming the file."""
+    torch = _torch()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            return torch.load(path, map_location='cpu', weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        lines = [line.strip() for line in msg.splitlines() if line.strip()]
+        glob = next((line for line in lines if 'GLOBAL' in line or 'Unsupported global' in line), None)
+        if glob is not None:
+            raise UnsafeCheckpointError(
+                f'{path}: refused: its pickle asks for something other than tensors and plain data '
+                f'({glob.split(". Please")[0]}). Checkpoints are loaded with torch.load(weights_only=True); '
+                f'nothing in the file was run. If you trust it, re-save its state dict with torch.save.') from None
+        detail = next((line for line in lines if 'Unsupported' in line), lines[0] if lines else 'UnpicklingError')
+        raise CorruptCheckpointError(
+            f'{path}: not a checkpoint that torch.load(weights_only=True) accepts ({detail}): corrupt, '
+            f'or an arbitrary pickle; nothing in the file was run') from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError,
+            TypeError, AttributeError, UnicodeDecodeError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0].split('. This is an internal')[0]
+        why = 'truncated or corrupt zip archive' if is_zip else 'not a PyTorch checkpoint (truncated or corrupt?)'
+        raise CorruptCheckpointError(f'{path}: {why}: {type(e).__name__}: {first}') from None
+
+
+def load_torch_file(path, check_crc=True):
+    """``torch.load(path, weights_only=True)``, memory-mapped when the file allows it (torch
+    tensors; the converter reads with :func:`load` and uses this only as its fallback).
+    Returns the loaded object; unsafe, corrupt and truncated files raise ConvertError.
+    ``check_crc``: True checks the zip members' CRC-32 first; 'background' returns
+    ``(obj, Background or None)`` with the check running alongside."""
+    _torch()
+    path = str(path)
+    check_readable(path)
+    is_zip, _ = _zip_or_legacy(path)
+    check = _crc_check(path, check_crc) if is_zip else None
+    obj = _read_checked(check, lambda: _torch_load(path, is_zip))
+    return (obj, check) if check_crc == 'background' else obj
+
+
+def save_torch(obj, f):
+    torch = _torch()
+    torch.save(obj, f)
+
+
+def all_tensors(obj):
+    """Every tensor in a loaded object (nested dicts, lists, tuples)."""
+    if hasattr(obj, 'untyped_storage'):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from all_tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from all_tensors(v)
+
+
+def locate_tensors_in_file(path, tensors, loaded):
+    """``tensors`` ({key: tensor}) from ``loaded = torch.load(path, mmap=True)`` -> ``{key:
+    file offset of its bytes}`` for the contiguous ones.  torch maps the whole file once, and
+    every ``data/N`` member of the zip is one storage of ``loaded``, so the lowest storage
+    address is the lowest ``data/`` member's offset; the shift found that way must then put
+    *every* storage exactly on a member of its size, or nothing is located (and the bytes
+    are written from memory instead)."""
+    if sys.byteorder != 'little':
+        return {}
+    offsets = zip_member_offsets(path)
+    with zipfile.ZipFile(path) as z:        # torch byte-swaps big-endian files on load: no raw copies
+        order = [n for n in z.namelist() if n.endswith('byteorder')]
+        if order and z.read(order[0]).strip() != b'little':
+            return {}
+    members = {off: (name, size) for off, (name, size) in offsets.items()
+               if ('/data/' in name or name.startswith('data/')) and size}
+    storages = {}
+    for t in all_tensors(loaded):
+        st = t.untyped_storage()
+        if st.nbytes():
+            storages[st.data_ptr()] = st.nbytes()
+    if not storages or len(members) != len(storages):
+        return {}
+    base = min(storages) - min(members)
+    if any(members.get(p - base, (None, -1))[1] != n for p, n in storages.items()):
+        return {}
+    return {k: t.data_ptr() - base for k, t in tensors.items() if t.is_contiguous() and t.numel()}
+
+
 def _load_with_torch(path, is_zip):
     """torch.load(weights_only=True), tensors turned into Entries (located in the file when
     torch memory-mapped it)."""
-    from weight_convert.formats import all_tensors, entry_from_torch, load_torch_file, locate_tensors_in_file
-    loaded = load_torch_file(path, check_crc=False)
+    loaded = _torch_load(path, is_zip)
     tensors = dict(enumerate(all_tensors(loaded)))
     located = locate_tensors_in_file(path, tensors, loaded) if is_zip else {}
     entries = {id(t): entry_from_torch(t) for t in tensors.values()}
@@ -324,6 +546,8 @@ def _load_with_torch(path, is_zip):
         entries[id(tensors[i])].file_range = (path, off)
     return map_leaves(loaded, lambda v: entries.get(id(v), v))
 
+
+# --- the reader ---------------------------------------------------------------------------------
 
 def read_torch_file(path, check_crc=True, reader=None):
     """A PyTorch file -> (object with Entry leaves, pending check or None).
@@ -338,14 +562,8 @@ def read_torch_file(path, check_crc=True, reader=None):
     reader = reader or os.environ.get(READER_ENV, 'native')
     if reader not in ('native', 'torch'):
         raise ConvertError(f'{READER_ENV}={reader!r}: expected native or torch')
-    is_zip = zipfile.is_zipfile(path)
+    is_zip, head = _zip_or_legacy(path)
     if not is_zip:
-        with open(path, 'rb') as f:
-            head = f.read(len(LEGACY_MAGIC))
-        if head[:4] == ZIP_MAGIC:
-            raise CorruptCheckpointError(
-                f'{path}: truncated or corrupt: a zip archive (torch.save format) without its central '
-                f'directory; the file was probably cut short')
         try:
             import torch  # noqa: F401
         except ImportError:
@@ -355,17 +573,8 @@ def read_torch_file(path, check_crc=True, reader=None):
             raise CorruptCheckpointError(f'{path}: not a PyTorch checkpoint (neither a torch.save zip archive '
                                          f'nor the legacy format): truncated or corrupt?') from None
         return _load_with_torch(path, is_zip=False), None
-    check = None
-    if check_crc in ('background', 'deferred'):
-        check = Background(lambda: verify_zip_crc(path), start=check_crc == 'background')
-    elif check_crc:
-        verify_zip_crc(path)
-    try:
-        obj = load(path) if reader == 'native' else _load_with_torch(path, is_zip=True)
-    except ConvertError:
-        raise_crc_failure_first(check)
-        raise
-    return obj, check
+    check = _crc_check(path, check_crc)
+    return _read_checked(check, lambda: load(path) if reader == 'native' else _load_with_torch(path, is_zip=True)), check
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -624,7 +833,7 @@ def write_torch(obj, f, progress=None, stop=None, archive='archive', serializati
     members = []
     try:
         for key, e in enumerate(storages):
-            _check_stop(stop)
+            check_stop(stop)
             start = z.begin(f'{p}data/{key}', e.nbytes)
             copier.write(e)
             z.pos += e.nbytes
@@ -638,7 +847,7 @@ def write_torch(obj, f, progress=None, stop=None, archive='archive', serializati
     try:
         crcs = []
         for e in storages:
-            _check_stop(stop)
+            check_stop(stop)
             crcs.append(_crc_of(e, fds, buf))
     finally:
         for fd in fds.values():
