@@ -176,5 +176,8 @@ class TrainStep:
         coins = ms.Tensor(np.array([d['coin'] if coin else 1. for d in draws], dtype = np.float32))
         shares = ms.Tensor(np.array([(hi - lo) * self.world / g for lo, hi, g in bounds], dtype = np.float32))
         scale = self.scaler.scale_value.value() if self.scaler is not None else ms.Tensor(1., ms.float32)
+        # tuples of tensors are constants of a graph unless marked mutable (then one compilation
+        # per pattern of shapes, not one per step)
+        imgs, times, noises, offsets = (ms.mutable(t) for t in (imgs, times, noises, offsets))
         loss, norm, finite = self.fn(accum, offset, coin)(imgs, times, noises, offsets, coins, scale, shares)
         return float(loss.asnumpy()), float(norm.asnumpy()), bool(finite.asnumpy())
