@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -175,12 +174,9 @@ def _convert_line(cb):
 
 
 def write_json(path, data):
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(data, f, indent=1, sort_keys=False, default=str)
-    os.replace(tmp, path)
+    from ms_ddpm.io import write_json as write
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write(path, data)
 
 
 def _worker_argv(args, name):

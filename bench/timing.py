@@ -59,18 +59,11 @@ def ratio(a, b):
 
 
 def versions():
-    out = {'python': platform.python_version(), 'machine': platform.machine(),
-           'cpu': _cpu_model(), 'cpu_count': os.cpu_count()}
-    for mod in ('mindspore', 'torch', 'numpy'):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception as err:  # a missing framework is reported, not fatal here
-            out[mod] = f'unavailable: {err}'
-    try:
-        from importlib import metadata
-        out['denoising_diffusion_pytorch'] = metadata.version('denoising-diffusion-pytorch')
-    except Exception:
-        out['denoising_diffusion_pytorch'] = None
+    """What a benchmark ran on: ``ms_ddpm.io.records`` (software, machine) plus where MindSpore
+    lives and the git commit."""
+    from ms_ddpm.io.records import cpu_model, distribution_version, versions as software
+    out = dict(software(), machine=platform.machine(), cpu=cpu_model(), cpu_count=os.cpu_count())
+    out['denoising_diffusion_pytorch'] = distribution_version('denoising-diffusion-pytorch')
     try:
         import mindspore
         out['mindspore_path'] = os.path.dirname(mindspore.__file__)
@@ -78,17 +71,6 @@ def versions():
         pass
     out['git_commit'] = _git_commit()
     return out
-
-
-def _cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _git_commit():
