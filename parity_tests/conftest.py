@@ -39,8 +39,6 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f'{r.name[:58]:58s} {r.rel_fro:10.2e} {r.max_abs:10.2e} {r.max_rel:10.2e} {r.cosine:12.9f} {r.tol!s:>8s}')
     path = os.environ.get('PARITY_REPORT')
     if path:
-        import json
-        with open(path + '.tmp', 'w') as f:
-            json.dump([r.as_dict() for r in RESULTS], f, indent=1)
-        os.replace(path + '.tmp', path)
+        from ms_ddpm.io.records import write_json
+        write_json(path, [r.as_dict() for r in RESULTS])
         tr.write_line(f'every comparison written to {path}')

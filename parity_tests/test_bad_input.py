@@ -5,21 +5,22 @@ import pytest
 
 import mindspore as ms
 
-from parity_tests.harness import build_pair, make_inputs, run_ms, run_torch
+from parity.cases import rows, with_modes
+from parity.harness import build_pair, case_inputs, run_ms, run_torch
 from weight_convert import StateDictMismatchError, load_torch_state_dict
 
 
-@pytest.mark.parametrize('mode', ['pynative', 'graph'])
-def test_indivisible_image_size_same_error_as_reference(mode):
-    cfg = dict(dim=8, dim_mults=(1, 2, 4), attn_heads=2, attn_dim_head=8)
-    t, m = build_pair('Unet', kwargs=cfg)
-    inputs = make_inputs([('randn', (1, 3, 12, 10)), ('time', (1,), 1000)])
-    with pytest.raises(AssertionError) as te:
+@pytest.mark.parametrize('case,mode', with_modes(rows('forward_error')))
+def test_indivisible_image_size_same_error_as_reference(case, mode):
+    exc, match, ms_match = case.raises
+    t, m = build_pair(case)
+    inputs = case_inputs(case)
+    with pytest.raises(exc) as te:
         run_torch(t, inputs)
-    with pytest.raises(AssertionError) as me:
+    with pytest.raises(exc) as me:
         run_ms(m, inputs, mode)
-    assert 'need to be divisible by 4, given the unet' in str(te.value)
-    assert 'your input dimensions (12, 10) need to be divisible by 4, given the unet' in str(me.value)
+    assert match in str(te.value)
+    assert ms_match in str(me.value)
 
 
 def test_state_dict_from_other_config_is_reported_and_nothing_loaded():

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from parity.compare import check
-from reference.fixtures import PARITY_FIXTURE, VERIFY_FIXTURE, load_parity
+from parity.fixtures import PARITY_FIXTURE, VERIFY_FIXTURE, load_fixture, load_parity, subtree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,43 +28,53 @@ def test_parity_cases_fixture_and_live_give_the_same_verdicts(record):
     """Every recorded case: MindSpore twin loaded with the fixture's weights, run on its
     inputs, compared with its recorded output -- and the same case built and run live."""
     import torch
-    import mindspore as ms
-    from parity_tests.harness import _cls, build_pair, make_inputs, run_ms, run_torch
+    from parity.harness import build, build_pair, case_inputs, run_ms, run_torch
     from weight_convert import load_torch_state_dict
     meta, cases = load_parity()
     same_torch = meta['versions']['torch'] == torch.__version__
     assert len(meta['cases']) >= 20
-    for c in meta['cases']:
-        fx = cases[c['id']]
-        args = tuple(tuple(a) if isinstance(a, list) else a for a in c['args'])
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in c['kwargs'].items()}
-        # fixture mode: no PyTorch involved
-        m = _cls('ms', c['class'])(*args, **kwargs)
+    for cid, fx in cases.items():
+        case = fx['case']
+        # fixture mode: no PyTorch involved (the row is the fixture's own, not the case table's)
+        m = build('ms', case)
         m.set_train(False)
         load_torch_state_dict(m, fx['weights'])
-        ok_fx, r_fx = _verdict(f'{c["id"]} [fixture]', fx['output'], run_ms(m, fx['inputs'], 'pynative'), c['kind'])
+        ok_fx, r_fx = _verdict(f'{cid} [fixture]', fx['output'], run_ms(m, fx['inputs'], 'pynative'), case.kind)
         # live mode: as the parity tests build it
-        t, m2 = build_pair(c['class'], args, kwargs, seed=meta['seed'])
-        inputs = make_inputs([tuple(s) for s in c['specs']], seed=1 if c['class'] == 'Unet' else 0)
+        t, m2 = build_pair(case, seed=meta['seed'])
+        inputs = case_inputs(case)
         for a, b in zip(inputs, fx['inputs']):
-            assert np.array_equal(a, b), c['id']
+            assert np.array_equal(a, b), cid
         live = run_torch(t, inputs)
-        ok_live, r_live = _verdict(f'{c["id"]} [live]', live, run_ms(m2, inputs, 'pynative'), c['kind'])
+        ok_live, r_live = _verdict(f'{cid} [live]', live, run_ms(m2, inputs, 'pynative'), case.kind)
         assert ok_fx == ok_live, (r_fx, r_live)
         # the recorded reference output is the live one: bit for bit with the same PyTorch on this
         # machine's CPU (another CPU may pick other SIMD kernels), within the case's tolerance anyway
-        assert _verdict(c['id'], live, fx['output'], c['kind'])[0], c['id']
+        assert _verdict(cid, live, fx['output'], case.kind)[0], cid
         if same_torch and np.array_equal(live, fx['output']):
             assert r_fx.rel_fro == r_live.rel_fro
         record(r_fx)
+
+
+def test_parity_fixture_rows_are_the_case_table():
+    """The recorded rows are the current rows of ``parity.cases`` (re-record when a row changes:
+    ``python -m reference.fixtures parity``)."""
+    from parity.fixtures import case_of, recorded_cases
+    meta, _ = load_parity()
+    recorded = {r['id']: case_of(r) for r in meta['cases']}
+    for fid, case in recorded_cases():
+        assert fid in recorded, f'{fid}: not in the fixture; re-record it'
+        r = recorded[fid]
+        assert (r.module, r.cls, r.args, r.kwargs, r.inputs, r.input_seed, r.kind) == \
+            (case.module, case.cls, case.args, case.kwargs, case.inputs, case.input_seed, case.kind), fid
 
 
 def _fixture_checkpoint(tmp_path):
     """The verify fixture's weights as a plain .pt state dict plus its config: the same model
     that ``verify --fixture`` checks, for a live run."""
     import torch
-    from ms_ddpm_tools.verify.core import load_fixture
-    meta, sd, _, _ = load_fixture(VERIFY_FIXTURE)
+    meta, arrays = load_fixture(VERIFY_FIXTURE)
+    sd = subtree(arrays, 'w')
     path = tmp_path / 'tiny.pt'
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}, path)
     return str(path), json.dumps({'unet': meta['config']['unet'], 'diffusion': meta['config']['diffusion']}), meta

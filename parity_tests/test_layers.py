@@ -1,16 +1,17 @@
-"""Every building block, PyTorch vs MindSpore, same weights and inputs, PyNative and GRAPH."""
+"""Every building block, PyTorch vs MindSpore, same weights and inputs, PyNative and GRAPH:
+the ``forward`` rows of ``parity.cases`` (all reference modules) other than whole networks."""
 
 import pytest
 
-from parity_tests.cases import LAYER_CASES
+from parity.cases import rows, with_modes
 from parity.compare import assert_parity
-from parity_tests.harness import MODES, build_pair, make_inputs, run_torch, run_ms
+from parity.harness import build_pair, case_inputs, run_torch, run_ms
+
+LAYERS = rows('forward', not_kind='unet')
 
 
-@pytest.mark.parametrize('mode', MODES)
-@pytest.mark.parametrize('case', LAYER_CASES, ids=[c[0] for c in LAYER_CASES])
+@pytest.mark.parametrize('case,mode', with_modes(LAYERS))
 def test_layer(case, mode, record):
-    case_id, name, args, kwargs, specs, kind = case
-    t, m = build_pair(name, args, kwargs)
-    inputs = make_inputs(specs)
-    record(assert_parity(f'layer {case_id} [{mode}]', run_torch(t, inputs), run_ms(m, inputs, mode), kind))
+    t, m = build_pair(case)
+    inputs = case_inputs(case)
+    record(assert_parity(f'layer {case.id} [{mode}]', run_torch(t, inputs), run_ms(m, inputs, mode), case.kind))

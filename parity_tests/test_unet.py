@@ -1,41 +1,29 @@
-"""The whole Unet over a grid of configurations, PyNative and GRAPH, fp32."""
+"""Whole networks over a grid of configurations, PyNative and GRAPH, fp32: the ``forward``
+rows of kind 'unet' of ``parity.cases``, and the networks' own checks (names, x_self_cond
+default, the default configuration, fresh initialisation)."""
 
 import numpy as np
 import pytest
 
-from parity_tests.cases import UNET_CASES
+from parity.cases import ids, rows, with_modes
 from parity.compare import assert_parity
-from parity_tests.harness import MODES, build_pair, make_inputs, run_torch, run_ms
+from parity.harness import build, build_pair, case_inputs, run_torch, run_ms
 
-IDS = [c[0] for c in UNET_CASES]
-
-
-def _inputs(cfg, shape):
-    b, c, h, w = shape
-    specs = [('randn', shape), ('time', (b,), 1000)]
-    if cfg.get('self_condition'):
-        specs.append(('randn', shape))
-    return make_inputs(specs, seed=1)
+NETS = rows('forward', kind='unet')
 
 
-@pytest.mark.parametrize('mode', MODES)
-@pytest.mark.parametrize('case', UNET_CASES, ids=IDS)
+@pytest.mark.parametrize('case,mode', with_modes(NETS))
 def test_unet_output(case, mode, record):
-    case_id, cfg, shape = case
-    t, m = build_pair('Unet', kwargs=cfg)
-    inputs = _inputs(cfg, shape)
-    record(assert_parity(f'unet {case_id} [{mode}]', run_torch(t, inputs), run_ms(m, inputs, mode), 'unet'))
+    t, m = build_pair(case)
+    inputs = case_inputs(case)
+    record(assert_parity(f'unet {case.id} [{mode}]', run_torch(t, inputs), run_ms(m, inputs, mode), 'unet'))
 
 
-@pytest.mark.parametrize('case', UNET_CASES, ids=IDS)
+@pytest.mark.parametrize('case', NETS, ids=ids(NETS))
 def test_unet_parameter_names_and_shapes(case):
     """Names and shapes equal by construction, checked directly (not through the converter)."""
-    import torch
-    import denoising_diffusion_pytorch as ddp
-    import ms_ddpm
-    _, cfg, _ = case
-    t = ddp.Unet(**cfg)
-    m = ms_ddpm.Unet(**cfg)
+    t = build('torch', case)
+    m = build('ms', case)
     torch_shapes = {k: tuple(v.shape) for k, v in t.state_dict().items()}
     ms_shapes = {n: tuple(p.shape) for n, p in m.parameters_and_names()}
     assert set(ms_shapes) == set(torch_shapes), (
@@ -49,34 +37,32 @@ def test_unet_parameter_names_and_shapes(case):
     assert t_trainable == m_trainable
 
 
-def test_self_condition_default_is_zeros(record):
+@pytest.mark.parametrize('case,mode', with_modes(rows('self_cond_default')))
+def test_self_condition_default_is_zeros(case, mode, record):
     """x_self_cond=None means zeros in both frameworks."""
-    import mindspore as ms
-    case_id, cfg, shape = next(c for c in UNET_CASES if c[0] == 'self_condition')
-    t, m = build_pair('Unet', kwargs=cfg)
-    x, time = make_inputs([('randn', shape), ('time', (shape[0],), 1000)], seed=2)
-    record(assert_parity('unet self_condition x_self_cond=None [pynative]',
-                         run_torch(t, [x, time]), run_ms(m, [x, time], 'pynative'), 'unet'))
+    t, m = build_pair(case)
+    inputs = case_inputs(case)
+    record(assert_parity(f'unet {case.id} x_self_cond=None [{mode}]',
+                         run_torch(t, inputs), run_ms(m, inputs, mode), case.kind))
 
 
-def test_default_unet_dim64(record):
+@pytest.mark.parametrize('case,mode', with_modes(rows('default_unet')))
+def test_default_unet_dim64(case, mode, record):
     """The reference's default configuration, Unet(dim=64): 245 tensors, 35.7M parameters."""
-    t, m = build_pair('Unet', kwargs=dict(dim=64))
-    assert len(t.state_dict()) == 245
+    t, m = build_pair(case)
+    assert len(t.state_dict()) == case.call['n_tensors']
     n_params = sum(int(np.prod(p.shape)) for _, p in m.parameters_and_names())
-    assert n_params == sum(p.numel() for p in t.parameters()) == 35_711_491
-    inputs = make_inputs([('randn', (1, 3, 32, 32)), ('time', (1,), 1000)], seed=3)
-    record(assert_parity('unet default dim=64 [pynative]', run_torch(t, inputs), run_ms(m, inputs, 'pynative'), 'unet'))
+    assert n_params == sum(p.numel() for p in t.parameters()) == case.call['n_params']
+    inputs = case_inputs(case)
+    record(assert_parity(f'unet default dim=64 [{mode}]', run_torch(t, inputs), run_ms(m, inputs, mode), case.kind))
 
 
-def test_fresh_init_matches_pytorch_distribution():
+@pytest.mark.parametrize('case', rows('init'), ids=ids(rows('init')))
+def test_fresh_init_matches_pytorch_distribution(case):
     """A fresh MindSpore Unet initialises like PyTorch: conv/linear weights and biases
     uniform in +-1/sqrt(fan_in), RMSNorm gains 1, mem_kv and Fourier weights N(0, 1)."""
-    import denoising_diffusion_pytorch as ddp
-    import ms_ddpm
-    cfg = dict(dim=16, dim_mults=(1, 2), learned_sinusoidal_cond=True)
-    t = {k: v.numpy() for k, v in ddp.Unet(**cfg).state_dict().items()}
-    m = {n: p.asnumpy() for n, p in ms_ddpm.Unet(**cfg).parameters_and_names()}
+    t = {k: v.numpy() for k, v in build('torch', case).state_dict().items()}
+    m = {n: p.asnumpy() for n, p in build('ms', case).parameters_and_names()}
     normal = []
     for k, tv in t.items():
         mv = m[k]

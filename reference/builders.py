@@ -27,6 +27,12 @@ def check_reference_version():
     return installed
 
 
+def torch_versions():
+    """What records the PyTorch side: torch, the reference and NumPy versions."""
+    import torch
+    return {'torch': torch.__version__, 'reference': check_reference_version(), 'numpy': np.__version__}
+
+
 def _ddp():
     check_reference_version()
     import denoising_diffusion_pytorch as ddp

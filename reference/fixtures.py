@@ -1,118 +1,23 @@
-"""Golden fixtures: the PyTorch side of parity cases, recorded once, so that the MindSpore
-side can be checked on a machine with MindSpore and no PyTorch.
-
-A fixture is one ``.npz``: ``__meta__`` (JSON: versions, configuration, per-case data),
-``w/...`` weights, ``in/...`` inputs, ``out/...`` the reference's outputs.
+"""``python -m reference.fixtures``: record golden fixtures (the PyTorch side of a comparison,
+so that the MindSpore side can be checked on a machine with MindSpore and no PyTorch).
 
     python -m reference.fixtures parity -o parity_tests/fixtures/parity-cases.npz
     python -m reference.fixtures verify --recipe tiny -o parity_tests/fixtures/verify-tiny.npz
     python -m reference.fixtures verify CHECKPOINT [--ema] [--image-size N] -o mine.npz
 
+The layout (one ``.npz``: JSON meta + named arrays) and the parity-case recording live in
+``parity.fixtures``; this module is the documented entry point and dispatches (lazily, so
+importing it pulls in neither the parity library nor the tools).
 ``ms-ddpm verify --fixture FILE`` runs against a verify fixture; ``parity_tests/test_fixtures.py``
 runs the parity cases against the parity fixture (and shows fixture and live verdicts agree).
 """
 
 import argparse
-import json
 import os
 import sys
-from collections import OrderedDict
-
-import numpy as np
-
-FIXTURE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'parity_tests', 'fixtures')
-PARITY_FIXTURE = os.path.join(FIXTURE_DIR, 'parity-cases.npz')
-VERIFY_FIXTURE = os.path.join(FIXTURE_DIR, 'verify-tiny.npz')
-
-# the parity cases recorded: every layer case and the U-Net cases below (the grid's smallest
-# models, to keep the shipped file small)
-KEEP_UNET = ('small', 'self_condition', 'learned_variance', 'channels-1', 'non-square')
 
 
-def torch_versions():
-    import torch
-    from reference.builders import check_reference_version
-    return {'torch': torch.__version__, 'reference': check_reference_version(), 'numpy': np.__version__}
-
-
-def parity_cases():
-    """(case id, class name, args, kwargs, input specs, tolerance kind) for every recorded case."""
-    from parity_tests.cases import LAYER_CASES, UNET_CASES
-    rows = [('layer/' + c[0], c[1], c[2], c[3], c[4], c[5]) for c in LAYER_CASES]
-    for case_id, cfg, shape in UNET_CASES:
-        if case_id not in KEEP_UNET:
-            continue
-        specs = [('randn', shape), ('time', (shape[0],), 1000)]
-        if cfg.get('self_condition'):
-            specs.append(('randn', shape))
-        rows.append(('unet/' + case_id, 'Unet', (), cfg, specs, 'unet'))
-    return rows
-
-
-def _jsonable(x):
-    if isinstance(x, tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, list):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    return x
-
-
-def record_parity(path=PARITY_FIXTURE, seed=0):
-    """Weights (``build_pair``'s seed), inputs (``make_inputs``) and the reference's output of
-    every parity case, as the live tests build them."""
-    import torch
-    from parity_tests.harness import build_pair, make_inputs, run_torch
-    from reference.builders import state_dict_numpy
-    torch.set_num_threads(1)        # as the parity suite runs (conv summation order depends on threads)
-    meta = {'format': 'ms_ddpm-parity-fixture', 'version': 1, 'versions': torch_versions(), 'seed': seed, 'cases': []}
-    arrays = OrderedDict(__meta__=None)
-    for case_id, name, args, kwargs, specs, kind in parity_cases():
-        t, _ = build_pair(name, args, kwargs, seed=seed)
-        inputs = make_inputs(specs, seed=1 if name == 'Unet' else 0)
-        out = run_torch(t, inputs)
-        for k, v in state_dict_numpy(t).items():
-            arrays[f'w/{case_id}/{k}'] = v
-        for i, x in enumerate(inputs):
-            arrays[f'in/{case_id}/{i}'] = x
-        arrays[f'out/{case_id}'] = out
-        meta['cases'].append({'id': case_id, 'class': name, 'args': _jsonable(args), 'kwargs': _jsonable(kwargs),
-                              'specs': _jsonable(specs), 'kind': kind, 'n_inputs': len(inputs)})
-    arrays['__meta__'] = np.array(json.dumps(meta))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}.npz'
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
-
-
-def load_parity(path=PARITY_FIXTURE):
-    """(meta, {case id: {'weights': {...}, 'inputs': [...], 'output': array}})."""
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z['__meta__']))
-        cases = OrderedDict((c['id'], {'weights': OrderedDict(), 'inputs': [None] * c['n_inputs'], 'output': None})
-                            for c in meta['cases'])
-        for k in z.files:
-            if k == '__meta__':
-                continue
-            head, rest = k.split('/', 1)
-            if head == 'out':
-                cases[rest]['output'] = z[k]
-                continue
-            cid, _, leaf = rest.rpartition('/') if head == 'in' else _split_weight(rest, cases)
-            if head == 'in':
-                cases[cid]['inputs'][int(leaf)] = z[k]
-            else:
-                cases[cid]['weights'][leaf] = z[k]
-    return meta, cases
-
-
-def _split_weight(rest, cases):
-    for cid in cases:
-        if rest.startswith(cid + '/'):
-            return cid, '/', rest[len(cid) + 1:]
-    raise KeyError(rest)
+from reference.builders import torch_versions
 
 
 def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=None, config=None,
@@ -142,12 +47,17 @@ def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=No
     return path
 
 
+def _fixture(name):
+    import parity.fixtures
+    return getattr(parity.fixtures, name)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m reference.fixtures', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='what', required=True)
     pp = sub.add_parser('parity', help='record the parity cases (layers, U-Net grid)')
-    pp.add_argument('-o', '--out', default=PARITY_FIXTURE)
+    pp.add_argument('-o', '--out', help='default: parity_tests/fixtures/parity-cases.npz')
     pv = sub.add_parser('verify', help='record the reference side of a verify run')
     pv.add_argument('checkpoint', nargs='?')
     pv.add_argument('--recipe', default='tiny', choices=('default', 'tiny'))
@@ -156,12 +66,13 @@ def main(argv=None):
     pv.add_argument('--config')
     pv.add_argument('--batch', type=int, default=1)
     pv.add_argument('--sample-batch', type=int, default=4)
-    pv.add_argument('-o', '--out', default=VERIFY_FIXTURE)
+    pv.add_argument('-o', '--out', help='default: parity_tests/fixtures/verify-tiny.npz')
     a = p.parse_args(argv)
     if a.what == 'parity':
-        path = record_parity(a.out)
+        from parity.fixtures import record_parity
+        path = record_parity(a.out or _fixture('PARITY_FIXTURE'))
     else:
-        path = record_verify(a.out, a.checkpoint, a.recipe, a.ema, a.image_size, a.config, a.batch, a.sample_batch)
+        path = record_verify(a.out or _fixture('VERIFY_FIXTURE'), a.checkpoint, a.recipe, a.ema, a.image_size, a.config, a.batch, a.sample_batch)
     print(f'{path}: {os.path.getsize(path) / 1e6:.2f} MB')
     return 0
 
