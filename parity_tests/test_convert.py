@@ -66,7 +66,7 @@ def test_kernel_copy_and_plain_writes_give_the_same_file(tmp_path, unet_sd, ext,
     """Tensor bytes go from the source file to the output with os.copy_file_range where the
     tensors are located in the file; without it (or when it fails half-way) plain writes
     produce the identical file."""
-    import weight_convert.formats as wf
+    import ms_ddpm.io.checkpoint as wf
     from weight_convert.converter import read_weights
     src = tmp_path / 'unet.pt'
     torch.save(unet_sd, src)
@@ -145,7 +145,7 @@ def test_reads_checkpoints_written_by_mindspore(tmp_path, unet_sd, crc_check):
 
 def test_ckpt_framing_is_protobuf_serialization():
     """write_ckpt frames messages by hand; the bytes equal Checkpoint.SerializeToString()."""
-    from weight_convert.formats import _checkpoint_pb2, ckpt_slice_prefix
+    from ms_ddpm.io.checkpoint import _checkpoint_pb2, ckpt_slice_prefix
     Checkpoint = _checkpoint_pb2()
     for name, dims, n in [('a', [3, 2], 24), ('downs.0.0.block1.proj.weight', [64, 64, 3, 3], 64 * 64 * 9 * 4),
                           ('scalar', [], 4), ('empty', [0], 0), ('big', [1 << 22], 1 << 24)]:

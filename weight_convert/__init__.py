@@ -20,10 +20,11 @@ from weight_convert.core import (
     torch_to_ms_name,
     to_numpy,
 )
-from weight_convert.formats import (
+from ms_ddpm.io.checkpoint import Entry
+from ms_ddpm.io.errors import (
     ConvertError,
     CorruptCheckpointError,
-    Entry,
+    DestinationError,
     UnsafeCheckpointError,
     UnsupportedFormatError,
 )

@@ -14,26 +14,17 @@ Every tensor is an :class:`Entry` (``ms_ddpm.io.checkpoint``): raw values, bf16 
 pattern, and where its bytes lie in the file, so a writer copies them with the kernel.
 Writers: :data:`WRITERS`; every output goes through the one atomic writer
 (``ms_ddpm.io.atomic.AtomicFile``), so a failed conversion never leaves a half-written file.
-
-The names this module had before the readers moved stay importable from here.
 """
 
 import os
 
-from ms_ddpm.io.atomic import AtomicFile  # noqa: F401  (the one atomic writer)
-from ms_ddpm.io.checkpoint import (  # noqa: F401  (re-exported: weight_convert.formats.* as before)
-    CKPT_CRC_TRAILER, CKPT_DTYPES, CKPT_SLICE_BYTES, DTYPES, MAX_SAFETENSORS_HEADER, SAFETENSORS_DTYPES,
-    ByteCopier, Entry, Stopped, _check_stop, _checkpoint_pb2, ckpt_slice_prefix, check_readable, check_stop,
-    read_ckpt, read_safetensors, write_ckpt, write_safetensors,
-)
+from ms_ddpm.io.checkpoint import read_ckpt, read_safetensors, write_ckpt, write_safetensors
 from ms_ddpm.io.errors import (  # noqa: F401  (re-exported: weight_convert.ConvertError ...)
     ConvertError, CorruptCheckpointError, DestinationError, UnsafeCheckpointError, UnsupportedFormatError,
 )
-from weight_convert.background import Background, raise_crc_failure_first  # noqa: F401
 from weight_convert.rules import EXTENSIONS
-from weight_convert.torchfile import (  # noqa: F401  (re-exported: weight_convert.formats.* as before)
-    ZIP_MAGIC, entry_from_torch, load_torch_file, read_torch_file, save_torch, torch_from_entry, verify_zip_crc,
-    write_torch,
+from weight_convert.torchfile import (  # noqa: F401  (the torch.load path: reference-Trainer interop, verify)
+    load_torch_file, read_torch_file, save_torch, torch_from_entry, write_torch,
 )
 
 
