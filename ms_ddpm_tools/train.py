@@ -8,7 +8,8 @@ weights with ``--init``, e.g. a reference checkpoint: fine-tuning), and runs ``m
 (progress bar with the loss; checkpoints ``model-M.ckpt`` and sample grids ``sample-M.png`` in
 ``--results`` every ``--save-every`` steps).  ``sample`` reads an ms_ddpm Trainer checkpoint
 (the architecture is stored in it), or any weights file ``weight_convert.load_model`` reads
-(a reference Trainer ``.pt``, a converted ``.ckpt``/``.safetensors`` with its config).
+(a reference Trainer ``.pt``, a converted ``.ckpt``/``.safetensors`` with its config, a bare
+``Unet``'s weights with ``--image-size``).
 """
 
 import argparse
@@ -22,45 +23,59 @@ def _ints(text):
 
 
 def _train_parser():
-    p = argparse.ArgumentParser(prog='ms-ddpm train', description='train a GaussianDiffusion on an image folder (MindSpore)')
+    from ms_ddpm_tools.exits import EPILOG
+    p = argparse.ArgumentParser(prog='ms-ddpm train', epilog=EPILOG,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description='Train a Unet + GaussianDiffusion on an image folder in MindSpore, with the '
+                                            'reference Trainer\'s options and rules (at least 100 images; an effective '
+                                            'batch, --batch-size x --grad-accum, of at least 16). Checkpoints '
+                                            'model-M.ckpt and sample grids sample-M.png go to --results every '
+                                            '--save-every steps, and the last state at the end of the run.')
     p.add_argument('folder', help='folder of images (jpg/jpeg/png/tiff, searched recursively; at least 100)')
     m = p.add_argument_group('model (ignored with --init or --resume of an existing run)')
-    m.add_argument('--image-size', type=int, default=32)
+    m.add_argument('--image-size', type=int, default=32, help='image size the model is trained at')
     m.add_argument('--channels', type=int, default=3, help='1 (L), 3 (RGB) or 4 (RGBA)')
-    m.add_argument('--dim', type=int, default=64)
-    m.add_argument('--dim-mults', type=_ints, default=(1, 2, 4, 8), help='e.g. 1,2,4,8')
-    m.add_argument('--attn-heads', type=int, default=4)
-    m.add_argument('--attn-dim-head', type=int, default=32)
-    m.add_argument('--flash-attn', action='store_true')
-    m.add_argument('--timesteps', type=int, default=1000)
-    m.add_argument('--sampling-timesteps', type=int, default=None, help='DDIM steps for the milestone samples')
-    m.add_argument('--objective', default='pred_v', choices=['pred_noise', 'pred_x0', 'pred_v'])
-    m.add_argument('--beta-schedule', default='sigmoid', choices=['linear', 'cosine', 'sigmoid'])
-    m.add_argument('--init', default=None, help='start from these weights (any format weight_convert reads)')
+    m.add_argument('--dim', type=int, default=64, help='Unet(dim): channels of the first stage')
+    m.add_argument('--dim-mults', type=_ints, default=(1, 2, 4, 8), help='Unet(dim_mults), e.g. 1,2,4,8')
+    m.add_argument('--attn-heads', type=int, default=4, help='Unet(attn_heads)')
+    m.add_argument('--attn-dim-head', type=int, default=32, help='Unet(attn_dim_head)')
+    m.add_argument('--flash-attn', action='store_true', help='Unet(flash_attn=True)')
+    m.add_argument('--timesteps', type=int, default=1000, help='GaussianDiffusion(timesteps)')
+    m.add_argument('--sampling-timesteps', type=int, default=None,
+                   help='DDIM steps for the milestone samples (default: DDPM over all timesteps)')
+    m.add_argument('--objective', default='pred_v', choices=['pred_noise', 'pred_x0', 'pred_v'],
+                   help='GaussianDiffusion(objective)')
+    m.add_argument('--beta-schedule', default='sigmoid', choices=['linear', 'cosine', 'sigmoid'],
+                   help='GaussianDiffusion(beta_schedule)')
+    m.add_argument('--init', default=None, help='start from these weights (any format ms-ddpm convert reads)')
     m.add_argument('--init-ema', action='store_true', help='with --init of a Trainer checkpoint: its EMA weights')
     t = p.add_argument_group('training (the reference Trainer\'s options)')
-    t.add_argument('--batch-size', type=int, default=16)
-    t.add_argument('--grad-accum', type=int, default=1)
-    t.add_argument('--lr', type=float, default=1e-4)
-    t.add_argument('--steps', type=int, default=100000)
-    t.add_argument('--save-every', type=int, default=1000)
-    t.add_argument('--num-samples', type=int, default=25)
-    t.add_argument('--results', default='./results')
-    t.add_argument('--ema-decay', type=float, default=0.995)
-    t.add_argument('--ema-update-every', type=int, default=10)
-    t.add_argument('--max-grad-norm', type=float, default=1.)
-    t.add_argument('--no-flip', action='store_true', help='no random horizontal flips')
+    t.add_argument('--batch-size', type=int, default=16, help='train_batch_size')
+    t.add_argument('--grad-accum', type=int, default=1, help='gradient_accumulate_every')
+    t.add_argument('--lr', type=float, default=1e-4, help='train_lr (Adam, betas 0.9/0.99)')
+    t.add_argument('--steps', type=int, default=100000, help='train_num_steps')
+    t.add_argument('--save-every', type=int, default=1000, help='save_and_sample_every')
+    t.add_argument('--num-samples', type=int, default=25, help='num_samples in each milestone grid (a square)')
+    t.add_argument('--results', default='./results', help='results_folder')
+    t.add_argument('--ema-decay', type=float, default=0.995, help='ema_decay')
+    t.add_argument('--ema-update-every', type=int, default=10, help='ema_update_every')
+    t.add_argument('--max-grad-norm', type=float, default=1., help='max_grad_norm (gradient clipping)')
+    t.add_argument('--no-flip', action='store_true', help='no random horizontal flips (augment_horizontal_flip=False)')
     t.add_argument('--amp', action='store_true', help='mixed precision + DynamicLossScaler')
-    t.add_argument('--mixed-precision-type', default='fp16', choices=['fp16', 'bf16'])
-    t.add_argument('--convert-image-to', default=None, choices=['L', 'RGB', 'RGBA'])
+    t.add_argument('--mixed-precision-type', default='fp16', choices=['fp16', 'bf16'], help='with --amp')
+    t.add_argument('--convert-image-to', default=None, choices=['L', 'RGB', 'RGBA'],
+                   help='convert_image_to (default: from --channels)')
     t.add_argument('--fid', dest='fid', action='store_true', default=False, help='compute FID at each milestone')
     t.add_argument('--fid-weights', default=None, help='local pytorch-fid InceptionV3 weights (never downloaded)')
-    t.add_argument('--num-fid-samples', type=int, default=50000)
-    t.add_argument('--save-best-and-latest-only', action='store_true')
-    t.add_argument('--seed', type=int, default=0)
+    t.add_argument('--num-fid-samples', type=int, default=50000, help='num_fid_samples')
+    t.add_argument('--save-best-and-latest-only', action='store_true', help='save_best_and_latest_only (needs --fid)')
+    t.add_argument('--seed', type=int, default=0,
+                   help='seed of the initial weights, the data order, flips and every training draw: '
+                        'the same seed gives the same run')
     t.add_argument('--no-jit', action='store_true', help='PyNative train step (debugging)')
     t.add_argument('--resume', default=None, help='milestone (model-M.ckpt in --results) or a checkpoint path')
     t.add_argument('--log', default=None, help='append "step loss" lines to this file')
+    t.add_argument('--no-progress', action='store_true', help='no progress bar (also TQDM_DISABLE=1)')
     return p
 
 
@@ -83,25 +98,86 @@ def build_model(cfg):
 
 
 def _resume_path(args):
+    from ms_ddpm_tools.exits import InputError
     r = args.resume
     if r is None:
         return None
     path = r if r.endswith('.ckpt') else os.path.join(args.results, f'model-{r}.ckpt')
     if not os.path.isfile(path):
-        raise SystemExit(f'ms-ddpm train: --resume {r}: {path} does not exist')
+        raise InputError(f'--resume {r}: {path} does not exist')
     return path
 
 
+EXTS = ('jpg', 'jpeg', 'png', 'tiff')
+
+
+def progress_enabled(args=None):
+    """tqdm bars: off with --no-progress / --quiet or TQDM_DISABLE set (tqdm's own switch)."""
+    if args is not None and (getattr(args, 'no_progress', False) or getattr(args, 'quiet', False)):
+        return False
+    return os.environ.get('TQDM_DISABLE', '').strip().lower() in ('', '0', 'false', 'no')
+
+
+def check_training_input(args):
+    """The reference Trainer's rules and readable images, each as one clear line (before any
+    model is built): a missing folder, fewer than 100 images, an effective batch under 16, an
+    image that does not decode (named)."""
+    from pathlib import Path
+    from ms_ddpm_tools.exits import InputError
+    if not os.path.isdir(args.folder):
+        raise InputError(f'{args.folder}: no such folder')
+    paths = [p for ext in EXTS for p in Path(args.folder).glob(f'**/*.{ext}')]
+    if len(paths) < 100:
+        raise InputError(f'{args.folder}: {len(paths)} images ({", ".join(EXTS)}, searched recursively); the reference '
+                         f'Trainer needs at least 100 (at least 10k recommended)')
+    if args.batch_size * args.grad_accum < 16:
+        raise InputError(f'effective batch size --batch-size {args.batch_size} x --grad-accum {args.grad_accum} = '
+                         f'{args.batch_size * args.grad_accum}; the reference Trainer needs at least 16')
+    if args.save_every < 1 or args.steps < 1:
+        raise InputError('--steps and --save-every must be at least 1')
+    r = math.isqrt(args.num_samples)
+    if args.num_samples < 1 or r * r != args.num_samples:
+        raise InputError(f'--num-samples {args.num_samples}: must be a square (the reference grids them)')
+    from PIL import Image
+    from tqdm.auto import tqdm
+    for p in tqdm(paths, desc='checking images', leave=False, disable=not progress_enabled(args) or len(paths) < 2000):
+        try:
+            with Image.open(p) as im:
+                im.verify()
+        except Exception as e:
+            raise InputError(f'{p}: not a readable image ({type(e).__name__}: {e})') from None
+    return paths
+
+
 def main_train(argv=None):
+    from ms_ddpm_tools.exits import error, input_errors
     args = _train_parser().parse_args(argv)
+    try:
+        return _train(args)
+    except input_errors() as e:
+        return error('ms-ddpm train', _one_line(e))
+
+
+def _one_line(e):
+    from ms_ddpm_tools.verify.command import _one_line as one
+    return one(e)
+
+
+def _train(args):
+    import mindspore as ms
+    import numpy as np
     import ms_ddpm
     from ms_ddpm.training import read_trainer_checkpoint
+    from ms_ddpm_tools.exits import InputError
+    check_training_input(args)
     os.makedirs(args.results, exist_ok=True)
     resume = _resume_path(args)
+    ms.set_seed(args.seed)                  # before the model is built: its initial weights follow the seed
+    np.random.seed(args.seed)
     if resume:
         _, meta = read_trainer_checkpoint(resume)
         if not meta.get('config'):
-            raise SystemExit(f'{resume}: holds no model config; cannot rebuild the model')
+            raise InputError(f'{resume}: holds no model config; cannot rebuild the model')
         md = build_model(meta['config'])
     elif args.init:
         from weight_convert import load_model
@@ -118,7 +194,7 @@ def main_train(argv=None):
         mixed_precision_type=args.mixed_precision_type, convert_image_to=args.convert_image_to,
         calculate_fid=args.fid, max_grad_norm=args.max_grad_norm, num_fid_samples=args.num_fid_samples,
         save_best_and_latest_only=args.save_best_and_latest_only, seed=args.seed, jit=not args.no_jit,
-        fid_weights=args.fid_weights)
+        fid_weights=args.fid_weights, progress=progress_enabled(args))
     if resume:
         trainer.load(resume)
     if log_file:
@@ -135,74 +211,129 @@ def main_train(argv=None):
     finally:
         if log_file:
             log_file.close()
+    if trainer.step % args.save_every:          # the steps since the last milestone are not lost
+        path = trainer.save('last')
+        print(f'ms-ddpm train: saved the final state (step {trainer.step}) to {path}; '
+              f'continue with --resume last', file=sys.stderr)
     return 0
 
 
 # --- sample --------------------------------------------------------------------------------
 
 def _sample_parser():
-    p = argparse.ArgumentParser(prog='ms-ddpm sample', description='sample images from a checkpoint (MindSpore)')
-    p.add_argument('checkpoint', help='ms_ddpm Trainer .ckpt, or weights weight_convert reads (.pt/.ckpt/.safetensors)')
-    p.add_argument('--out', required=True, help='PNG grid to write')
+    from ms_ddpm_tools.exits import EPILOG
+    p = argparse.ArgumentParser(prog='ms-ddpm sample', epilog=EPILOG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description='Sample images from a checkpoint in MindSpore: an ms_ddpm Trainer .ckpt, a '
+                                            'reference Trainer .pt, converted weights (.ckpt/.safetensors/.pt), or a bare '
+                                            'Unet\'s weights (give --image-size; the reference\'s GaussianDiffusion '
+                                            'defaults, or --config, complete the model).')
+    p.add_argument('checkpoint', help='ms_ddpm Trainer .ckpt, or weights ms-ddpm convert reads (.pt/.ckpt/.safetensors)')
+    p.add_argument('--out', required=True, help='PNG grid to write (its folder must exist)')
     p.add_argument('--num', type=int, default=16, help='number of images (grid of sqrt columns)')
-    p.add_argument('--batch-size', type=int, default=16)
+    p.add_argument('--batch-size', type=int, default=16, help='images sampled at once')
     p.add_argument('--ddim-steps', type=int, default=None, help='DDIM with N steps (default: as the model was built; '
                                                                 'DDPM over all timesteps if it has no sampling_timesteps)')
     w = p.add_mutually_exclusive_group()
-    w.add_argument('--ema', dest='ema', action='store_true', default=True, help='EMA weights (default)')
+    w.add_argument('--ema', dest='ema', action='store_true', default=None,
+                   help='EMA weights (the default where the file holds them)')
     w.add_argument('--online', dest='ema', action='store_false', help='the online (trained) weights')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, default=0, help='seed of the sampling noise')
     p.add_argument('--gif', default=None, help='also write the denoising trajectory as an animated GIF')
     p.add_argument('--gif-frames', type=int, default=60, help='frames in the GIF (steps are subsampled)')
     p.add_argument('--gif-scale', type=int, default=4, help='enlarge the GIF frames this many times')
     p.add_argument('--image-size', type=int, default=None, help='for weights without a stored config')
     p.add_argument('--config', default=None, help='architecture config (JSON text or file) for plain weights')
+    p.add_argument('--quiet', action='store_true', help='no progress bar (also TQDM_DISABLE=1)')
     return p
 
 
-def load_for_sampling(path, ema=True, image_size=None, config=None):
-    """GaussianDiffusion with the checkpoint's weights (EMA or online)."""
-    from weight_convert import load_torch_state_dict, load_model
+def load_for_sampling(path, ema=None, image_size=None, config=None):
+    """(GaussianDiffusion with the checkpoint's weights, trained steps or None, which weights).
+    ``ema``: True EMA, False online, None the EMA weights where the file holds them.  A bare
+    Unet is wrapped in a GaussianDiffusion (``image_size`` needed, the reference's defaults
+    or ``config``'s diffusion arguments for the rest)."""
+    import ms_ddpm
+    from ms_ddpm.io.state import load_state_dict
     from ms_ddpm.training import read_trainer_checkpoint
+    from weight_convert import ConvertError, load_model
+    from weight_convert.config import diffusion_kwargs, parse_explicit_config
+    from ms_ddpm_tools.exits import InputError
     if str(path).endswith('.ckpt'):
         try:
             entries, meta = read_trainer_checkpoint(path)
-        except ValueError:
+        except (ValueError, KeyError):
             meta = None
         if meta is not None:
             if not meta.get('config'):
-                raise SystemExit(f'{path}: holds no model config')
+                raise InputError(f'{path}: holds no model config')
             md = build_model(meta['config'])
-            prefix = 'ema_model.' if ema else 'online_model.'
-            load_torch_state_dict(md, {k[len(prefix):]: v for k, v in entries.items() if k.startswith(prefix)})
+            use_ema = ema is not False
+            prefix = 'ema_model.' if use_ema else 'online_model.'
+            load_state_dict(md, {k[len(prefix):]: v for k, v in entries.items() if k.startswith(prefix)})
             md.set_train(False)
-            return md, meta.get('step')
-    explicit = config
-    if image_size is not None and explicit is None:
-        explicit = {'image_size': image_size}
+            return md, meta.get('step'), 'EMA' if use_ema else 'online'
+    explicit = parse_explicit_config(config)
+    given_diffusion = dict(explicit['diffusion'])
+    if image_size is not None:
+        given_diffusion['image_size'] = image_size
+    which = 'EMA' if ema else 'online' if ema is False else None
     try:
-        md = load_model(path, config=explicit, ema=ema)
-    except Exception as e:
-        if ema and 'ema' in str(e).lower():
-            raise SystemExit(f'{path}: {e}\n(use --online for a file without EMA weights)')
+        net = load_model(path, config=explicit, ema=bool(ema))
+        if ema is None:                             # auto: a Trainer checkpoint's EMA weights, else what is there
+            try:
+                net = load_model(path, config=explicit, ema=True)
+                which = 'EMA'
+            except ConvertError:
+                which = 'the file\'s'
+    except ConvertError as e:
+        if 'image_size' in str(e) and image_size is None:
+            raise InputError(f'{path}: {e}; give --image-size') from None
         raise
-    return md, None
+    if isinstance(net, ms_ddpm.GaussianDiffusion):
+        if image_size is not None and tuple(net.image_size) != ((image_size,) * 2 if isinstance(image_size, int)
+                                                               else tuple(image_size)):
+            raise InputError(f'{path}: the model samples {tuple(net.image_size)} images; --image-size {image_size} '
+                             f'does not apply')
+        net.set_train(False)
+        return net, None, which
+    if 'image_size' not in given_diffusion:         # a bare Unet
+        raise InputError(f'{path}: a bare Unet; give --image-size N to sample with GaussianDiffusion\'s defaults '
+                         f'(or --config with its diffusion arguments)')
+    md = ms_ddpm.GaussianDiffusion(net, **diffusion_kwargs({'diffusion': given_diffusion}))
+    md.set_train(False)
+    return md, None, which
 
 
 def main_sample(argv=None):
+    from ms_ddpm_tools.exits import error, input_errors
     args = _sample_parser().parse_args(argv)
+    try:
+        return _sample(args)
+    except input_errors() as e:
+        return error('ms-ddpm sample', _one_line(e))
+
+
+def _sample(args):
     import numpy as np
     import mindspore as ms
     from ms_ddpm.io.images import save_gif, save_image
-    md, step = load_for_sampling(args.checkpoint, ema=args.ema, image_size=args.image_size, config=args.config)
+    from ms_ddpm_tools.exits import InputError
+    if not progress_enabled(args):
+        os.environ['TQDM_DISABLE'] = '1'           # tqdm's own switch: the sampling loops' bars
+    if args.num < 1 or args.batch_size < 1:
+        raise InputError(f'--num {args.num} / --batch-size {args.batch_size}: must be at least 1')
+    for out in (args.out, args.gif):
+        if out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+            raise InputError(f'{out}: folder {os.path.dirname(os.path.abspath(out))} does not exist')
+    md, step, which = load_for_sampling(args.checkpoint, ema=args.ema, image_size=args.image_size, config=args.config)
     if args.ddim_steps is not None:
         if not 0 < args.ddim_steps <= md.num_timesteps:
-            raise SystemExit(f'--ddim-steps must be in 1..{md.num_timesteps}')
+            raise InputError(f'--ddim-steps must be in 1..{md.num_timesteps}')
         md.sampling_timesteps = args.ddim_steps
         md.is_ddim_sampling = args.ddim_steps < md.num_timesteps
     ms.set_seed(args.seed)
     kind = f'DDIM {md.sampling_timesteps} steps' if md.is_ddim_sampling else f'DDPM {md.num_timesteps} steps'
-    print(f'sampling {args.num} images ({kind}, {"EMA" if args.ema else "online"} weights'
+    print(f'sampling {args.num} images ({kind}, {which} weights'
           f'{f", trained {step} steps" if step is not None else ""}, seed {args.seed})', file=sys.stderr)
     want_traj = args.gif is not None
     out, traj = [], []

@@ -1,0 +1,95 @@
+"""``ms-ddpm train`` / ``ms-ddpm sample`` as a new user meets them (issue 17): the same seed
+gives the same run, the end of a run is saved, the reference Trainer's rules and bad input
+are one line each with exit 1, and a bare Unet samples."""
+
+import os
+
+import numpy as np
+import pytest
+
+from ms_ddpm_tools.train import main_sample, main_train
+from ms_ddpm_tools.verify.default import write_digits
+
+TINY = ['--image-size', '8', '--channels', '1', '--dim', '8', '--dim-mults', '1,2', '--attn-heads', '2',
+        '--attn-dim-head', '8', '--timesteps', '20', '--sampling-timesteps', '2', '--num-samples', '4',
+        '--no-jit', '--no-progress', '--no-flip']
+
+
+@pytest.fixture(scope='module')
+def digits(tmp_path_factory):
+    d = tmp_path_factory.mktemp('digits')
+    write_digits(str(d / 'img'), size=8, count=100)
+    return d
+
+
+def _one_line_error(capsys, prog, *words):
+    err = capsys.readouterr().err
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert lines and lines[-1].startswith(f'ms-ddpm {prog}: error: '), err[-2000:]
+    assert 'Traceback' not in err
+    for w in words:
+        assert w in lines[-1], (w, lines[-1])
+    return lines[-1]
+
+
+def test_same_seed_same_run_and_the_end_of_a_run_is_saved(digits, capsys):
+    logs = []
+    for run in ('a', 'b'):
+        res = digits / f'res-{run}'
+        assert main_train([str(digits / 'img'), *TINY, '--steps', '3', '--save-every', '2', '--results', str(res),
+                           '--seed', '7', '--log', str(digits / f'{run}.log')]) == 0
+        logs.append((digits / f'{run}.log').read_text().split())
+        assert (res / 'model-1.ckpt').exists()                 # the milestone at step 2
+        assert (res / 'model-last.ckpt').exists()               # step 3 is not lost
+    assert logs[0] == logs[1] and len(logs[0]) == 6             # 3 'step loss' lines, bit-identical
+    err = capsys.readouterr().err
+    assert 'saved the final state (step 3)' in err
+    # and the saved end state resumes
+    res = digits / 'res-a'
+    assert main_train([str(digits / 'img'), *TINY, '--steps', '4', '--save-every', '2', '--results', str(res),
+                       '--resume', 'last']) == 0
+
+
+def test_train_rules_and_bad_input_are_one_line(digits, tmp_path, capsys):
+    img = str(digits / 'img')
+    assert main_train([str(tmp_path / 'nowhere'), *TINY]) == 1
+    _one_line_error(capsys, 'train', 'no such folder')
+    few = tmp_path / 'few'
+    write_digits(str(few), size=8, count=20)
+    assert main_train([str(few), *TINY]) == 1
+    _one_line_error(capsys, 'train', '20 images', 'at least 100')
+    assert main_train([img, *TINY, '--batch-size', '4']) == 1
+    _one_line_error(capsys, 'train', 'effective batch size', '= 4', 'at least 16')
+    broken = tmp_path / 'broken'
+    write_digits(str(broken), size=8, count=100)
+    with open(broken / '0042.png', 'r+b') as f:                 # a damaged PNG chunk
+        f.seek(40)
+        f.write(b'\xff' * 8)
+    assert main_train([str(broken), *TINY]) == 1
+    _one_line_error(capsys, 'train', '0042.png', 'not a readable image')
+    (tmp_path / 'bad.ckpt').write_bytes(b'not a checkpoint')
+    assert main_train([img, *TINY, '--results', str(tmp_path / 'r'), '--resume', str(tmp_path / 'bad.ckpt')]) == 1
+    _one_line_error(capsys, 'train', 'bad.ckpt')
+
+
+def test_sample_a_bare_unet_and_bad_input(tmp_path, capsys):
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    torch.manual_seed(0)
+    torch.save(ddp.Unet(dim=8, dim_mults=(1, 2), channels=1).state_dict(), tmp_path / 'unet.pt')
+    unet = str(tmp_path / 'unet.pt')
+    out = tmp_path / 'grid.png'
+    assert main_sample([unet, '--out', str(out), '--num', '4', '--image-size', '8', '--ddim-steps', '2',
+                        '--quiet']) == 0
+    from PIL import Image
+    with Image.open(out) as im:
+        assert im.size == (2 * 8 + 3 * 2, 2 * 8 + 3 * 2)       # a 2x2 grid, torchvision's padding
+    capsys.readouterr()
+    assert main_sample([unet, '--out', str(out), '--num', '4']) == 1
+    _one_line_error(capsys, 'sample', 'bare Unet', '--image-size')
+    assert main_sample([unet, '--out', str(out), '--num', '0', '--image-size', '8']) == 1
+    _one_line_error(capsys, 'sample', '--num 0')
+    assert main_sample([unet, '--out', str(tmp_path / 'no' / 'grid.png'), '--image-size', '8']) == 1
+    _one_line_error(capsys, 'sample', 'does not exist')
+    assert main_sample([str(tmp_path / 'missing.pt'), '--out', str(out)]) == 1
+    _one_line_error(capsys, 'sample', 'missing.pt')
