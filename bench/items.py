@@ -3,7 +3,7 @@ same weights, times both on the same inputs, and returns a dict of figures (seco
 
 MindSpore runs asynchronously: every timed MindSpore call ends in ``.asnumpy()`` on its
 result, so the time covers the work.  GRAPH mode is ``ms.jit`` of a function calling the
-cell (as in ``parity_tests.harness.run_ms``); its first call (tracing + compiling + one run)
+cell (as in ``parity.harness.run_ms``); its first call (tracing + compiling + one run)
 is timed on its own and ``compile_s`` = first call - steady-state median.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.timing import interleaved, load, ratio, timed
 
-# The reference's default U-Net, and the small U-Net of the parity tests (parity_tests/cases.py).
+# The reference's default U-Net, and the small U-Net of the parity tests (parity/cases.py).
 DEFAULT_UNET = dict(dim=64)
 SMALL_UNET = dict(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8)
 
