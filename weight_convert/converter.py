@@ -17,6 +17,7 @@ from ms_ddpm.io.atomic import AtomicFile
 from ms_ddpm.io.checkpoint import Entry
 from ms_ddpm.io.errors import ConvertError
 from ms_ddpm.io.records import jsonable
+from ms_ddpm.io.state import differences
 from weight_convert.background import Background
 from weight_convert.config import (  # noqa: F401  (re-exported: weight_convert.converter.* as before)
     CONFIG_FORMAT, CONFIG_VERSION, ConfigError, as_tuple, config_path, diffusion_kwargs, parse_explicit_config,
@@ -280,9 +281,7 @@ def check_against(source, spec, cfg):
     """Strict: every missing, unexpected and mis-shaped key in one error.  Returns the entries
     in the target network's order."""
     entries = source.entries
-    missing = [k for k in spec if k not in entries]
-    unexpected = [k for k in entries if k not in spec]
-    mismatched = [(k, entries[k].shape, spec[k]) for k in spec if k in entries and entries[k].shape != spec[k]]
+    missing, unexpected, mismatched = differences(spec, {k: e.shape for k, e in entries.items()})
     if missing or unexpected or mismatched:
         hint = ''
         if cfg.get('_conflicts'):

@@ -33,6 +33,7 @@ from ms_ddpm.io.checkpoint import (
 from ms_ddpm.io.state import (
     StateDictMismatchError,
     check_state_dict,
+    differences,
     load_state_dict,
     ms_state_dict,
     to_numpy,

@@ -115,9 +115,6 @@ def check_stop(stop):
         raise Stopped('stopped')
 
 
-_check_stop = check_stop       # the historical name
-
-
 # --- copying tensor bytes to an output ------------------------------------------------------
 
 class ByteCopier:

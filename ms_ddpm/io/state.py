@@ -61,19 +61,27 @@ def _loaded_torch():
     return sys.modules.get('torch')
 
 
+def differences(expected, given):
+    """``(missing, unexpected, mismatched)`` of ``given`` against ``expected`` (both ``{name:
+    shape}``): names only in ``expected``, names only in ``given``, and ``(name, given shape,
+    expected shape)`` where the shapes differ; in ``expected``'s order (unexpected: ``given``'s)."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    mismatched = [(k, tuple(given[k]), tuple(expected[k]))
+                  for k in expected if k in given and tuple(given[k]) != tuple(expected[k])]
+    return missing, unexpected, mismatched
+
+
 def check_state_dict(net, state_dict, rename=None):
     """Map ``{key: tensor}`` (keys through ``rename`` if given) onto ``net``'s parameters;
     raise :class:`StateDictMismatchError` listing every missing, unexpected and mis-shaped
     key.  Returns ``{name: np.ndarray}``."""
-    params = dict(net.parameters_and_names())
     rename = rename or (lambda k: k)
     converted = {rename(k): to_numpy(v) for k, v in state_dict.items()}
-    missing = sorted(set(params) - set(converted))
-    unexpected = sorted(set(converted) - set(params))
-    mismatched = [(k, converted[k].shape, tuple(params[k].shape))
-                  for k in params if k in converted and tuple(converted[k].shape) != tuple(params[k].shape)]
+    missing, unexpected, mismatched = differences(
+        {name: tuple(p.shape) for name, p in net.parameters_and_names()}, {k: v.shape for k, v in converted.items()})
     if missing or unexpected or mismatched:
-        raise StateDictMismatchError(missing, unexpected, mismatched, target=type(net).__name__)
+        raise StateDictMismatchError(sorted(missing), sorted(unexpected), mismatched, target=type(net).__name__)
     return converted
 
 
