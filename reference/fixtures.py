@@ -5,9 +5,10 @@ so that the MindSpore side can be checked on a machine with MindSpore and no PyT
     python -m reference.fixtures verify --recipe tiny -o parity_tests/fixtures/verify-tiny.npz
     python -m reference.fixtures verify CHECKPOINT [--ema] [--image-size N] -o mine.npz
 
-The layout (one ``.npz``: JSON meta + named arrays) and the parity-case recording live in
-``parity.fixtures``; this module is the documented entry point and dispatches (lazily, so
-importing it pulls in neither the parity library nor the tools).
+This module is only the documented entry point: the layout (one ``.npz``: JSON meta + named
+arrays) and the parity-case recording live in ``parity.fixtures``, the verify recording in
+``ms_ddpm_tools.verify.fixtures`` (also ``ms-ddpm verify --record-fixture``); it dispatches to
+them lazily, so importing ``reference`` pulls in neither.
 ``ms-ddpm verify --fixture FILE`` runs against a verify fixture; ``parity_tests/test_fixtures.py``
 runs the parity cases against the parity fixture (and shows fixture and live verdicts agree).
 """
@@ -15,41 +16,6 @@ runs the parity cases against the parity fixture (and shows fixture and live ver
 import argparse
 import os
 import sys
-
-
-from reference.builders import torch_versions
-
-
-def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=None, config=None,
-                  batch=1, sample_batch=4, seed=0, sampling_timesteps=None):
-    """The reference side of a ``verify`` run (weights, every input and draw, every output)."""
-    import torch
-    from ms_ddpm_tools.verify import core
-    from ms_ddpm_tools.verify.default import RECIPES, config_of, ensure_checkpoint
-    torch.set_num_threads(1)
-    if checkpoint is None:
-        r = RECIPES[recipe]
-        checkpoint, _ = ensure_checkpoint(r)
-        config = config or config_of(r)
-        name = f'built-in "{r["name"]}"'
-    else:
-        name = os.path.basename(checkpoint)
-    cfg, sd, info = core.load_checkpoint(checkpoint, ema=ema, config=config, image_size=image_size)
-    if sampling_timesteps:
-        cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
-    inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch, sample_batch=sample_batch, seed=seed)
-    timer = core.Timer()
-    expected = core.torch_side(cfg, sd, inp, progress=False, timer=timer)
-    meta = {'format': 'ms_ddpm-verify-fixture', 'version': 1, 'config': cfg, 'timesteps': ts, 'batch': batch,
-            'checkpoint': name, 'source': info, 'versions': torch_versions(), 'torch_timings': dict(timer.times)}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    core.save_fixture(path, meta, sd, inp, expected)
-    return path
-
-
-def _fixture(name):
-    import parity.fixtures
-    return getattr(parity.fixtures, name)
 
 
 def main(argv=None):
@@ -68,11 +34,15 @@ def main(argv=None):
     pv.add_argument('--sample-batch', type=int, default=4)
     pv.add_argument('-o', '--out', help='default: parity_tests/fixtures/verify-tiny.npz')
     a = p.parse_args(argv)
+    # the entry point dispatches upward, lazily: the only imports of parity / ms_ddpm_tools from
+    # reference (declared as such in pyproject's import-linter contract)
+    from parity.fixtures import PARITY_FIXTURE, VERIFY_FIXTURE, record_parity
     if a.what == 'parity':
-        from parity.fixtures import record_parity
-        path = record_parity(a.out or _fixture('PARITY_FIXTURE'))
+        path = record_parity(a.out or PARITY_FIXTURE)
     else:
-        path = record_verify(a.out or _fixture('VERIFY_FIXTURE'), a.checkpoint, a.recipe, a.ema, a.image_size, a.config, a.batch, a.sample_batch)
+        from ms_ddpm_tools.verify.fixtures import record_verify
+        path = record_verify(a.out or VERIFY_FIXTURE, a.checkpoint, a.recipe, a.ema, a.image_size, a.config,
+                             a.batch, a.sample_batch)
     print(f'{path}: {os.path.getsize(path) / 1e6:.2f} MB')
     return 0
 
