@@ -26,6 +26,8 @@ checks and what they compare (the test that runs them):
   loss             ``forward(img, times, noise=...)`` with injected draws      test_diffusion
   q_sample, p_sample, ddim_step, ddim_loop, ddpm_loop, interpolate           test_diffusion
   grad, adam       gradients of every parameter; parameters after Adam steps   test_training
+
+The 1D family keeps its rows in ``parity.cases_1d`` (same Case, ids ``1d/...``), run by test_1d.
 """
 
 from dataclasses import dataclass, field
@@ -69,8 +71,17 @@ def add(*cases):
     ROWS.extend(cases)
 
 
+def _check_unique():
+    seen = set()
+    for c in ROWS:
+        if (c.check, c.id) in seen:
+            raise ValueError(f'two rows with check={c.check!r} id={c.id!r}: ids must be unique within a check')
+        seen.add((c.check, c.id))
+
+
 def rows(check=None, module=None, cls=None, kind=None, ids=None, not_kind=None):
     """The rows of ``check`` (and module / class / tolerance kind / ids), in table order."""
+    _check_unique()
     out = [c for c in ROWS if (check is None or c.check == check) and (module is None or c.module == module)
            and (cls is None or c.cls == cls) and (kind is None or c.kind == kind)
            and (not_kind is None or c.kind != not_kind) and (ids is None or c.id in ids)]
@@ -286,14 +297,3 @@ ADAM = dict(lr=1e-4, betas=(0.9, 0.99))
 # (id, unet cfg, GaussianDiffusion kwargs, draws) of the grad rows, the shape test_training.py
 # unpacks until it parametrizes over rows('grad') / rows('adam')
 TRAIN_CASES = [(c.id, c.net_kwargs, c.kwargs, dict(c.draws)) for c in rows('grad')]
-
-
-def _check_unique():
-    seen = set()
-    for c in ROWS:
-        if (c.check, c.id) in seen:
-            raise ValueError(f'two rows with check={c.check!r} id={c.id!r}: ids must be unique within a check')
-        seen.add((c.check, c.id))
-
-
-_check_unique()
