@@ -26,3 +26,11 @@ from ms_ddpm.denoising_diffusion_pytorch import (
 from ms_ddpm.denoising_diffusion_pytorch_1d import GaussianDiffusion1D, Unet1D, Dataset1D
 from ms_ddpm.ema import EMA
 from ms_ddpm.attend import Attend
+
+# the other diffusion processes (issue 13), as the reference's __init__ exports them
+from ms_ddpm.learned_gaussian_diffusion import LearnedGaussianDiffusion
+from ms_ddpm.continuous_time_gaussian_diffusion import ContinuousTimeGaussianDiffusion
+from ms_ddpm.weighted_objective_gaussian_diffusion import WeightedObjectiveGaussianDiffusion
+from ms_ddpm.elucidated_diffusion import ElucidatedDiffusion
+from ms_ddpm.v_param_continuous_time_gaussian_diffusion import VParamContinuousTimeGaussianDiffusion
+from ms_ddpm.xm import XMWrapper

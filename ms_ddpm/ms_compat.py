@@ -607,27 +607,74 @@ def is_tensor(x):
 
 
 def tree_flatten(tree):
-    """The leaves of nested tuples / lists / dicts (``torch.utils._pytree.tree_flatten``'s
-    first result, for the containers ``XMWrapper`` sees)."""
+    """The leaves of nested tuples / lists / dicts, as a tuple (``torch.utils._pytree.
+    tree_flatten``'s first result, for the containers ``XMWrapper`` sees).  Written with tuple
+    concatenation and plain loops, so that it also compiles (GRAPH mode)."""
     if isinstance(tree, (tuple, list)):
-        out = []
+        out = ()
         for t in tree:
-            out.extend(tree_flatten(t))
+            out = out + tree_flatten(t)
         return out
     if isinstance(tree, dict):
-        return tree_flatten(list(tree.values()))
-    return [tree]
+        out = ()
+        for k in tree:
+            out = out + tree_flatten(tree[k])
+        return out
+    return (tree,)
 
 
-def tree_map(fn, tree):
-    """``torch.utils._pytree.tree_map`` over nested tuples / lists / dicts."""
-    if isinstance(tree, tuple):
-        return tuple(tree_map(fn, t) for t in tree)
-    if isinstance(tree, list):
-        return [tree_map(fn, t) for t in tree]
+def tree_map(fn, tree, *extra):
+    """``torch.utils._pytree.tree_map(lambda t: fn(t, *extra), tree)`` over nested tuples /
+    lists / dicts (the extra arguments instead of a closure: GRAPH mode compiles that)."""
+    if isinstance(tree, (tuple, list)):
+        out = ()
+        for t in tree:
+            out = out + (tree_map(fn, t, *extra),)
+        return out if isinstance(tree, tuple) else list(out)
     if isinstance(tree, dict):
-        return {k: tree_map(fn, v) for k, v in tree.items()}
-    return fn(tree)
+        out = {}
+        for k in tree:
+            out[k] = tree_map(fn, tree[k], *extra)
+        return out
+    return fn(tree, *extra)
+
+
+def positional_parameters(fn):
+    """``(name, default)`` of ``fn``'s positional-or-keyword parameters, for ``call_positional``;
+    None if ``fn`` takes ``*args`` or ``**kwargs`` (then call it with keywords)."""
+    import inspect
+    out = ()
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY):
+            return None
+        out = out + ((p.name, p.default),)
+    return out
+
+
+def call_positional(cell, params, args, kwargs, overrides=()):
+    """``cell(*args, **kwargs, **dict(overrides))`` with the keywords turned into positional
+    arguments by ``params`` (``positional_parameters(cell.construct)``).  MindSpore 2.8 GRAPH
+    mode cannot pass on a dict of keyword arguments built inside the graph as ``**kwargs``,
+    nor store a string into such a dict (both fail at run time with "'tuple' object does not
+    support item assignment"); ``overrides`` are (name, constant) pairs that win over
+    ``kwargs`` (XMWrapper's ``loss_reduction = 'none'``)."""
+    if params is None:
+        kw = {}
+        for k in kwargs:
+            kw[k] = kwargs[k]
+        for name, value in overrides:
+            kw[name] = value
+        return cell(*args, **kw)
+    call = tuple(args)
+    for i in range(len(args), len(params)):
+        name, value = params[i]
+        if name in kwargs:
+            value = kwargs[name]
+        for o_name, o_value in overrides:
+            if o_name == name:
+                value = o_value
+        call = call + (value,)
+    return cell(*call)
 
 
 def float32_unary(fn, x):
