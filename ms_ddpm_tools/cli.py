@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     'convert': ('ms_ddpm_tools.convert', 'convert checkpoints PyTorch <-> MindSpore (.pt/.pth/.bin/.safetensors/.ckpt)'),
     'train':   ('ms_ddpm_tools.train', 'train a GaussianDiffusion model on an image folder in MindSpore'),
     'sample':  ('ms_ddpm_tools.train', 'sample images (PNG grid, GIF of the denoising) from a checkpoint'),
+    'noise':   ('ms_ddpm_tools.noise', 'the forward (noising) process of an image at several timesteps, as a PNG strip'),
     'bench':   ('bench.run', 'benchmark the MindSpore port against PyTorch on this machine'),
 }
 

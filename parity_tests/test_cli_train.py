@@ -93,3 +93,21 @@ def test_sample_a_bare_unet_and_bad_input(tmp_path, capsys):
     _one_line_error(capsys, 'sample', 'does not exist')
     assert main_sample([str(tmp_path / 'missing.pt'), '--out', str(out)]) == 1
     _one_line_error(capsys, 'sample', 'missing.pt')
+
+
+def test_noise_strip_is_the_forward_process(tmp_path, capsys):
+    """``ms-ddpm noise IMAGE``: q_sample at each step with one noise draw; t=0 is (nearly) the image
+    and the noise grows with t (the tutorial's first picture)."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+    from ms_ddpm_tools.noise import load_image, main, noising
+    Image.fromarray(load_sample_image('china.jpg')).save(tmp_path / 'china.png')
+    assert main([str(tmp_path / 'china.png'), '--image-size', '32', '--out', str(tmp_path / 'n.png')]) == 0
+    with Image.open(tmp_path / 'n.png') as im:
+        assert im.width > 5 * 32
+    x0 = load_image(str(tmp_path / 'china.png'), 32, 3)
+    strip = noising(x0, (0, 50, 199))
+    err = [float(np.abs(s - x0).mean()) for s in strip]
+    assert err[0] < 0.02 and err[0] < err[1] < err[2]
+    assert main([str(tmp_path / 'china.png'), '--steps', '0,200']) == 1
+    _one_line_error(capsys, 'noise', 'must be in 0..199')

@@ -49,6 +49,7 @@ KINDS = OrderedDict([
     ('loss/', ('loss', 'loss')),
     ('sample/', ('sample', 'sampling')),
     ('buffer/', ('schedule', 'schedule buffers')),
+    ('noising/', ('diffusion', 'forward process (q_sample)')),
     ('weight/', ('exact', 'weights (converted file vs its source)')),
 ])
 ROOT = '<unet>'
@@ -117,6 +118,11 @@ def make_inputs(cfg, alphas_cumprod, batch=4, sample_batch=8, seed=0):
     if u.get('self_condition'):
         inp['loss_coin'] = np.array(0.3)
     inp['sample_noise'] = rng.standard_normal((sampling_steps(cfg), sample_batch, c, h, w)).astype(np.float32)
+    # the forward process of one image at the compared timesteps, one noise draw (drawn last:
+    # the inputs above stay what earlier versions drew)
+    inp['noising_x'] = np.repeat(x0[:1] * 2 - 1, len(ts), axis=0).astype(np.float32)
+    inp['noising_t'] = np.array(ts, np.int64)
+    inp['noising_noise'] = np.repeat(rng.standard_normal((1, c, h, w)).astype(np.float32), len(ts), axis=0)
     return inp, ts
 
 
@@ -205,7 +211,7 @@ def build_torch(cfg, state_dict):
 def torch_side(cfg, state_dict, inp, progress=True, timer=None, parts=None):
     """The reference's outputs for every comparison (of ``parts``, default all),
     ``{key: np.ndarray}``."""
-    parts = parts or ('layers', 'unet', 'loss', 'sample', 'buffers')
+    parts = parts or ('layers', 'unet', 'loss', 'noising', 'sample', 'buffers')
     import torch
     import denoising_diffusion_pytorch as ddp
     from reference.draws import injected_draws
@@ -257,6 +263,9 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None, parts=None):
             loss = tdo(t(inp['loss_img']), times=t(inp['loss_times']), noise=t(inp['loss_noise'].copy()))
         out[f'loss/{obj}'] = loss.numpy()
     bar.update()
+    if 'noising' in parts and 'noising_x' in inp:
+        with torch.no_grad():
+            out['noising/all'] = td.q_sample(t(inp['noising_x']), t(inp['noising_t']), noise=t(inp['noising_noise'])).numpy()
     if 'sample' in parts:
         with timer('sampling'), torch.no_grad(), injected_draws(randn=list(inp['sample_noise'])):
             traj = td.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True).numpy()
@@ -285,7 +294,7 @@ def build_ms(cfg, state_dict):
 
 def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True, parts=None):
     """The port's outputs, keyed like ``torch_side``'s (plus ``unet/all[graph]``)."""
-    parts = parts or ('layers', 'unet', 'loss', 'sample', 'buffers')
+    parts = parts or ('layers', 'unet', 'loss', 'noising', 'sample', 'buffers')
     import mindspore as ms
     import ms_ddpm
     timer = timer or Timer()
@@ -329,6 +338,8 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True, parts=N
             loss = mdo(T(inp['loss_img']), T(inp['loss_times']), 'mean', T(inp['loss_noise']), None, offset, coin)
         out[f'loss/{obj}'] = loss.asnumpy()
     bar.update()
+    if 'noising' in parts and 'noising_x' in inp:
+        out['noising/all'] = md.q_sample(T(inp['noising_x']), T(inp['noising_t']), noise=T(inp['noising_noise'])).asnumpy()
     if 'sample' in parts:
         with timer('sampling'):
             traj = md.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True,

@@ -14,10 +14,12 @@ import os
 import time
 from collections import OrderedDict
 
+import numpy as np
+
 from ms_ddpm_tools.verify import core
 
 # what can be compared; convert --verify skips the loss and the sampling trajectory
-PARTS = ('weights', 'layers', 'unet', 'loss', 'sample', 'buffers')
+PARTS = ('weights', 'layers', 'unet', 'loss', 'noising', 'sample', 'buffers')
 CONVERT_PARTS = ('weights', 'layers', 'unet', 'buffers')
 
 
@@ -132,6 +134,16 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
             rep['image'] = image
             rep['image_caption'] = (f'Final samples ({steps} steps, shared noise). Largest |difference| {dmax:.2e} '
                                     f'(pixels in [0, 1]); the right panel is stretched so that it shows as white.')
+        if 'noising/all' in expected and 'noising/all' in actual:
+            strip = os.path.join(out, 'noising.png')
+            e, a = (np.clip((np.asarray(x, np.float64) + 1) / 2, 0, 1) for x in (expected['noising/all'], actual['noising/all']))
+            d = np.abs(e - a)
+            dmax = float(d.max())
+            report.image_rows_png([e, a, d / dmax if dmax > 0 else d], strip, labels=[f't={t}' for t in ts],
+                                  row_labels=['PyTorch', 'MindSpore', '|diff|'])
+            rep['noising_image'] = strip
+            rep['noising_caption'] = (f'The forward process q_sample(x_0, t, noise) of one image, one noise draw: '
+                                      f'largest |difference| {dmax:.2e} (pixels in [0, 1]; the last row is stretched).')
         report.write_report(out, rep)
     return rep
 

@@ -128,6 +128,9 @@ def markdown(report):
         a, b = t['torch'].get(step), t['mindspore'][step]
         ratio = f'{b / a:.2f}' if a else ''
         out.append(f'| {step} | {a:.3f} | {b:.3f} | {ratio} |' if a else f'| {step} | | {b:.3f} | |')
+    if report.get('noising_image'):
+        out += ['', f'![the forward process: PyTorch | MindSpore | |difference|]({os.path.basename(report["noising_image"])})',
+                '', report.get('noising_caption', '')]
     if report.get('image'):
         out += ['', f'![PyTorch samples | MindSpore samples | |difference|]({os.path.basename(report["image"])})',
                 '', report.get('image_caption', '')]
@@ -297,3 +300,32 @@ def different_models(old, new):
         if k in old and k in new and old[k] != new[k]:
             lines.append(f'the two runs used different inputs ({k}: {old[k]} vs {new[k]})')
     return lines
+
+
+def image_rows_png(rows, path, labels=(), row_labels=(), scale=None):
+    """Rows of images side by side (each row (N, C, H, W) in [0, 1]), column labels on top and
+    row labels on the left, as one PNG (written atomically).  Small images are enlarged
+    (nearest) to at least 64 pixels."""
+    from PIL import Image, ImageDraw
+    rows = [np.clip(np.asarray(r, np.float64), 0, 1) for r in rows]
+    n, c, h, w = rows[0].shape
+    scale = scale or max(1, int(np.ceil(64 / max(h, w))))
+    pad, top = 6, 16
+    left = 8 + 7 * max((len(s) for s in row_labels), default=0)
+    W = left + n * (w * scale + pad) + pad
+    H = top + len(rows) * (h * scale + pad) + pad
+    canvas = Image.new('RGB', (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for j, label in enumerate(labels):
+        draw.text((left + j * (w * scale + pad), 2), str(label), fill=(0, 0, 0))
+    for i, row in enumerate(rows):
+        y = top + i * (h * scale + pad)
+        if i < len(row_labels):
+            draw.text((4, y + h * scale // 2 - 5), row_labels[i], fill=(0, 0, 0))
+        for j in range(row.shape[0]):
+            g = np.round(row[j] * 255).astype(np.uint8)
+            img = Image.fromarray(g[0] if c == 1 else g.transpose(1, 2, 0)[..., :3]).convert('RGB')
+            canvas.paste(img.resize((w * scale, h * scale), Image.NEAREST), (left + j * (w * scale + pad), y))
+    from ms_ddpm.io import atomic_save
+    atomic_save(path, lambda tmp: canvas.save(tmp, format='PNG'))
+    return path
