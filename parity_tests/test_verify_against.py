@@ -38,9 +38,12 @@ def files(tmp_path_factory):
 
 
 def _run(files, dst, out, capsys):
+    import warnings
     from ms_ddpm_tools.verify.command import main
-    rc = main([str(files / 'src.pt'), '--against', str(files / dst), '--config', json.dumps(CFG), '--batch', '2',
-               '--sample-batch', '2', '--no-graph', '--quiet', '--out', str(files / out)])
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)          # verify prints no framework warnings
+        rc = main([str(files / 'src.pt'), '--against', str(files / dst), '--config', json.dumps(CFG), '--batch', '2',
+                   '--sample-batch', '2', '--no-graph', '--quiet', '--out', str(files / out)])
     return rc, capsys.readouterr().out, json.loads((files / out / 'verify.json').read_text())
 
 

@@ -78,6 +78,20 @@ def _where(r):
 def main(argv=None):
     args = _parser().parse_args(argv)
     from ms_ddpm_tools.exits import EXIT_FAILED, EXIT_OK, error, input_errors
+    saved = os.environ.get('TQDM_DISABLE')
+    if args.quiet:
+        os.environ['TQDM_DISABLE'] = '1'         # the reference's own sampling bars too
+    try:
+        return _main(args)
+    finally:
+        if saved is None:
+            os.environ.pop('TQDM_DISABLE', None)
+        else:
+            os.environ['TQDM_DISABLE'] = saved
+
+
+def _main(args):
+    from ms_ddpm_tools.exits import EXIT_FAILED, EXIT_OK, error, input_errors
     from ms_ddpm_tools.verify import report
     try:
         if args.record_fixture:

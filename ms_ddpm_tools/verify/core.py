@@ -200,7 +200,7 @@ def build_torch(cfg, state_dict):
     import denoising_diffusion_pytorch as ddp
     tu = ddp.Unet(**unet_kwargs(cfg))
     td = ddp.GaussianDiffusion(tu, **diffusion_kwargs(cfg))
-    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}
+    sd = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state_dict.items()}   # writable: memory-mapped reads are not
     if any(k.startswith('model.') for k in sd):
         td.load_state_dict(sd, strict=True)
     else:
