@@ -76,3 +76,29 @@ def test_a_missing_against_file_is_one_line_and_exit_1(files, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith('ms-ddpm verify: error: ') and 'nope.ckpt' in err
     assert len(err.strip().splitlines()) == 1
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_corrupt_or_malicious_checkpoints_are_one_line_and_exit_1(tmp_path, capsys):
+    """verify on a corrupt, missing or malicious file: one line naming it, exit 1 (an error),
+    not a traceback with the exit code of a FAIL verdict; the malicious pickle never runs."""
+    import torch
+    from ms_ddpm_tools.verify.command import main
+    (tmp_path / 'corrupt.pt').write_bytes(b'PK\x03\x04 this is not a zip')
+    marker = tmp_path / 'pwned'
+    torch.save({'w': _Evil(str(marker))}, tmp_path / 'evil.pt')
+    for name in ('corrupt.pt', 'evil.pt', 'missing.pt'):
+        rc = main([str(tmp_path / name), '--image-size', '8', '--quiet', '--out', str(tmp_path / 'o')])
+        err = capsys.readouterr().err
+        assert rc == 1, (name, err)
+        assert err.startswith('ms-ddpm verify: error: ') and name in err and 'Traceback' not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    assert not marker.exists()
