@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - create/reuse .venv, install the pinned set, run the main job on the built-in default
-#   make test   - create/reuse .venv, install the pinned set, run the test suite
+#   make test   - create/reuse .venv, install the pinned set, check the import layers (lint-imports), run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/ms-ddpm verify $(ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest parity_tests $(PYTEST_ARGS)
 
 clean:
