@@ -77,7 +77,13 @@ def load_state_entries(entries, meta, model, ema, opt, params, scaler = None):
     for p, m, v in zip(params, opt.exp_avg, opt.exp_avg_sq):
         m.set_data(ms.Tensor(np.asarray(m_sd[names[id(p)]], dtype = np.float32)))
         v.set_data(ms.Tensor(np.asarray(v_sd[names[id(p)]], dtype = np.float32)))
-    opt.state_step.set_data(ms.Tensor(np.asarray(entries['opt.state_step'], dtype = np.float64)))
+    _set(opt.state_step, entries['opt.state_step'], np.float64)
     if scaler is not None and 'scaler.scale_value' in entries:
-        scaler.scale_value.set_data(ms.Tensor(np.asarray(entries['scaler.scale_value'], dtype = np.float32)))
-        scaler.counter.set_data(ms.Tensor(np.asarray(entries['scaler.counter'], dtype = np.int32)))
+        _set(scaler.scale_value, entries['scaler.scale_value'], np.float32)
+        _set(scaler.counter, entries['scaler.counter'], np.int32)
+
+
+def _set(param, value, dtype):
+    """``param`` <- ``value`` in the parameter's own shape: a ``.ckpt`` stores a 0-d tensor as
+    shape (1,), and a compiled step that read a () parameter must not see it change shape."""
+    param.set_data(ms.Tensor(np.asarray(value, dtype = dtype).reshape(tuple(param.shape))))
