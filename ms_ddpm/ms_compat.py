@@ -20,12 +20,12 @@ from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common.initializer import initializer, HeUniform, Uniform, Normal, One
 
 __all__ = [
-    'Conv2d', 'Linear', 'GELU', 'SiLU', 'Identity', 'Dropout', 'Sequential', 'ModuleList',
-    'Module', 'NearestUpsample2x', 'PixelUnshuffle2x', 'normalize', 'chunk', 'cat',
-    'ones_parameter', 'randn_parameter', 'heads_split', 'heads_merge', 'softmax',
-    'matmul_nt', 'matmul_tn', 'exp', 'name_parameters_by_path', 'PRECISE_TRANSCENDENTALS',
-    'float64_linspace', 'float32_linspace', 'float64_sigmoid', 'buffer_parameter',
-    'compiled_step', 'in_graph', 'sampling_draws', 'take_draw', 'save_checkpoint', 'ParameterUpdater', 'torch_pow_scalar',
+    'Module', 'Sequential', 'ModuleList', 'Identity', 'Conv2d', 'Linear', 'GELU', 'SiLU', 'Sigmoid', 'Dropout', 'NearestUpsample2x', 'PixelUnshuffle2x',
+    'PRECISE_TRANSCENDENTALS', 'exp', 'log', 'expm1', 'tanh', 'cos', 'sigmoid', 'softmax', 'pow_scalar', 'rdiv', 'float32_unary', 'linear',
+    'normalize', 'chunk', 'split', 'cat', 'heads_split', 'heads_merge', 'matmul_nt', 'matmul_tn', 'einsum_bjhw_bjchw',
+    'ones_parameter', 'randn_parameter', 'buffer_parameter', 'name_parameters_by_path', 'float64_linspace', 'float32_linspace', 'float64_sigmoid',
+    'compiled_step', 'in_graph', 'sampling_draws', 'take_draw', 'save_checkpoint', 'ParameterUpdater', 'torch_pow_scalar', 'call_positional', 'positional_parameters',
+    'Conv1d', 'NearestUpsample1d', 'normalize1d', 'heads_split1d', 'heads_merge1d', 'SqueezeLast', 'UnsqueezeLast', 'is_tensor', 'tree_map', 'tree_flatten', 'repeat_batch',
 ]
 
 Module = nn.Cell
