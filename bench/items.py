@@ -89,7 +89,7 @@ def unet_forward(s, name, cfg, shape):
 def train_step(s, name, cfg, batch, image_size):
     """One GaussianDiffusion training step (loss + backward + Adam(lr 1e-4, betas (0.9, 0.99)))
     on the same batch, times and noise in both frameworks.  MindSpore: ``ms.value_and_grad`` +
-    ``ms_compat.Adam`` (torch's update; GRAPH: the whole step in one ``ms.jit``), and in GRAPH
+    ``ms_ddpm.training.Adam`` (torch's update; GRAPH: the whole step in one ``ms.jit``), and in GRAPH
     mode also MindSpore's own ``nn.Adam`` (ApplyAdam kernel; a different eps placement)."""
     torch = _torch()
     import mindspore as ms
