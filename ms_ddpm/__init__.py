@@ -23,7 +23,7 @@ from ms_ddpm.denoising_diffusion_pytorch import (
     Dataset,
     Trainer,
 )
-from ms_ddpm.denoising_diffusion_pytorch_1d import GaussianDiffusion1D, Unet1D, Dataset1D
+from ms_ddpm.denoising_diffusion_pytorch_1d import GaussianDiffusion1D, Unet1D, Trainer1D, Dataset1D
 from ms_ddpm.ema import EMA
 from ms_ddpm.attend import Attend
 

@@ -14,6 +14,7 @@ denoising trajectory; the 1D reference has only ``return_noise``).
 """
 
 import math
+from pathlib import Path
 from functools import partial
 from collections import namedtuple
 
@@ -29,6 +30,9 @@ from ms_ddpm.ms_compat import (
     Conv1d, NearestUpsample1d, normalize1d, heads_split1d, heads_merge1d,
 )
 from ms_ddpm.denoising_diffusion_pytorch import GaussianDiffusion as _GaussianDiffusion2D
+from ms_ddpm.ema import EMA
+from ms_ddpm.io.atomic import atomic_write
+from ms_ddpm.training import TrainerCore
 
 # constants
 
@@ -121,10 +125,11 @@ def Downsample(dim, dim_out = None):
 class RMSNorm(Module):
     def __init__(self, dim):
         super().__init__()
+        self.scale = dim ** 0.5                            # the reference's x.shape[1] ** 0.5 (x has dim channels)
         self.g = ones_parameter((1, dim, 1), 'g')
 
     def construct(self, x):
-        return normalize1d(x) * self.g * (x.shape[1] ** 0.5)
+        return normalize1d(x) * self.g * self.scale
 
 class PreNorm(Module):
     def __init__(self, dim, fn):
@@ -230,7 +235,6 @@ class LinearAttention(Module):
         )
 
     def construct(self, x):
-        b, c, n = x.shape
         q, k, v = chunk(self.to_qkv(x), 3, dim = 1)
         q = heads_split1d(q, self.heads)                   # 'b (h c) n -> b h c n'
         k = heads_split1d(k, self.heads)
@@ -258,7 +262,6 @@ class Attention(Module):
         self.to_out = Conv1d(hidden_dim, dim, 1)
 
     def construct(self, x):
-        b, c, n = x.shape
         q, k, v = chunk(self.to_qkv(x), 3, dim = 1)
         q = heads_split1d(q, self.heads)                   # 'b (h c) n -> b h c n'
         k = heads_split1d(k, self.heads)
@@ -906,3 +909,155 @@ class GaussianDiffusion1D(Module):
 
         img = normalize_to_neg_one_to_one(img) if self.auto_normalize else img
         return self.p_losses(img, times, noise, model_forward_kwargs, return_reduced_loss, loss_reduction = loss_reduction, self_cond_coin = self_cond_coin)
+
+# trainer class
+
+class Trainer1D(TrainerCore):
+    """MindSpore twin of the reference ``Trainer1D``: same arguments and defaults; the shared
+    machinery (data order and pipeline, draws, compiled step with accumulation, clipping and
+    Adam, loss scaling, checkpoints) is ``ms_ddpm.training.TrainerCore``, as for ``Trainer``.
+    ``dataset`` is a ``Dataset1D`` (or any sequence of (channels, seq_length) arrays).
+
+    MindSpore extras, keyword-only with defaults: ``seed`` (data order and the counter-based
+    training draws, see ``ms_ddpm.training.draws_for``; the sampling seed of each milestone),
+    ``jit`` (compiled train step), ``draws``/``batches`` (injected draws / NumPy batches, for
+    parity tests), ``loss_scale``/``loss_scale_factor``/``loss_scale_window`` (amp),
+    ``sample_every_milestone``, ``progress``, ``num_workers``, ``log``.
+
+    At each milestone the reference ``torch.save``s the sample tensor under the name
+    ``sample-{milestone}.png``; the twin writes it as a NumPy ``sample-{milestone}.npy``
+    (atomically), and the training state as ``model-{milestone}.ckpt`` (see ``save``).
+    """
+
+    def __init__(
+        self,
+        diffusion_model,
+        dataset,
+        *,
+        train_batch_size = 16,
+        gradient_accumulate_every = 1,
+        train_lr = 1e-4,
+        train_num_steps = 100000,
+        ema_update_every = 10,
+        ema_decay = 0.995,
+        adam_betas = (0.9, 0.99),
+        save_and_sample_every = 1000,
+        num_samples = 25,
+        results_folder = './results',
+        amp = False,
+        mixed_precision_type = 'fp16',
+        split_batches = True,
+        max_grad_norm = 1.,
+        # MindSpore extras
+        seed = 0,
+        jit = True,
+        draws = None,
+        batches = None,
+        loss_scale = 2. ** 16,
+        loss_scale_factor = 2,
+        loss_scale_window = 2000,
+        sample_every_milestone = True,
+        progress = True,
+        num_workers = 1,
+        log = print,
+    ):
+        super().__init__()
+
+        self.log = log
+        self.seed = int(seed)
+        self.jit = jit
+        self.draws = draws
+        self.progress = progress
+        self.sample_every_milestone = sample_every_milestone
+        self.split_batches = split_batches   # single process: nothing to split (see docs/training.md)
+
+        # model
+
+        self.model = diffusion_model
+        self.channels = diffusion_model.channels
+
+        # sampling and training hyperparameters
+
+        assert has_int_squareroot(num_samples), 'number of samples must have an integer square root'
+        self.num_samples = num_samples
+        self.save_and_sample_every = save_and_sample_every
+
+        self.batch_size = train_batch_size
+        self.gradient_accumulate_every = gradient_accumulate_every
+        self.max_grad_norm = max_grad_norm
+
+        self.train_num_steps = train_num_steps
+
+        # dataset and its mindspore.dataset pipeline (the reference's shuffled DataLoader, seeded)
+
+        self._init_data(dataset, train_batch_size, seed, False, num_workers, batches, flip_aware = False)
+
+        # optimizer (torch.optim.Adam's update)
+
+        self._init_optimizer(diffusion_model, train_lr, adam_betas)
+
+        # for logging results in a folder periodically
+
+        self.ema = EMA(diffusion_model, beta = ema_decay, update_every = ema_update_every)
+
+        self.results_folder = Path(results_folder)
+        self.results_folder.mkdir(exist_ok = True)
+
+        # step counter state
+
+        self.step = 0
+
+        # mixed precision and the compiled train step; the shared step calls the model with the
+        # 2D forward's positional layout, GaussianDiffusion1D takes these by keyword
+
+        self._init_amp(amp, mixed_precision_type, loss_scale, loss_scale_factor, loss_scale_window)
+        self.train_model = _keyword_forward(self.train_model)
+        self._init_train_step()
+
+    def save(self, milestone):
+        """``results_folder/model-{milestone}.ckpt``: the whole training state (see
+        ``TrainerCore.write_checkpoint``); returns its path."""
+        return self.write_checkpoint(milestone)
+
+    def load(self, milestone):
+        meta = self.read_checkpoint(milestone)
+
+        if 'version' in meta:
+            self.log(f"loading from version {meta['version']}")
+
+    def train(self):
+        with tqdm(initial = self.step, total = self.train_num_steps, disable = not (self.progress and self.is_main_process)) as pbar:
+
+            while self.step < self.train_num_steps:
+                self.model.set_train(True)
+
+                total_loss = self.train_step()     # accumulation, clipping and Adam (TrainerCore)
+                self.last_loss = total_loss
+
+                pbar.set_description(f'loss: {total_loss:.4f}')
+
+                self.step += 1
+                if self.is_main_process:
+                    self.ema.update()
+
+                    if self.step != 0 and self.step % self.save_and_sample_every == 0:
+                        milestone = self.step // self.save_and_sample_every
+
+                        if self.sample_every_milestone:
+                            all_samples = self.sample_images(self.num_samples, seed = self.seed * 1000003 + milestone)
+                            atomic_write(self.results_folder / f'sample-{milestone}.npy', writer = lambda f: np.save(f, all_samples))
+                        self.save(milestone)
+
+                pbar.update(1)
+
+        if self.is_main_process:
+            self.log('training complete')
+
+
+def _keyword_forward(diffusion):
+    """``diffusion(img, times, loss_reduction, noise, offset_noise_strength, offset_noise,
+    self_cond_coin)`` (the call of ``ms_ddpm.training.step``) -> GaussianDiffusion1D's
+    keywords (it has no offset noise).  A plain function, inlined when the step compiles."""
+    def forward(img, times = None, loss_reduction = 'mean', noise = None, offset_noise_strength = None, offset_noise = None, self_cond_coin = None):
+        return diffusion(img, times = times, loss_reduction = loss_reduction, noise = noise, self_cond_coin = self_cond_coin)
+    return forward

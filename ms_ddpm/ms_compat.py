@@ -433,7 +433,9 @@ class Conv1d(nn.Cell):
     """``torch.nn.Conv1d(in, out, k, stride, padding, bias=...)`` (zero padding, no dilation or
     groups) with PyTorch's init: ``weight`` (out, in, k) kaiming-uniform(a=sqrt(5)) (fan_in =
     in * k), ``bias`` (out,) uniform(+-1/sqrt(fan_in)).  Runs as MindSpore's Conv2D on a
-    height-1 image (what ``mindspore.nn.Conv1d`` does), the weight viewed as (out, in, 1, k)."""
+    height-1 image (what ``mindspore.nn.Conv1d`` does), the weight viewed as (out, in, 1, k),
+    through the functional ``ops.conv2d`` with its bias (PyNative: ~4x faster per call than the
+    ``ops.Conv2D`` primitive + ``BiasAdd`` on MindSpore 2.8 CPU, bit-identical results)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__()
@@ -444,14 +446,10 @@ class Conv1d(nn.Cell):
                                             (out_channels, in_channels, kernel_size), ms.float32), name='weight')
         self.bias = Parameter(initializer(_torch_like_bias(fan_in), (out_channels,), ms.float32),
                               name='bias') if bias else None
-        pad = dict(pad_mode='pad', pad=(0, 0, padding, padding)) if padding else dict(pad_mode='valid')
-        self.conv2d = ops.Conv2D(out_channel=out_channels, kernel_size=(1, kernel_size), stride=(1, stride), **pad)
-        self.bias_add = ops.BiasAdd()
+        self.pad = dict(pad_mode='pad', padding=(0, padding)) if padding else dict(pad_mode='valid')
 
     def construct(self, x):
-        y = self.conv2d(ops.expand_dims(x, 2), ops.expand_dims(self.weight, 2))
-        if self.bias is not None:
-            y = self.bias_add(y, self.bias)
+        y = ops.conv2d(ops.expand_dims(x, 2), ops.expand_dims(self.weight, 2), self.bias, stride=(1, self.stride), **self.pad)
         return ops.squeeze(y, 2)
 
 
