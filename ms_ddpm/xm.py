@@ -17,7 +17,7 @@ from inspect import signature
 
 from mindspore import ops
 
-from ms_ddpm.ms_compat import Module, cat, is_tensor, tree_map, tree_flatten, repeat_batch, positional_parameters, call_positional
+from ms_ddpm.ms_compat import Module, name_parameters_by_path, cat, is_tensor, tree_map, tree_flatten, repeat_batch, positional_parameters, call_positional
 
 # explorative modeling (forward xm)
 # Alexi Gladstone et al. https://arxiv.org/abs/2607.27372
@@ -74,6 +74,10 @@ class XMWrapper(Module):
 
         self.random_time_method = random_time_method
         self.random_time_kwarg = random_time_kwarg
+
+        # parameter names = the reference's state-dict keys (flow_model.<...>); load the flow
+        # model's own weights before wrapping it, or the wrapper's after
+        name_parameters_by_path(self)
 
     @property
     def data_shape(self):

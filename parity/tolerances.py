@@ -66,16 +66,28 @@ TOLERANCES = {
                                    'clipping active every step, lr 1e-4): like adam, each step moves a '
                                    'parameter by ~lr of its size and the clip coefficient is a ratio of '
                                    'norms that agree to ~1e-7; measured worst tensor 1.5e-7, all 2e-8'),
-        # --- 1D family (issue 12) ---
-        'grad_1d': Tolerance(3e-5, 'ONE tensor\'s gradient in the 1D U-Net (all parameters together stay '
-                                   'under grad). The small tensors (RMSNorm gains, conv and time-MLP biases at '
-                                   'the 8-position levels of a 16-long sequence) get gradients that are sums of '
-                                   'few, largely cancelling terms, so their relative error is large in BOTH '
-                                   'frameworks: against a float64 gradient, torch\'s float32 one is off by up to '
-                                   '2.4e-5 (downs.1.2.fn.fn.to_out.1.g, pred_x0) and MindSpore\'s by up to 1.9e-5 '
-                                   '(mid_attn.fn.norm.g, self-cond); measured over 4 rows x 3-4 seeds, MindSpore '
-                                   'the closer one in 9 of 13. MindSpore vs torch: worst 1.65e-5 '
-                                   '(ups.0.1.block2.norm.g, GRAPH), typically 3-6e-6'),
+        # --- other diffusion processes (issue 13) ---
+        'grad_decoder_nll': Tolerance(2e-2, 'LearnedGaussianDiffusion\'s gradient when a sample has t = 0 (its '
+                                            'discretized-Gaussian decoder NLL). The reference\'s formula subtracts '
+                                            'nearly equal float32 CDFs (1 - cdf_min, cdf_plus - cdf_min, each cdf '
+                                            'from tanh): a 1-ulp difference in tanh (torch: Sleef tanhf, within 1 '
+                                            'ulp; ms_ddpm: correctly rounded) becomes a percent-level difference. '
+                                            'Against a float64 gradient torch\'s float32 one is itself off by 1.8e-2 '
+                                            '(all parameters) and 8.2e-2 (worst tensor, ups.1.2.norm.g), MindSpore\'s '
+                                            'equally (1.8e-2, 8.7e-2); MindSpore vs torch measured 3.4e-3 all, 8.1e-3 '
+                                            'worst tensor. With t > 0 (the KL branch) the gradients meet grad (1.4e-6)'),
+        'grad_learned_schedule': Tolerance(2e-2, 'ContinuousTimeGaussianDiffusion\'s learned noise schedule '
+                                                 '(learned_noise_schedule, MonotonicLinear): its output is '
+                                                 'normalised, slope * (x - out_zero) / (out_one - out_zero), so it is '
+                                                 'invariant to a shift and scale of the network and each parameter\'s '
+                                                 'gradient is a difference of nearly cancelling terms. Against a float64 '
+                                                 'gradient torch\'s float32 one is off by up to 6.8e-3 and MindSpore\'s '
+                                                 'by up to 1.3e-2 (net.1.net.bias); MindSpore vs torch up to 6.0e-3, '
+                                                 'measured over 3 seeds'),
+        'grad_invariant': Tolerance(1e-6, 'a gradient that is exactly zero in exact arithmetic (the learned noise '
+                                          'schedule\'s last bias cancels in x - out_zero): both frameworks leave '
+                                          'float32 rounding noise, ~1e-8 (float64: ~1e-16), so the absolute difference '
+                                          'is bounded, not the relative one', metric='max_abs'),
     },
 }
 

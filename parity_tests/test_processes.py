@@ -1,0 +1,295 @@
+"""The other diffusion processes (issue 13) against the reference, on the same weights and the
+same random draws, PyNative and GRAPH: LearnedGaussianDiffusion,
+WeightedObjectiveGaussianDiffusion, ContinuousTimeGaussianDiffusion,
+VParamContinuousTimeGaussianDiffusion, ElucidatedDiffusion, XMWrapper.  The rows are
+``parity.cases_processes.ROWS_PROCESSES``.
+
+Two upstream bugs of 2.3.4 are patched in the reference for the sampling tests only (the
+twins work without a patch; docs/parity.md): LearnedGaussianDiffusion's DDIM path uses
+``partial``/``identity`` without importing them, WeightedObjectiveGaussianDiffusion's
+``p_mean_variance`` takes no ``x_self_cond`` and returns three values.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+import mindspore as ms
+
+from parity.cases import Case, with_modes, ids
+from parity.cases_processes import (
+    B, IMG, SIZE, DDP, LGD, WOG, CTG, VPC, EDM, XM, CLASS, NET, rows_processes,
+)
+from parity.compare import assert_parity
+from parity.harness import build_pair, resolve
+from reference.draws import injected_draws
+
+INT_TIMES = (DDP, LGD, WOG)
+
+
+# --- building both twins ------------------------------------------------------------------------
+
+def _flow_case(module, kwargs, net=None):
+    net = NET[module] if net is None else net
+    return Case('flow', module, CLASS[module], 'adhoc', kwargs=kwargs, net_module=DDP, net_cls='Unet', net_kwargs=net)
+
+
+def _pair(case):
+    """(torch, MindSpore) of a row, same weights; an XMWrapper row wraps its flow model's pair."""
+    if case.module != XM:
+        return build_pair(case)
+    module, flow_kwargs = case.call['flow']
+    tf, mf = build_pair(_flow_case(module, flow_kwargs))   # weights loaded before wrapping
+    return resolve('torch', XM, 'XMWrapper')(tf, **case.kwargs), resolve('ms', XM, 'XMWrapper')(mf, **case.kwargs)
+
+
+def _process(case):
+    """The module of the process that draws (the flow model's, for XMWrapper)."""
+    return case.call['flow'][0] if case.module == XM else case.module
+
+
+# --- losses ---------------------------------------------------------------------------------------
+
+def _loss_inputs(case):
+    rng = np.random.default_rng(case.input_seed)
+    img = rng.random(IMG).astype(np.float32)
+    k = 1
+    if case.module == XM:
+        k = case.call.get('candidates', case.kwargs.get('candidates', 1))
+    noise = rng.standard_normal((B * k,) + IMG[1:]).astype(np.float32)   # XMWrapper: one per candidate
+    times = np.array(case.draws['times'], dtype=np.int64 if _process(case) in INT_TIMES else np.float32)
+    return img, times, noise, k
+
+
+def _noise_chunks(case, noise, k):
+    """The reference draws the noise inside each of XMWrapper's chunks (one draw per chunk)."""
+    if case.module != XM:
+        return [noise]
+    total = B * k
+    size = case.call.get('max_batch_size', case.kwargs.get('max_batch_size')) or total
+    return [noise[s:s + size] for s in range(0, total, size)]
+
+
+def _torch_loss(case, t, img, times, noise, k):
+    import torch
+    red = case.call.get('reduction', 'mean')
+    process = _process(case)
+    coin = case.draws.get('coin')
+    kw = dict(loss_reduction=red)
+    if case.module == XM:
+        kw = {k_: case.call[k_] for k_ in ('candidates', 'max_batch_size') if k_ in case.call}
+    time_kw = 'sigma' if process == EDM else 'times'
+    kw[time_kw] = torch.from_numpy(times)
+    randn = []
+    if process in (LGD, WOG):
+        kw['noise'] = torch.from_numpy(noise)
+        kw['clip_denoised'] = case.call.get('clip_denoised', False)
+    elif process in (CTG, VPC) and case.module != XM:
+        kw['noise'] = torch.from_numpy(noise)
+    else:   # Elucidated draws its noise inside forward; XMWrapper's flow models inside each chunk
+        randn = _noise_chunks(case, noise, k)
+    with injected_draws(randn=randn, coins=[coin] if coin is not None else []):
+        return t(torch.from_numpy(img), **kw)
+
+
+def _ms_loss_fn(case, m):
+    """A function of (img, times, noise) tensors only (so it compiles), closing over the options."""
+    red = case.call.get('reduction', 'mean')
+    process = _process(case)
+    if case.module == XM:
+        extra = {k_: case.call[k_] for k_ in ('candidates', 'max_batch_size') if k_ in case.call}
+        if process == EDM:
+            return lambda img, times, noise: m(img, sigma=times, noise=noise, **extra)
+        return lambda img, times, noise: m(img, times=times, noise=noise, **extra)
+    if process in (LGD, WOG):
+        clip = case.call.get('clip_denoised', False)
+        return lambda img, times, noise: m(img, times, red, noise, clip)
+    if process == EDM:
+        coin = case.draws.get('coin')
+        return lambda img, times, noise: m(img, times, red, noise, coin)
+    return lambda img, times, noise: m(img, times, red, noise)
+
+
+@pytest.mark.parametrize('case', rows_processes('loss'), ids=ids(rows_processes('loss')))
+def test_loss(case, record):
+    t, m = _pair(case)
+    img, times, noise, k = _loss_inputs(case)
+    expected = _torch_loss(case, t, img, times, noise, k).detach().numpy()
+    actual = _ms_loss_fn(case, m)(ms.Tensor(img), ms.Tensor(times), ms.Tensor(noise)).asnumpy()
+    record(assert_parity(f'loss {case.id} [pynative]', expected, actual, 'loss'))
+
+
+# --- gradients ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('case,mode', with_modes(rows_processes('grad')))
+def test_gradients_every_parameter(case, mode, record):
+    """The loss and the gradient of every trainable parameter (the learned noise schedule's
+    too); in GRAPH mode one compiled value_and_grad."""
+    t, m = _pair(case)
+    img, times, noise, k = _loss_inputs(case)
+    t.zero_grad()
+    t_loss = _torch_loss(case, t, img, times, noise, k)
+    t_loss.backward()
+    t_grads = {n: (p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32))
+               for n, p in t.named_parameters() if p.requires_grad}
+
+    weights = m.trainable_params()
+    names = [p.name for p in weights]
+    assert set(names) == set(t_grads), (sorted(set(names) ^ set(t_grads)))
+    grad_fn = ms.value_and_grad(_ms_loss_fn(case, m), None, weights)
+    if mode == 'graph':
+        grad_fn = ms.jit(grad_fn)
+    m_loss, m_grads = grad_fn(ms.Tensor(img), ms.Tensor(times), ms.Tensor(noise))
+    record(assert_parity(f'grad-loss {case.id} [{mode}]', t_loss.detach().numpy(), m_loss.asnumpy(), 'loss'))
+    kinds = case.call.get('grad_kinds', {})
+    for name, g in zip(names, m_grads):
+        prefixes = sorted((p for p in kinds if name.startswith(p)), key=len)
+        kind = kinds[prefixes[-1]] if prefixes else case.kind
+        record(assert_parity(f'grad {name} {case.id} [{mode}]', t_grads[name], g.asnumpy(), kind))
+    flat_t = np.concatenate([t_grads[n].ravel() for n in names])
+    flat_m = np.concatenate([g.asnumpy().ravel() for g in m_grads])
+    record(assert_parity(f'grad all parameters {case.id} [{mode}]', flat_t, flat_m, case.kind))
+
+
+def test_learned_schedule_gradients_are_compared():
+    """The learned noise schedule's parameters are trainable in both and part of the grad rows."""
+    case = rows_processes('grad', module=CTG)[0]
+    t, m = _pair(case)
+    t_names = {n for n, p in t.named_parameters() if n.startswith('log_snr.')}
+    m_names = {p.name for p in m.trainable_params() if p.name.startswith('log_snr.')}
+    assert t_names == m_names and len(t_names) == 6, (t_names, m_names)
+
+
+# --- sampling -------------------------------------------------------------------------------------
+
+def _fixed_weighted_p_mean_variance(self, *, x, t, clip_denoised, model_output = None, **kwargs):
+    """The reference's WeightedObjectiveGaussianDiffusion.p_mean_variance, line for line, with the
+    two fixes its sample() needs: accept (ignore) x_self_cond; return the weighted x_start too."""
+    import torch
+    from torch import einsum
+    model_output = self.model(x, t)
+    pred_noise, pred_x_start, weights = model_output.split(self.split_dims, dim = 1)
+    normalized_weights = weights.softmax(dim = 1)
+    x_start_from_noise = self.predict_start_from_noise(x, t = t, noise = pred_noise)
+    x_starts = torch.stack((x_start_from_noise, pred_x_start), dim = 1)
+    weighted_x_start = einsum('b j h w, b j c h w -> b c h w', normalized_weights, x_starts)
+    if clip_denoised:
+        weighted_x_start.clamp_(-1., 1.)
+    model_mean, model_variance, model_log_variance = self.q_posterior(weighted_x_start, x, t)
+    return model_mean, model_variance, model_log_variance, weighted_x_start
+
+
+def _patch_reference(case, monkeypatch):
+    patch = case.call.get('patch')
+    if patch == 'learned_partial':
+        import denoising_diffusion_pytorch.learned_gaussian_diffusion as lgd
+        import denoising_diffusion_pytorch.denoising_diffusion_pytorch as ddp_mod
+        monkeypatch.setattr(lgd, 'partial', functools.partial, raising=False)
+        monkeypatch.setattr(lgd, 'identity', ddp_mod.identity, raising=False)
+    elif patch == 'weighted_p_mean_variance':
+        import denoising_diffusion_pytorch.weighted_objective_gaussian_diffusion as wog
+        monkeypatch.setattr(wog.WeightedObjectiveGaussianDiffusion, 'p_mean_variance', _fixed_weighted_p_mean_variance)
+    elif patch is not None:
+        raise ValueError(f'unknown patch {patch!r}')
+
+
+def _draw_count(case, m):
+    process, kw = _process(case), (case.call['flow'][1] if case.module == XM else case.kwargs)
+    if case.call.get('sampler') == 'dpmpp':
+        return 1
+    if process in (LGD, WOG):
+        return m.sampling_timesteps if m.is_ddim_sampling else m.num_timesteps
+    if process == EDM:
+        return kw.get('num_sample_steps', 32) + 1
+    return kw.get('num_sample_steps', 500)
+
+
+@pytest.mark.parametrize('case,mode', with_modes(rows_processes('sample')))
+def test_sampling_loop(case, mode, record, monkeypatch):
+    """The whole sampling loop, every randn shared; GRAPH: the compiled steps (the default)."""
+    t, m = _pair(case)
+    _patch_reference(case, monkeypatch)
+    flow = m.flow_model if case.module == XM else m
+    flow.jit_sampling = mode == 'graph'
+    count = _draw_count(case, flow)
+    draws = np.random.default_rng(case.input_seed + 11).standard_normal((count,) + IMG).astype(np.float32)
+    kw = {'clamp': case.call['clamp']} if 'clamp' in case.call else {}
+    sample = 'sample_using_dpmpp' if case.call.get('sampler') == 'dpmpp' else 'sample'
+    with injected_draws(randn=list(draws)):
+        expected = getattr(t, sample)(batch_size=B, **kw).numpy()
+    actual = getattr(m, sample)(batch_size=B, noise=draws, **kw).asnumpy()
+    assert actual.shape == expected.shape == IMG
+    if case.call.get('clamp', True):
+        assert actual.min() >= 0 and actual.max() <= 1
+    record(assert_parity(f'sample {case.id} [{mode}]', expected, actual, 'sample'))
+
+
+def test_upstream_bugs_still_raise_in_the_reference():
+    """What docs/parity.md says about 2.3.4: the unpatched reference fails where the twins work."""
+    import denoising_diffusion_pytorch as ddp
+    lgd = ddp.LearnedGaussianDiffusion(ddp.Unet(**NET[LGD]), image_size=SIZE, timesteps=20, sampling_timesteps=3, objective='pred_noise')
+    with pytest.raises(NameError, match='partial'):
+        lgd.sample(batch_size=1)
+    wog = ddp.WeightedObjectiveGaussianDiffusion(ddp.Unet(**NET[WOG]), image_size=SIZE, timesteps=4)
+    with pytest.raises(TypeError, match='x_self_cond'):
+        wog.sample(batch_size=1)
+
+
+# --- Elucidated: schedule, preconditioning --------------------------------------------------------
+
+@pytest.mark.parametrize('case', rows_processes('schedule'), ids=ids(rows_processes('schedule')))
+def test_elucidated_sigma_schedule_and_gammas(case, record):
+    """sample_schedule and the churn gammas of sample(), computed by each framework (the
+    reference's gammas are an expression inside its sample(), evaluated here on its schedule)."""
+    import torch
+    from math import sqrt
+    t, m = _pair(case)
+    n = case.kwargs.get('num_sample_steps', 32)
+    ts = t.sample_schedule(n)
+    tg = torch.where((ts >= t.S_tmin) & (ts <= t.S_tmax), min(t.S_churn / n, sqrt(2) - 1), 0.)
+    record(assert_parity(f'sigmas {case.id}', ts.numpy(), m.sample_schedule(n).asnumpy(), case.kind))
+    record(assert_parity(f'gammas {case.id}', tg.numpy(), m._gammas(m._sample_schedule(n), n), 'schedule'))
+
+
+@pytest.mark.parametrize('case,mode', with_modes(rows_processes('precond')))
+def test_elucidated_preconditioned_network(case, mode, record):
+    """c_skip / c_out / c_in / c_noise around the U-Net, with a sigma per sample and a float sigma."""
+    import torch
+    t, m = _pair(case)
+    rng = np.random.default_rng(case.input_seed)
+    sigma = np.array(case.draws['times'], np.float32)
+    x = (rng.standard_normal(IMG) * sigma[:, None, None, None]).astype(np.float32)
+    for s, ms_s in ((torch.from_numpy(sigma), ms.Tensor(sigma)), (1.7, 1.7)):
+        with torch.no_grad():
+            expected = t.preconditioned_network_forward(torch.from_numpy(x), s).numpy()
+        fn = (lambda a, b: m.preconditioned_network_forward(a, b)) if isinstance(ms_s, ms.Tensor) else \
+             (lambda a: m.preconditioned_network_forward(a, 1.7))
+        args = (ms.Tensor(x), ms_s) if isinstance(ms_s, ms.Tensor) else (ms.Tensor(x),)
+        if mode == 'graph':
+            fn = ms.jit(fn)
+        actual = fn(*args).asnumpy()
+        record(assert_parity(f'precond sigma={"tensor" if isinstance(s, torch.Tensor) else s} {case.id} [{mode}]',
+                             expected, actual, case.kind))
+        for name in ('c_skip', 'c_out', 'c_in', 'c_noise', 'loss_weight'):
+            e = getattr(t, name)(torch.from_numpy(sigma)).numpy()
+            record(assert_parity(f'{name} {case.id}', e, getattr(m, name)(ms.Tensor(sigma)).asnumpy(), 'elementwise'))
+
+
+# --- names and exports ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('module', [LGD, WOG, CTG, VPC, EDM, XM])
+def test_state_dict_names_shapes_trainable(module):
+    case = next(c for c in rows_processes() if c.module == module)
+    t, m = _pair(case)
+    ts = {k: tuple(v.shape) for k, v in t.state_dict().items()}
+    ms_ = {n: tuple(p.shape) for n, p in m.parameters_and_names()}
+    assert ts == ms_
+    assert all(p.name == n for n, p in m.parameters_and_names())
+    assert {k for k, p in t.named_parameters() if p.requires_grad} == {n for n, p in m.parameters_and_names() if p.requires_grad}
+
+
+def test_exports_match_the_reference_init():
+    import denoising_diffusion_pytorch as ddp
+    import ms_ddpm
+    for name in CLASS.values():
+        assert hasattr(ddp, name) and hasattr(ms_ddpm, name), name
