@@ -66,6 +66,16 @@ TOLERANCES = {
                                    'clipping active every step, lr 1e-4): like adam, each step moves a '
                                    'parameter by ~lr of its size and the clip coefficient is a ratio of '
                                    'norms that agree to ~1e-7; measured worst tensor 1.5e-7, all 2e-8'),
+        # --- 1D family (issue 12) ---
+        'grad_1d': Tolerance(3e-5, 'ONE tensor\'s gradient in the 1D U-Net (all parameters together stay '
+                                   'under grad). The small tensors (RMSNorm gains, conv and time-MLP biases at '
+                                   'the 8-position levels of a 16-long sequence) get gradients that are sums of '
+                                   'few, largely cancelling terms, so their relative error is large in BOTH '
+                                   'frameworks: against a float64 gradient, torch\'s float32 one is off by up to '
+                                   '2.4e-5 (downs.1.2.fn.fn.to_out.1.g, pred_x0) and MindSpore\'s by up to 1.9e-5 '
+                                   '(mid_attn.fn.norm.g, self-cond); measured over 4 rows x 3-4 seeds, MindSpore '
+                                   'the closer one in 9 of 13. MindSpore vs torch: worst 1.65e-5 '
+                                   '(ups.0.1.block2.norm.g, GRAPH), typically 3-6e-6'),
         # --- other diffusion processes (issue 13) ---
         'grad_decoder_nll': Tolerance(2e-2, 'LearnedGaussianDiffusion\'s gradient when a sample has t = 0 (its '
                                             'discretized-Gaussian decoder NLL). The reference\'s formula subtracts '

@@ -47,9 +47,10 @@ def injected_draws(randn=(), coins=(), randint=(), strict=True):
     import torch
     import denoising_diffusion_pytorch.denoising_diffusion_pytorch as ddp_mod
     import denoising_diffusion_pytorch.elucidated_diffusion as edm_mod   # its own `from random import random` (issue 13)
+    import denoising_diffusion_pytorch.denoising_diffusion_pytorch_1d as ddp1d_mod   # its own `from random import random`
 
     qn, qc, qi = _Queue('randn', randn), _Queue('coin', coins), _Queue('randint', randint)
-    saved = (torch.randn, torch.randn_like, torch.randint, ddp_mod.random)
+    saved = (torch.randn, torch.randn_like, torch.randint, ddp_mod.random, ddp1d_mod.random)
 
     def randn_(*size, dtype=None, device=None, **kw):
         shape = _shape_of(size)
@@ -66,12 +67,12 @@ def injected_draws(randn=(), coins=(), randint=(), strict=True):
     def random_():
         return float(qc.take())
 
-    torch.randn, torch.randn_like, torch.randint, ddp_mod.random = randn_, randn_like_, randint_, random_
+    torch.randn, torch.randn_like, torch.randint, ddp_mod.random, ddp1d_mod.random = randn_, randn_like_, randint_, random_, random_
     saved_edm, edm_mod.random = edm_mod.random, random_
     try:
         yield
     finally:
-        torch.randn, torch.randn_like, torch.randint, ddp_mod.random = saved
+        torch.randn, torch.randn_like, torch.randint, ddp_mod.random, ddp1d_mod.random = saved
         edm_mod.random = saved_edm
     if strict:
         for q in (qn, qc, qi):
