@@ -345,3 +345,96 @@ def test_default_draws_come_from_mindspore_rng():
     assert a.shape == (1, 2, 8) and np.array_equal(a, b) and not np.array_equal(a, c)
     assert a.min() >= 0 and a.max() <= 1
     assert np.isfinite(md(ms.Tensor(np.random.default_rng(0).random((2, 2, 8)).astype(np.float32))).asnumpy())
+
+
+# --- Dataset1D and Trainer1D against the reference Trainer1D ---------------------------------
+
+T_UNET = dict(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=2)
+T_DIFF = dict(seq_length=16, timesteps=100, objective='pred_v', beta_schedule='linear')
+T_BATCH, T_ACCUM, T_STEPS, T_SEED = 4, 2, 10, 3
+T_MAX_GRAD_NORM = 0.05     # below the gradient norms measured here (~0.5-3): clipping acts every step
+
+
+def test_dataset1d_is_the_reference_dataset1d():
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    from ms_ddpm import Dataset1D
+    data = np.random.default_rng(0).random((5, 2, 16)).astype(np.float32)
+    t, m = ddp.Dataset1D(torch.from_numpy(data)), Dataset1D(data)
+    data[:] = 0                          # both copied it
+    assert len(t) == len(m) == 5
+    for i in range(5):
+        np.testing.assert_array_equal(t[i].numpy(), m[i].asnumpy())
+    m[1].asnumpy()[:] = 7                # items are copies
+    np.testing.assert_array_equal(m[1].asnumpy(), t[1].numpy())
+    np.testing.assert_array_equal(Dataset1D(ms.Tensor(t.tensor.numpy()))[4].asnumpy(), t[4].numpy())
+
+
+@pytest.fixture(scope='module')
+def trainer1d_runs(tmp_path_factory):
+    """Both Trainer1Ds after T_STEPS steps (accumulation 2, clipping every step) from the same
+    weights, on the same batches (the MindSpore Trainer1D's pipeline order) and draws."""
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    from ms_ddpm import Dataset1D, Trainer1D
+    from parity.cases import Case
+    from parity.training import Recorder, train_ms
+    td, md = build_pair(Case('1d/trainer', D1, 'GaussianDiffusion1D', 'adhoc', kwargs=T_DIFF, net_module=D1,
+                             net_cls='Unet1D', net_kwargs=T_UNET))
+    data = np.random.default_rng(1).random((24, 2, 16)).astype(np.float32)      # 6 batches of 4
+    res = tmp_path_factory.mktemp('results1d')
+    (res / 'ms').mkdir(), (res / 'ref').mkdir()
+    common = dict(train_batch_size=T_BATCH, gradient_accumulate_every=T_ACCUM, max_grad_norm=T_MAX_GRAD_NORM,
+                  save_and_sample_every=10 ** 9)
+    mt = Trainer1D(md, Dataset1D(data), results_folder=str(res / 'ms'), seed=T_SEED, progress=False, log=lambda *a: None,
+                   **common)
+    rec = Recorder(mt)
+    ms_losses = train_ms(mt, T_STEPS)           # Trainer1D.train()'s loop, one step at a time
+
+    rt = ddp.Trainer1D(td, ddp.Dataset1D(torch.from_numpy(data)), results_folder=str(res / 'ref'), **common)
+    ref_losses = []
+    td.register_forward_hook(lambda mod, i, o: ref_losses.append(float(o.detach())))
+    rt.dl = iter([torch.from_numpy(b) for b in rec.batches])
+    rt.train_num_steps = T_STEPS
+    with injected_draws(randn=[d['noise'] for d in rec.draws], randint=[d['times'] for d in rec.draws]):
+        rt.train()
+    return dict(td=td, md=md, mt=mt, rt=rt, rec=rec, ms_losses=ms_losses, ref_losses=ref_losses)
+
+
+def test_trainer1d_losses_parameters_and_ema(trainer1d_runs, record):
+    r = trainer1d_runs
+    td, md, mt, rt = r['td'], r['md'], r['mt'], r['rt']
+    assert rt.step == mt.step == T_STEPS and len(r['ref_losses']) == T_STEPS * T_ACCUM
+    assert len(r['rec'].batches) == T_STEPS * T_ACCUM
+    ref_step = np.array(r['ref_losses']).reshape(T_STEPS, T_ACCUM).sum(1) / T_ACCUM
+    for i in range(T_STEPS):
+        d = assert_parity(f'trainer1d loss step {i + 1}', ref_step[i], r['ms_losses'][i], 'trainer_loss')
+    record(d)
+    assert not np.allclose(ref_step[0], ref_step[1:])
+    assert mt.last_grad_norm > T_MAX_GRAD_NORM              # clipping was active
+    t_params = {n: p.detach().numpy() for n, p in td.named_parameters()}
+    m_params = dict(md.parameters_and_names())
+    worst = None
+    for name, tv in t_params.items():
+        d = assert_parity(f'trainer1d param after {T_STEPS} steps {name}', tv, m_params[name].asnumpy(), 'trainer')
+        worst = d if worst is None or d.rel_fro > worst.rel_fro else worst
+    record(worst)
+    t_sd, m_sd = rt.ema.state_dict(), mt.ema.state_dict()
+    assert list(t_sd) == list(m_sd)
+    assert bool(t_sd['initted']) == bool(m_sd['initted']) and int(t_sd['step']) == int(m_sd['step']) == T_STEPS
+    flat_t = np.concatenate([t_sd[k].numpy().ravel() for k in t_sd if k.startswith('ema_model.')])
+    flat_m = np.concatenate([m_sd[k].ravel() for k in t_sd if k.startswith('ema_model.')])
+    record(assert_parity(f'trainer1d EMA weights after {T_STEPS} steps', flat_t, flat_m, 'trainer'))
+
+
+def test_trainer1d_milestone_save_load(trainer1d_runs, tmp_path):
+    """A milestone writes the samples (.npy) and the state (.ckpt); a new Trainer1D resumes
+    from it with the same parameters, optimiser step and EMA state."""
+    from ms_ddpm import Dataset1D, Trainer1D
+    mt = trainer1d_runs['mt']
+    path = mt.save('x')
+    m2 = Trainer1D(trainer1d_runs['md'], Dataset1D(np.zeros((4, 2, 16), np.float32)), train_batch_size=T_BATCH,
+                   results_folder=str(mt.results_folder), progress=False, log=lambda *a: None)
+    m2.load('x')
+    assert path.exists() and m2.step == T_STEPS and int(m2.ema.step) == T_STEPS
+    assert float(m2.opt.state_step.asnumpy()) == T_STEPS
