@@ -1,8 +1,8 @@
 """Speed probe behind docs/verify-ms2.8.0-vs-2.10.0.md: the built-in default's U-Net forward
 (batch 5, 16x16, compiled with ms.jit; median of 7 after one warm-up) and one 3x3 conv at the
 platform notes' size (16x64x32x32), in whichever MindSpore is importable.  Run alternately
-under each version:  python docs/verify-results/speed_probe.py
-                     PYTHONPATH=/tmp/ms210 python docs/verify-results/speed_probe.py"""
+under each version:  python -m bench.verify_speed_probe
+                     PYTHONPATH=/tmp/ms210 python -m bench.verify_speed_probe"""
 import json
 import time
 
