@@ -25,7 +25,6 @@ checks:
              ``call['patch']``: the upstream bug patched in the reference for the test
   schedule   ElucidatedDiffusion's sigma schedule and churn gammas (host NumPy, no MindSpore program)
   precond    ElucidatedDiffusion.preconditioned_network_forward (c_skip, c_out, c_in, c_noise)
-  train      a few ms_ddpm.Trainer steps (finite losses; no MindSpore/torch comparison)
 
 Keep it small: dim 8, dim_mults (1, 2), 8x8 images, batch 2, 2-8 sampling steps, one
 compiled loss+gradient and one compiled sampling loop per process.
@@ -200,11 +199,3 @@ add(
     _xm('gd-candidates2', 'grad', 'grad', (DDP, GD8), dict(candidates=2), draws={'times': T_INT}, modes=BOTH),
     _xm('ct-sample', 'sample', 'sample', (CTG, dict(CT, num_sample_steps=2)), dict(candidates=2)),
 )
-
-# --- ms_ddpm.Trainer: a few steps each (no comparison: finite losses, weights move) ----------
-
-add(*[
-    _row('trainer', m, 'train', None, kw, modes=())
-    for m, kw in ((LGD, dict(image_size=SIZE, timesteps=20, objective='pred_noise')), (WOG, dict(image_size=SIZE, timesteps=20)),
-                  (CTG, dict(LEARNED)), (VPC, CT), (EDM, ED))
-])

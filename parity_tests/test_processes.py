@@ -262,9 +262,14 @@ def test_elucidated_preconditioned_network(case, mode, record):
     for s, ms_s in ((torch.from_numpy(sigma), ms.Tensor(sigma)), (1.7, 1.7)):
         with torch.no_grad():
             expected = t.preconditioned_network_forward(torch.from_numpy(x), s).numpy()
-        fn = (lambda a, b: m.preconditioned_network_forward(a, b)) if isinstance(ms_s, ms.Tensor) else \
-             (lambda a: m.preconditioned_network_forward(a, 1.7))
-        args = (ms.Tensor(x), ms_s) if isinstance(ms_s, ms.Tensor) else (ms.Tensor(x),)
+        if isinstance(ms_s, ms.Tensor):
+            def fn(a, b):
+                return m.preconditioned_network_forward(a, b)
+            args = (ms.Tensor(x), ms_s)
+        else:
+            def fn(a):
+                return m.preconditioned_network_forward(a, 1.7)
+            args = (ms.Tensor(x),)
         if mode == 'graph':
             fn = ms.jit(fn)
         actual = fn(*args).asnumpy()
