@@ -155,7 +155,6 @@ add(
     _gd('pred_v-linear-self_cond-coin-used', 'grad', 'grad', dict(seq_length=N, timesteps=100, objective='pred_v',
                                                                 beta_schedule='linear'), SC, draws={'coin': 0.3},
         input_seed=11, modes=BOTH),
-    _gd('pred_noise-self_cond', 'grad', 'grad', dict(seq_length=N, timesteps=100), SC, draws={'coin': 0.2}, input_seed=11),
     _gd('pred_x0-cosine-fourier', 'grad', 'grad', dict(seq_length=N, timesteps=100, objective='pred_x0'),
         dict(SMALL, random_fourier_features=True), input_seed=11),
 )
@@ -164,8 +163,8 @@ add(
 add(
     _gd('T100', 'q_sample', 'diffusion', dict(seq_length=N, timesteps=100), modes=BOTH),
     # (the compiled step, GRAPH, runs in ddpm_loop's T25-self_cond, step by step against the reference's p_sample)
-    *[_gd(obj, 'p_sample', 'layer', dict(seq_length=N, timesteps=100, objective=obj), input_seed=5, call={'t': (57, 0)})
-      for obj in ('pred_noise', 'pred_x0', 'pred_v')],
+    *[_gd(obj, 'p_sample', 'layer', dict(seq_length=N, timesteps=100, objective=obj), input_seed=5, call={'t': t})
+      for obj, t in (('pred_noise', (57, 0)), ('pred_x0', (57,)), ('pred_v', (57,)))],
     _gd('pred_noise-no-clip', 'p_sample', 'layer', dict(seq_length=N, timesteps=100), input_seed=5,
         call={'t': (99,), 'clip_denoised': False}),
     # DDIM (clip_denoised, eta, self-conditioning, return_noise = the last draw)
