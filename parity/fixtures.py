@@ -13,7 +13,7 @@ The parity-case fixture: every ``forward`` row of the 2D modules (``denoising_di
 ``in/<case>/<i>``, ``out/<case>`` with ``<case>`` = ``layer/<id>`` or ``unet/<id>``;
 ``meta['cases']`` holds the rows.
 
-    python -m reference.fixtures parity -o parity_tests/fixtures/parity-cases.npz
+    python -m parity.fixtures -o parity_tests/fixtures/parity-cases.npz
 """
 
 import json
@@ -134,7 +134,7 @@ def load_parity(path=PARITY_FIXTURE):
     if meta.get('format') != PARITY_FORMAT or meta.get('version') != PARITY_VERSION:
         raise ValueError(f'{path}: not a {PARITY_FORMAT} version {PARITY_VERSION} '
                          f'(format {meta.get("format")!r} version {meta.get("version")!r}); re-record it: '
-                         f'python -m reference.fixtures parity -o {path}')
+                         f'python -m parity.fixtures -o {path}')
     cases = OrderedDict()
     for row in meta['cases']:
         fid = row['id']

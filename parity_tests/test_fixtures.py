@@ -58,7 +58,7 @@ def test_parity_cases_fixture_and_live_give_the_same_verdicts(record):
 
 def test_parity_fixture_rows_are_the_case_table():
     """The recorded rows are the current rows of ``parity.cases`` (re-record when a row changes:
-    ``python -m reference.fixtures parity``)."""
+    ``python -m parity.fixtures``)."""
     from parity.fixtures import case_of, recorded_cases
     meta, _ = load_parity()
     recorded = {r['id']: case_of(r) for r in meta['cases']}

@@ -12,7 +12,7 @@ Both sides run the same computations on the same weights and the same NumPy inpu
 5. the 13 schedule buffers.
 
 The PyTorch side is a dict ``{key: array}``; it is computed live (``torch_side``) or read
-from a golden fixture (``reference/fixtures.py`` records them), so the MindSpore side can be
+from a golden fixture (``ms-ddpm verify --record-fixture`` records them), so the MindSpore side can be
 verified on a machine without PyTorch.
 """
 
@@ -24,6 +24,35 @@ import numpy as np
 from ms_ddpm.denoising_diffusion_pytorch import DIFFUSION_BUFFERS as BUFFERS
 
 OBJECTIVES = ('pred_noise', 'pred_x0', 'pred_v')
+
+# the families verify knows: diffusion class -> (reference module = twin module, network class,
+# data dims); a bare network's checkpoint is verified inside its family's diffusion process
+FAMILIES = {
+    'GaussianDiffusion': ('denoising_diffusion_pytorch', 'Unet', 2),
+    'GaussianDiffusion1D': ('denoising_diffusion_pytorch_1d', 'Unet1D', 1),
+}
+NETWORK_OF = {diffusion: net for diffusion, (_, net, _) in FAMILIES.items()}
+DIFFUSION_OF = {net: diffusion for diffusion, net in NETWORK_OF.items()}
+
+
+def family(cfg):
+    """(diffusion class name, module, network class name, data dims) of a config."""
+    model = cfg.get('model') or 'GaussianDiffusion'
+    diffusion = DIFFUSION_OF.get(model, model)
+    if diffusion not in FAMILIES:
+        raise VerifyError(f'verify does not know the {model} family yet; it knows '
+                          f'{", ".join(sorted(FAMILIES))} (and their networks {", ".join(sorted(DIFFUSION_OF))})')
+    module, net, dims = FAMILIES[diffusion]
+    return diffusion, module, net, dims
+
+
+def classes(cfg, framework):
+    """(network class, diffusion class) of a config's family in ``framework`` ('torch' or 'ms')."""
+    import importlib
+    diffusion, module, net, _ = family(cfg)
+    root = 'denoising_diffusion_pytorch' if framework == 'torch' else 'ms_ddpm'
+    mod = importlib.import_module(f'{root}.{module}')
+    return getattr(mod, net), getattr(mod, diffusion)
 
 
 from ms_ddpm_tools.exits import InputError
@@ -69,7 +98,10 @@ def unet_kwargs(cfg):
 
 def diffusion_kwargs(cfg, **override):
     from weight_convert.config import diffusion_kwargs as kw
-    return kw(cfg, require_image_size=False, **override)
+    d = kw(cfg, require_image_size=False, **override)
+    if family(cfg)[3] == 1 and not (cfg.get('diffusion') or {}).get('schedule_fn_kwargs'):
+        d.pop('schedule_fn_kwargs', None)          # the 1D process takes no schedule_fn_kwargs
+    return d
 
 
 def public_config(cfg):
@@ -82,6 +114,24 @@ def image_hw(cfg):
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
+def data_shape(cfg):
+    """The spatial shape of one sample: (h, w) for images, (seq_length,) for sequences."""
+    if family(cfg)[3] == 1:
+        return (int(cfg['diffusion']['seq_length']),)
+    return image_hw(cfg)
+
+
+def sequences(count, channels, n, offset=0):
+    """Smooth sequences in [0, 1] (sums of two sines, seeded by position): the 1D family's
+    'real data'."""
+    rng = np.random.default_rng([1, offset])
+    x = np.linspace(0, 1, n)[None, None]
+    f = rng.uniform(1, 4, (count, channels, 2, 1))
+    ph = rng.uniform(0, 2 * np.pi, (count, channels, 2, 1))
+    y = 0.5 + 0.25 * np.sin(2 * np.pi * f[:, :, 0] * x + ph[:, :, 0]) + 0.15 * np.sin(2 * np.pi * f[:, :, 1] * x + ph[:, :, 1])
+    return y.astype(np.float32)
+
+
 def sampling_steps(cfg):
     d = cfg['diffusion']
     return d.get('sampling_timesteps') or d.get('timesteps', 1000)
@@ -92,20 +142,22 @@ def make_inputs(cfg, alphas_cumprod, batch=4, sample_batch=8, seed=0):
     from ms_ddpm_tools.verify.default import digits_array
     u, d = cfg['unet'], cfg['diffusion']
     c = u.get('channels', 3)
-    h, w = image_hw(cfg)
+    shape = data_shape(cfg)
     T = int(d.get('timesteps', 1000))
     rng = np.random.default_rng(seed)
-    if h == w:          # real images: the digits, as the Trainer's Dataset sees them
-        x0 = digits_array(h, count=max(batch, 1), offset=1000)
+    if len(shape) == 1:   # sequences
+        x0 = sequences(max(batch, 1), c, shape[0], offset=1000)
+    elif shape[0] == shape[1]:   # real images: the digits, as the Trainer's Dataset sees them
+        x0 = digits_array(shape[0], count=max(batch, 1), offset=1000)
         x0 = np.repeat(x0, c, axis=1)
     else:
-        x0 = rng.random((batch, c, h, w)).astype(np.float32)
+        x0 = rng.random((batch, c) + shape).astype(np.float32)
     inp = OrderedDict()
     ts = sorted(set([0, T // 4, T // 2, (3 * T) // 4, T - 1]))
-    noise = rng.standard_normal((len(ts) * batch, c, h, w)).astype(np.float32)
-    x_start = np.tile(x0 * 2 - 1, (len(ts), 1, 1, 1)).astype(np.float64)
+    noise = rng.standard_normal((len(ts) * batch, c) + shape).astype(np.float32)
+    x_start = np.tile(x0 * 2 - 1, (len(ts), 1) + (1,) * len(shape)).astype(np.float64)
     t_all = np.repeat(np.array(ts, np.int64), batch)
-    ac = np.asarray(alphas_cumprod, np.float64)[t_all][:, None, None, None]
+    ac = np.asarray(alphas_cumprod, np.float64)[t_all].reshape((-1,) + (1,) * (1 + len(shape)))
     inp['unet_x'] = (np.sqrt(ac) * x_start + np.sqrt(1 - ac) * noise).astype(np.float32)   # q_sample, in float64
     inp['unet_t'] = t_all
     if u.get('self_condition'):
@@ -117,12 +169,12 @@ def make_inputs(cfg, alphas_cumprod, batch=4, sample_batch=8, seed=0):
         inp['loss_offset_noise'] = rng.standard_normal(x0.shape[:2]).astype(np.float32)
     if u.get('self_condition'):
         inp['loss_coin'] = np.array(0.3)
-    inp['sample_noise'] = rng.standard_normal((sampling_steps(cfg), sample_batch, c, h, w)).astype(np.float32)
+    inp['sample_noise'] = rng.standard_normal((sampling_steps(cfg), sample_batch, c) + shape).astype(np.float32)
     # the forward process of one image at the compared timesteps, one noise draw (drawn last:
     # the inputs above stay what earlier versions drew)
     inp['noising_x'] = np.repeat(x0[:1] * 2 - 1, len(ts), axis=0).astype(np.float32)
     inp['noising_t'] = np.array(ts, np.int64)
-    inp['noising_noise'] = np.repeat(rng.standard_normal((1, c, h, w)).astype(np.float32), len(ts), axis=0)
+    inp['noising_noise'] = np.repeat(rng.standard_normal((1, c) + shape).astype(np.float32), len(ts), axis=0)
     return inp, ts
 
 
@@ -197,9 +249,9 @@ def build_torch(cfg, state_dict):
     import torch
     from reference import check_reference_version
     check_reference_version()
-    import denoising_diffusion_pytorch as ddp
-    tu = ddp.Unet(**unet_kwargs(cfg))
-    td = ddp.GaussianDiffusion(tu, **diffusion_kwargs(cfg))
+    Net, Diffusion = classes(cfg, 'torch')
+    tu = Net(**unet_kwargs(cfg))
+    td = Diffusion(tu, **diffusion_kwargs(cfg))
     sd = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state_dict.items()}   # writable: memory-mapped reads are not
     if any(k.startswith('model.') for k in sd):
         td.load_state_dict(sd, strict=True)
@@ -213,9 +265,10 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None, parts=None):
     ``{key: np.ndarray}``."""
     parts = parts or ('layers', 'unet', 'loss', 'noising', 'sample', 'buffers')
     import torch
-    import denoising_diffusion_pytorch as ddp
     from reference.draws import injected_draws
     timer = timer or Timer()
+    _, Diffusion = classes(cfg, 'torch')
+    one_d = family(cfg)[3] == 1
     torch.manual_seed(0)
     tu, td = build_torch(cfg, state_dict)
     out = OrderedDict()
@@ -254,9 +307,10 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None, parts=None):
         bar.update()
         if 'buffers' in parts:
             for b in BUFFERS:
-                out['buffer/' + b] = getattr(td, b).numpy()
+                if hasattr(td, b):
+                    out['buffer/' + b] = getattr(td, b).numpy()
     for obj in (OBJECTIVES if 'loss' in parts else ()):
-        tdo = td if obj == td.objective else ddp.GaussianDiffusion(tu, **diffusion_kwargs(cfg, objective=obj)).eval()
+        tdo = td if obj == td.objective else Diffusion(tu, **diffusion_kwargs(cfg, objective=obj)).eval()
         randn = [inp['loss_offset_noise']] if 'loss_offset_noise' in inp else []
         coins = [float(inp['loss_coin'])] if 'loss_coin' in inp else []
         with timer('loss (3 objectives)'), torch.no_grad(), injected_draws(randn=randn, coins=coins):
@@ -268,9 +322,12 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None, parts=None):
             out['noising/all'] = td.q_sample(t(inp['noising_x']), t(inp['noising_t']), noise=t(inp['noising_noise'])).numpy()
     if 'sample' in parts:
         with timer('sampling'), torch.no_grad(), injected_draws(randn=list(inp['sample_noise'])):
-            traj = td.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True).numpy()
-        out['sample/final'] = traj[:, -1]
-        out['sample/trajectory'] = traj
+            if one_d:      # the reference's 1D sample() returns the final samples only
+                out['sample/final'] = td.sample(batch_size=inp['sample_noise'].shape[1]).numpy()
+            else:
+                traj = td.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True).numpy()
+                out['sample/final'] = traj[:, -1]
+                out['sample/trajectory'] = traj
     bar.update()
     bar.close()
     return out
@@ -279,10 +336,10 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None, parts=None):
 # --- MindSpore (the port) ---------------------------------------------------------------------
 
 def build_ms(cfg, state_dict):
-    import ms_ddpm
     from weight_convert import load_torch_state_dict
-    mu = ms_ddpm.Unet(**unet_kwargs(cfg))
-    md = ms_ddpm.GaussianDiffusion(mu, **diffusion_kwargs(cfg))
+    Net, Diffusion = classes(cfg, 'ms')
+    mu = Net(**unet_kwargs(cfg))
+    md = Diffusion(mu, **diffusion_kwargs(cfg))
     if any(k.startswith('model.') for k in state_dict):
         load_torch_state_dict(md, state_dict)
     else:
@@ -296,9 +353,9 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True, parts=N
     """The port's outputs, keyed like ``torch_side``'s (plus ``unet/all[graph]``)."""
     parts = parts or ('layers', 'unet', 'loss', 'noising', 'sample', 'buffers')
     import mindspore as ms
-    import ms_ddpm
     timer = timer or Timer()
     ms.set_context(mode=ms.PYNATIVE_MODE)
+    _, Diffusion = classes(cfg, 'ms')
     mu, md = build_ms(cfg, state_dict)
     out = OrderedDict()
     bar = _progress(4 + graph, 'MindSpore', progress)
@@ -328,14 +385,17 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True, parts=N
         bar.update()
     params = dict(md.parameters_and_names())
     for b in (BUFFERS if 'buffers' in parts else ()):
-        out['buffer/' + b] = params[b].asnumpy()
+        if b in params:
+            out['buffer/' + b] = params[b].asnumpy()
     offset = T(inp['loss_offset_noise']) if 'loss_offset_noise' in inp else None
     coin = float(inp['loss_coin']) if 'loss_coin' in inp else None
     for obj in (OBJECTIVES if 'loss' in parts else ()):
-        mdo = md if obj == md.objective else ms_ddpm.GaussianDiffusion(mu, **diffusion_kwargs(cfg, objective=obj))
+        mdo = md if obj == md.objective else Diffusion(mu, **diffusion_kwargs(cfg, objective=obj))
         mdo.set_train(False)
+        extra = {} if offset is None else {'offset_noise': offset}
         with timer('loss (3 objectives)'):
-            loss = mdo(T(inp['loss_img']), T(inp['loss_times']), 'mean', T(inp['loss_noise']), None, offset, coin)
+            loss = mdo(T(inp['loss_img']), times=T(inp['loss_times']), loss_reduction='mean', noise=T(inp['loss_noise']),
+                       self_cond_coin=coin, **extra)
         out[f'loss/{obj}'] = loss.asnumpy()
     bar.update()
     if 'noising' in parts and 'noising_x' in inp:
@@ -345,7 +405,8 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True, parts=N
             traj = md.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True,
                              noise=inp['sample_noise']).asnumpy()
         out['sample/final'] = traj[:, -1]
-        out['sample/trajectory'] = traj
+        if family(cfg)[3] == 2:
+            out['sample/trajectory'] = traj
     bar.update()
     bar.close()
     return out
@@ -503,30 +564,3 @@ def alphas_cumprod_of(cfg, sd):
     d = diffusion_kwargs(cfg)
     betas = np.asarray(fn[d.get('beta_schedule', 'sigmoid')](d.get('timesteps', 1000), **d['schedule_fn_kwargs']))
     return np.cumprod(1 - betas.astype(np.float64))
-
-
-# --- golden fixtures (PyTorch side recorded once) ---------------------------------------------------
-
-def save_fixture(path, meta, state_dict, inputs, expected):
-    """One .npz: ``meta`` (JSON), ``w/*`` weights, ``in/*`` inputs, ``out/*`` reference outputs."""
-    import json
-    import os
-    arrays = OrderedDict(__meta__=np.array(json.dumps(meta)))
-    arrays.update((f'w/{k}', np.asarray(v)) for k, v in state_dict.items())
-    arrays.update((f'in/{k}', np.asarray(v)) for k, v in inputs.items())
-    arrays.update((f'out/{k}', np.asarray(v)) for k, v in expected.items())
-    tmp = f'{path}.tmp{os.getpid()}.npz'
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def load_fixture(path):
-    import json
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z['__meta__']))
-        parts = {'w': OrderedDict(), 'in': OrderedDict(), 'out': OrderedDict()}
-        for k in z.files:
-            if k != '__meta__':
-                head, name = k.split('/', 1)
-                parts[head][name] = z[k]
-    return meta, parts['w'], parts['in'], parts['out']

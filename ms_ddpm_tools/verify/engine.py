@@ -130,17 +130,21 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         os.makedirs(out, exist_ok=True)
         if 'sample' in parts:
             image = os.path.join(out, 'samples.png')
-            dmax = report.side_by_side_png(expected['sample/final'], actual['sample/final'], image)
+            picture = report.sequences_png if np.ndim(expected['sample/final']) == 3 else report.side_by_side_png
+            dmax = picture(expected['sample/final'], actual['sample/final'], image)
             rep['image'] = image
             rep['image_caption'] = (f'Final samples ({steps} steps, shared noise). Largest |difference| {dmax:.2e} '
                                     f'(pixels in [0, 1]); the right panel is stretched so that it shows as white.')
         if 'noising/all' in expected and 'noising/all' in actual:
             strip = os.path.join(out, 'noising.png')
             e, a = (np.clip((np.asarray(x, np.float64) + 1) / 2, 0, 1) for x in (expected['noising/all'], actual['noising/all']))
-            d = np.abs(e - a)
-            dmax = float(d.max())
-            report.image_rows_png([e, a, d / dmax if dmax > 0 else d], strip, labels=[f't={t}' for t in ts],
-                                  row_labels=['PyTorch', 'MindSpore', '|diff|'])
+            if e.ndim == 3:        # sequences: a row per timestep
+                dmax = report.sequences_png(e, a, strip)
+            else:
+                d = np.abs(e - a)
+                dmax = float(d.max())
+                report.image_rows_png([e, a, d / dmax if dmax > 0 else d], strip, labels=[f't={t}' for t in ts],
+                                      row_labels=['PyTorch', 'MindSpore', '|diff|'])
             rep['noising_image'] = strip
             rep['noising_caption'] = (f'The forward process q_sample(x_0, t, noise) of one image, one noise draw: '
                                       f'largest |difference| {dmax:.2e} (pixels in [0, 1]; the last row is stretched).')

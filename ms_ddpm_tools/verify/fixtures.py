@@ -12,17 +12,11 @@ import os
 FORMAT = 'ms_ddpm-verify-fixture'
 
 
-def torch_versions():
-    import numpy as np
-    import torch
-    from reference.builders import check_reference_version
-    return {'torch': torch.__version__, 'reference': check_reference_version(), 'numpy': np.__version__}
-
-
 def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=None, config=None,
                   batch=1, sample_batch=4, seed=0, sampling_timesteps=None):
     """The reference side of a ``verify`` run, written to ``path``."""
     import torch
+    from reference.builders import torch_versions
     from ms_ddpm_tools.verify import core
     from ms_ddpm_tools.verify.default import RECIPES, config_of, ensure_checkpoint
     torch.set_num_threads(1)
@@ -47,15 +41,15 @@ def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=No
 
 
 def save_verify_fixture(path, meta, state_dict, inputs, expected):
-    from ms_ddpm_tools.verify.core import save_fixture
-    save_fixture(path, meta, state_dict, inputs, expected)
+    from parity.fixtures import pack, save_fixture
+    save_fixture(path, meta, pack({'w': state_dict, 'in': inputs, 'out': expected}))
 
 
 def load_verify_fixture(path):
     """(meta, weights, inputs, reference outputs) of a verify fixture."""
     from ms_ddpm_tools.verify.core import VerifyError
-    from ms_ddpm_tools.verify.core import load_fixture
-    meta, w, inp, out = load_fixture(path)
+    from parity.fixtures import load_fixture, subtree
+    meta, arrays = load_fixture(path)
     if meta.get('format') != FORMAT:
         raise VerifyError(f'{path}: not a verify fixture (format {meta.get("format")!r}; expected {FORMAT!r})')
-    return meta, w, inp, out
+    return (meta,) + tuple(subtree(arrays, p) for p in ('w', 'in', 'out'))
