@@ -94,7 +94,8 @@ def test_kernel_copy_and_plain_writes_give_the_same_file(tmp_path, unet_sd, ext,
 
 def test_ms_formats_copy_from_each_other_exactly(tmp_path, unet_sd):
     """safetensors and .ckpt sources are located in their files too (kernel copies);
-    .ckpt -> .safetensors -> .ckpt reproduces the first .ckpt byte for byte."""
+    .ckpt -> .safetensors -> .ckpt reproduces the first .ckpt's tensors byte for byte (the
+    config entry after them names each file's own source)."""
     from weight_convert.converter import read_weights
     sd = {k: v.to(torch.bfloat16) if k.endswith('weight') else v for k, v in unet_sd.items()}
     torch.save(sd, tmp_path / 'unet.pt')
@@ -103,7 +104,10 @@ def test_ms_formats_copy_from_each_other_exactly(tmp_path, unet_sd):
     convert(tmp_path / 'b.safetensors', tmp_path / 'c.ckpt')
     for f in ('a.ckpt', 'b.safetensors'):
         assert all(e.file_range is not None for e in read_weights(tmp_path / f).entries.values())
-    assert (tmp_path / 'c.ckpt').read_bytes() == (tmp_path / 'a.ckpt').read_bytes()
+    a, c = ((tmp_path / f).read_bytes() for f in ('a.ckpt', 'c.ckpt'))
+    tensors_end = a.rfind(b'ms_ddpm_config') - 8        # the string entry's message starts before its tag
+    assert tensors_end > 0 and c.rfind(b'ms_ddpm_config') - 8 == tensors_end
+    assert c[:tensors_end] == a[:tensors_end]
 
 
 def test_legacy_torch_format(tmp_path, unet_sd):
@@ -120,7 +124,8 @@ def test_ms_checkpoint_is_native_mindspore(tmp_path, unet_sd):
     sd = {k: v.to(torch.bfloat16) for k, v in unet_sd.items()}
     torch.save(sd, src)
     convert(src, tmp_path / 'unet.ckpt')
-    params = ms.load_checkpoint(str(tmp_path / 'unet.ckpt'))
+    params = ms.load_checkpoint(str(tmp_path / 'unet.ckpt'), crc_check=True)
+    assert json.loads(params.pop('ms_ddpm_config'))['model'] == 'Unet'   # the config, as a string entry
     assert sorted(params) == sorted(sd)
     p = params['init_conv.weight']
     assert p.dtype == ms.bfloat16 and tuple(p.shape) == tuple(sd['init_conv.weight'].shape)
@@ -174,7 +179,7 @@ def test_safetensors_output_is_standard(tmp_path, unet_sd):
 def test_load_model_one_call_matches_reference(tmp_path, unet_sd):
     torch.save(unet_sd, tmp_path / 'unet.pt')
     convert(tmp_path / 'unet.pt', tmp_path / 'unet.ckpt')
-    cfg = json.loads((tmp_path / 'unet.config.json').read_text())
+    cfg = json.loads((tmp_path / 'unet.ckpt.config.json').read_text())
     assert cfg['model'] == 'Unet' and cfg['unet']['dim'] == 8 and cfg['unet']['dim_mults'] == [1, 2]
     net = load_model(tmp_path / 'unet.ckpt')
     t = _unet(seed=1)
@@ -227,7 +232,7 @@ def test_trainer_checkpoint_online_and_ema(tmp_path, trainer_setup):
     assert np.array_equal(online.entries[w].data, tr.model.state_dict()[w].numpy())
     assert np.array_equal(ema.entries[w].data, tr.ema.ema_model.state_dict()[w].numpy())
     convert(ckpt, tmp_path / 'ema.ckpt', ema=True, config={'image_size': 8})
-    cfg = json.loads((tmp_path / 'ema.config.json').read_text())
+    cfg = json.loads((tmp_path / 'ema.ckpt.config.json').read_text())
     d = cfg['diffusion']
     assert (d['timesteps'], d['objective'], d['beta_schedule'], d['image_size']) == (10, 'pred_noise', 'cosine', 8)
     assert cfg['source']['trainer_step'] == 7 and cfg['source']['weights'] == 'ema'
@@ -242,7 +247,7 @@ def test_safetensors_carries_its_config(tmp_path, trainer_setup):
     call (config in its metadata); a bare GaussianDiffusion without either needs image_size."""
     root, _, tr = trainer_setup
     convert(root / 'results' / 'model-1.pt', tmp_path / 'gd.safetensors', config={'image_size': 8})
-    (tmp_path / 'gd.config.json').unlink()
+    (tmp_path / 'gd.safetensors.config.json').unlink()
     net = load_model(tmp_path / 'gd.safetensors')
     assert net.image_size == (8, 8) and net.num_timesteps == 10
     from safetensors.torch import load_file, save_file

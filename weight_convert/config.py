@@ -1,11 +1,20 @@
-"""The architecture config: what ``convert`` writes beside the weights
-(``<stem>.config.json``), what ``--config`` takes, and the keyword arguments it gives
-``Unet(...)`` and ``GaussianDiffusion(...)`` (of either framework).
+"""The architecture config: what ``convert`` stores inside the weights (a ``.ckpt`` string
+entry, the ``.safetensors`` metadata) and writes beside them (``<file name>.config.json``:
+``unet.ckpt`` -> ``unet.ckpt.config.json``), what ``--config`` takes, and the keyword
+arguments it gives ``Unet(...)`` and ``GaussianDiffusion(...)`` (of either framework).
 
     {"format": "ms_ddpm-config", "version": 1, "model": "GaussianDiffusion",
-     "unet": {Unet keyword arguments}, "diffusion": {GaussianDiffusion keyword arguments}, ...}
+     "unet": {Unet keyword arguments}, "diffusion": {GaussianDiffusion keyword arguments},
+     "weights": {"file", "format", "dtypes", "bytes", "index"}, ...}
+
+A side file is read only for the file it was written for: ``weights.bytes`` (the file's
+size) and ``weights.index`` (:func:`tensor_index_hash` of its tensors' names, dtypes and
+shapes) must match.  A side file of the old naming (``<stem>.config.json``, shared by every
+file with that stem) is read only if it names this file (``weights.file``), its tensor
+counts match and it was written with the weights (:func:`legacy_config_belongs`).
 """
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -21,9 +30,59 @@ class ConfigError(ConvertError):
     """The architecture config is missing something, or names unknown arguments."""
 
 
+# a legacy side file is trusted only if written within this many seconds of its weights
+LEGACY_CONFIG_MAX_AGE_GAP_S = 120
+
+
 def config_path(weights_path):
-    """The config written beside ``weights_path``: ``unet.ckpt`` -> ``unet.config.json``."""
+    """The config written beside ``weights_path``: ``unet.ckpt`` -> ``unet.ckpt.config.json``
+    (named after the whole file name, so ``unet.ckpt`` and ``unet.safetensors`` each have their own)."""
+    return str(weights_path) + '.config.json'
+
+
+def legacy_config_path(weights_path):
+    """Where converters before issue 17 wrote the config: ``unet.ckpt`` -> ``unet.config.json``."""
     return os.path.splitext(str(weights_path))[0] + '.config.json'
+
+
+def tensor_index_hash(entries):
+    """SHA-256 (hex) of the sorted (name, dtype, shape) of ``entries`` (name -> Entry): what a
+    side file records so that it is never read for another file's weights."""
+    rows = sorted((str(k), e.dtype, [int(d) for d in e.shape]) for k, e in entries.items())
+    return hashlib.sha256(json.dumps(rows, separators=(',', ':')).encode()).hexdigest()
+
+
+def config_belongs(cfg, weights_path, entries):
+    """None if the side-file config ``cfg`` was written for ``weights_path`` holding
+    ``entries``; else why not (one phrase)."""
+    w = cfg.get('weights') if isinstance(cfg, Mapping) else None
+    if not isinstance(w, Mapping) or 'bytes' not in w or 'index' not in w:
+        return 'it does not record which weights it describes'
+    size = os.path.getsize(weights_path)
+    if w['bytes'] != size:
+        return f'it was written for a file of {w["bytes"]} bytes; this one has {size}'
+    if w['index'] != tensor_index_hash(entries):
+        return 'it was written for other tensors (names, dtypes or shapes differ)'
+    return None
+
+
+def legacy_config_belongs(cfg, side_path, weights_path, entries, dtype_counts):
+    """None if an old ``<stem>.config.json`` (``side_path``) says it belongs to
+    ``weights_path``: it names the file, its tensor counts per dtype match, and it was written
+    with the weights (the old converter committed the two within a moment of each other);
+    else why not (one phrase)."""
+    w = cfg.get('weights') if isinstance(cfg, Mapping) else None
+    if not isinstance(w, Mapping) or w.get('file') != os.path.basename(str(weights_path)):
+        named = w.get('file') if isinstance(w, Mapping) else None
+        return f'it was written for {named}' if named else 'it does not name the weights file it describes'
+    if 'bytes' in w or 'index' in w:
+        return config_belongs(cfg, weights_path, entries)
+    if dict(w.get('dtypes') or {}) != dict(dtype_counts):
+        return f'its tensor counts {dict(w.get("dtypes") or {})} differ from the file\'s {dict(dtype_counts)}'
+    gap = abs(os.path.getmtime(weights_path) - os.path.getmtime(side_path))
+    if gap > LEGACY_CONFIG_MAX_AGE_GAP_S:
+        return f'it was not written with the weights (their modification times are {gap:.0f} s apart)'
+    return None
 
 
 def read_config_file(path):

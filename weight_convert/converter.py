@@ -13,15 +13,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from ms_ddpm.io.atomic import AtomicFile
+from ms_ddpm.io.atomic import AtomicFile, clear_stale_temporaries, os_error_line
 from ms_ddpm.io.checkpoint import Entry
-from ms_ddpm.io.errors import ConvertError
+from ms_ddpm.io.errors import ConvertError, DestinationError
 from ms_ddpm.io.records import jsonable
 from ms_ddpm.io.state import differences
 from weight_convert.background import Background
 from weight_convert.config import (  # noqa: F401  (re-exported: weight_convert.converter.* as before)
-    CONFIG_FORMAT, CONFIG_VERSION, ConfigError, as_tuple, config_path, diffusion_kwargs, parse_explicit_config,
-    read_config_file, unet_kwargs,
+    CONFIG_FORMAT, CONFIG_VERSION, ConfigError, as_tuple, config_belongs, config_path, diffusion_kwargs,
+    legacy_config_belongs, legacy_config_path, parse_explicit_config, read_config_file, tensor_index_hash, unet_kwargs,
 )
 from weight_convert.core import StateDictMismatchError, load_torch_state_dict, torch_to_ms_name
 from weight_convert.formats import WRITERS, format_of, read_file
@@ -32,7 +32,9 @@ from weight_convert.rules import (
     TRAINER_KEYS, UNET_DEFAULTS, WRAPPER_PREFIXES,
 )
 
-SAFETENSORS_CONFIG_KEY = 'ms_ddpm_config'
+SAFETENSORS_CONFIG_KEY = 'ms_ddpm_config'     # the config inside a file: safetensors metadata key, .ckpt string entry
+CONFIG_KEY = SAFETENSORS_CONFIG_KEY
+EMBEDDED_ORIGIN = {'safetensors': 'the safetensors metadata', 'mindspore': 'the .ckpt string entry ms_ddpm_config'}
 
 
 class CheckpointMismatchError(ConvertError):
@@ -48,10 +50,11 @@ class Source:
     ('Unet' | 'GaussianDiffusion'), ``info`` (trainer step, reference version, which
     weights), ``stored_config`` (a config found in/beside the file, or None)."""
 
-    def __init__(self, path, fmt, entries, kind, info, stored_config=None, pending_check=None):
+    def __init__(self, path, fmt, entries, kind, info, stored_config=None, pending_check=None, ignored_configs=()):
         self.path, self.format, self.entries, self.kind = path, fmt, entries, kind
         self.info, self.stored_config = info, stored_config
         self.pending_check = pending_check
+        self.ignored_configs = list(ignored_configs)    # 'file: why' of side files not read (not for this file)
 
     def start_check(self):
         """Start the background integrity check now (if it was deferred)."""
@@ -126,17 +129,35 @@ def _detect_kind(entries, path):
                        f'model.init_conv.weight); first keys: {first}')
 
 
-def _stored_config(path, safetensors_meta=None):
-    if safetensors_meta and SAFETENSORS_CONFIG_KEY in safetensors_meta:
+def _stored_config(path, fmt, meta, entries, dtype_counts):
+    """The config stored with ``path``: inside it (the safetensors metadata or a .ckpt string
+    entry), else the side file written for it (``<file>.config.json``, checked to describe
+    this very file), else an old ``<stem>.config.json`` that says it belongs to this file.
+    -> (config or None, ['side file: why it was not read', ...])."""
+    ignored = []
+    if meta and CONFIG_KEY in meta:
         try:
-            return dict(json.loads(safetensors_meta[SAFETENSORS_CONFIG_KEY]), _origin='the safetensors metadata')
+            cfg = json.loads(meta[CONFIG_KEY])
+            if isinstance(cfg, Mapping):
+                return dict(cfg, _origin=EMBEDDED_ORIGIN.get(fmt, 'the weights file')), ignored
         except (json.JSONDecodeError, TypeError, ValueError):
             pass
-    side = config_path(path)
-    if os.path.isfile(side):
-        cfg = read_config_file(side)
-        return dict(cfg, _origin=side) if isinstance(cfg, Mapping) else None
-    return None
+        ignored.append(f'{EMBEDDED_ORIGIN.get(fmt, "the embedded config")}: not a JSON object')
+    candidates = ((config_path(path), lambda c, side: config_belongs(c, path, entries)),
+                  (legacy_config_path(path), lambda c, side: legacy_config_belongs(c, side, path, entries, dtype_counts)))
+    for side, belongs in candidates:
+        if not os.path.isfile(side):
+            continue
+        try:
+            cfg = read_config_file(side)
+        except ConfigError as e:
+            ignored.append(f'{side}: {e}')
+            continue
+        why = belongs(cfg, side) if isinstance(cfg, Mapping) else 'not a JSON object'
+        if why is None:
+            return dict(cfg, _origin=side), ignored
+        ignored.append(f'{side}: not read: {why}')
+    return None, ignored
 
 
 def read_weights(path, ema=False, background_check=False):
@@ -154,12 +175,15 @@ def read_weights(path, ema=False, background_check=False):
     entries = _strip_wrappers(entries)
     entries = OrderedDict((torch_to_ms_name(k), v) for k, v in entries.items())
     kind = _detect_kind(entries, path)
-    stored = _stored_config(path, meta)
+    counts = {}
+    for e in entries.values():
+        counts[e.dtype] = counts.get(e.dtype, 0) + 1
+    stored, ignored = _stored_config(path, fmt, meta, entries, counts)
     if isinstance(stored, Mapping) and isinstance(stored.get('source'), Mapping):
         for k in ('trainer_step', 'reference_version'):    # provenance travels with the weights
             if stored['source'].get(k) is not None:
                 info.setdefault(k, stored['source'][k])
-    return Source(path, fmt, entries, kind, info, stored, pending)
+    return Source(path, fmt, entries, kind, info, stored, pending, ignored)
 
 
 def _torch_state_dict(obj, path, ema, info):
@@ -198,6 +222,8 @@ def resolve_config(source, explicit=None):
     explicit = explicit or {'unet': {}, 'diffusion': {}}
     diffusion = source.kind == 'GaussianDiffusion'
     notes = {'inferred': [], 'not_inferred': {}, 'ambiguous': {}, 'given': []}
+    if source.ignored_configs:
+        notes['ignored_configs'] = list(source.ignored_configs)
     stored = source.stored_config
     if stored and stored.get('format') == CONFIG_FORMAT and stored.get('model') == source.kind:
         unet = dict(UNET_DEFAULTS, **stored.get('unet', {}))
@@ -210,7 +236,7 @@ def resolve_config(source, explicit=None):
             if 'dim' not in explicit['unet']:
                 raise ConvertError(f'{source.path}: cannot infer the Unet config: {e}; pass it with --config') from None
             unet, rep = dict(UNET_DEFAULTS), {'not_inferred': {'*': f'inference failed ({e}); --config used'}}
-        for k in notes:
+        for k in ('inferred', 'not_inferred', 'ambiguous', 'given', 'contradictions'):
             if k in rep:
                 notes[k] = rep[k] if k != 'not_inferred' else dict(rep[k])
         diff = None
@@ -320,10 +346,13 @@ def diffusion_entries_for_unet(entries, cfg):
     return out
 
 
-def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress=None, log=None):
+def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress=None, log=None, force=False):
     """Convert ``src`` to ``dst`` (formats from the extensions).  ``config``: explicit
     arguments (dict, JSON text or JSON file).  ``trainer``: write a reference Trainer-style
-    checkpoint (``.pt`` only).  Returns a summary dict.  Raises ConvertError subclasses."""
+    checkpoint (``.pt`` only).  An existing ``dst`` is refused (:class:`DestinationError`)
+    unless ``force``.  The config goes inside ``dst`` (``.ckpt``, ``.safetensors``) and
+    beside it (``config_path(dst)``).  Returns a summary dict.  Raises ConvertError
+    subclasses (an OSError of the destination as one-line :class:`DestinationError`)."""
     log = log or (lambda *a: None)
     t0 = time.perf_counter()
     phases = OrderedDict()
@@ -342,16 +371,22 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
         raise ConvertError(f'{dst}: a Trainer-style checkpoint is a PyTorch file; use a .pt destination')
     if not os.path.isdir(os.path.dirname(os.path.abspath(dst))):
         raise ConvertError(f'{dst}: destination directory {os.path.dirname(os.path.abspath(dst))} does not exist')
+    if os.path.isdir(dst):
+        raise DestinationError(f'{dst}: is a directory; give a file name')
+    if not force and os.path.lexists(dst):
+        raise DestinationError(f'{dst}: exists; give --force to overwrite it')
     explicit = parse_explicit_config(config)
+    for stale in clear_stale_temporaries(dst) + clear_stale_temporaries(config_path(dst)):
+        log(f'removed {stale}: a temporary file left by an earlier, killed conversion')
     try:
-        return _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0, phases, phase)
+        return _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0, phases, phase, force)
     except ConfigError as e:
         if str(e).startswith(src):
             raise
         raise ConfigError(f'{src}: {e}') from None
 
 
-def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0, phases, phase):
+def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0, phases, phase, force=False):
     # The source's CRC-32 check is deferred until its bytes are copied: it then runs while the
     # output is fsynced (I/O), instead of competing with the copy and the key check for the CPU.
     source = read_weights(src, ema=ema, background_check='deferred')
@@ -366,6 +401,8 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
             f'{REFERENCE_VERSION} (the keys and shapes are checked all the same)')
     wrap_unet = trainer and source.kind == 'Unet'
     cfg = resolve_config(source, dict(explicit, diffusion={}) if wrap_unet else explicit)
+    for why in cfg['notes'].get('ignored_configs', ()):
+        log(f'note: config {why}')
     phase('config')
     # Outputs are written speculatively, in the source's order, while the target network is
     # built and every key checked; a failed check stops the writer and deletes its temporary
@@ -396,22 +433,21 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
     total = sum(e.nbytes for e in entries.values())
     if progress is not None and hasattr(progress, 'start'):
         progress.start(total)
-    side = AtomicFile(config_path(dst))
-    out = None
+    side_path = config_path(dst)
+    side = out = writer = None
     stop = threading.Event()
-    writer = None
     archive = os.path.splitext(os.path.basename(dst))[0]     # what torch.save(obj, dst) names it
     try:
-        side.file.write((json.dumps(public, indent=2) + '\n').encode())
-        side.close()
-        out = AtomicFile(dst)
+        out = AtomicFile(dst, overwrite=force)
 
         def write_and_sync(write, **kw):     # in the writer thread: the fsync overlaps the key check
             write(entries, out.file, progress=progress, stop=stop, **kw)
             source.start_check()
             out.sync()
         write = WRITERS[out_fmt]
-        options = {'safetensors': {'metadata': {'format': 'pt', SAFETENSORS_CONFIG_KEY: json.dumps(public)}},
+        embedded = json.dumps(public)
+        options = {'safetensors': {'metadata': {'format': 'pt', SAFETENSORS_CONFIG_KEY: embedded}},
+                   'mindspore': {'strings': {CONFIG_KEY: embedded}},
                    'torch': {'archive': archive}}.get(out_fmt, {})
         if trainer:
             ckpt_step = step if step is not None else (source.info.get('trainer_step') or 0)
@@ -437,16 +473,24 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
         phase('fsync')
         source.check_integrity()
         phase('crc_wait')
-        side.commit()
+        # the side file records which file it describes (its size and tensor index): it is
+        # never read for another file (one with the same stem, or a later file at this path)
+        public['weights'].update(bytes=os.path.getsize(out.tmp), index=tensor_index_hash(entries))
+        side = AtomicFile(side_path)
+        side.file.write((json.dumps(public, indent=2) + '\n').encode())
+        side.close()
         out.commit()
+        side.commit()
         phase('commit')
-    except BaseException:
+    except BaseException as err:
         stop.set()
         if writer is not None:
             writer.thread.join()
-        side.abort()
-        if out is not None:
-            out.abort()
+        for f in (side, out):
+            if f is not None:
+                f.abort()
+        if isinstance(err, OSError):
+            raise DestinationError(os_error_line(err, dst)) from None
         raise
     return {'src': src, 'dst': dst, 'config_file': config_path(dst), 'config': public, 'kind': cfg['model'],
             'tensors': len(entries), 'bytes': total, 'seconds': time.perf_counter() - t0, 'phases': dict(phases)}
@@ -457,9 +501,11 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
 def load_model(path, config=None, ema=False, train=False):
     """Build the ms_ddpm model that ``path``'s weights belong to and load them strictly.
 
-    The architecture comes from the config beside the weights (``<stem>.config.json``,
-    written by ``convert``), or the one embedded in a ``.safetensors`` written by it, else
-    it is inferred from the keys (a GaussianDiffusion then needs ``config={'image_size': N}``).
+    The architecture comes from the config ``convert`` stored inside the file (``.ckpt``,
+    ``.safetensors``), else the one beside it written for this very file
+    (``<file>.config.json``; an older ``<stem>.config.json`` only if it says it belongs to
+    this file), else it is inferred from the keys (a GaussianDiffusion then needs
+    ``config={'image_size': N}``).
     ``config`` (dict / JSON / file) overrides.  Values are cast exactly to the network's
     float32 parameters (fp16 and bf16 widen without rounding)."""
     source = read_weights(path, ema=ema)

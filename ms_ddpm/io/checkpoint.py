@@ -23,8 +23,10 @@ Errors are those of :mod:`ms_ddpm.io.errors`; the writers take an open file (an
 """
 
 import json
+import math
 import mmap
 import os
+import zlib
 from collections import OrderedDict
 
 import numpy as np
@@ -197,15 +199,26 @@ def read_safetensors(path):
             raise CorruptCheckpointError(f'{path}: {name}: unsupported safetensors dtype {dtype!r}')
         dname = SAFETENSORS_DTYPES[dtype]
         np_dtype = np.dtype(DTYPES[dname][0])
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)                  # exact: an int64 product can wrap
         if not (0 <= begin <= end <= data_len) or end - begin != count * np_dtype.itemsize:
             raise CorruptCheckpointError(
                 f'{path}: truncated or corrupt: {name} ({dtype}, shape {list(shape)}) claims bytes '
-                f'[{begin}, {end}) but the data section holds {data_len} bytes')
+                f'[{begin}, {end}), {end - begin} bytes, but that shape needs {count * np_dtype.itemsize} '
+                f'and the data section holds {data_len}')
         arr = np.frombuffer(buf, dtype=np_dtype, count=count, offset=8 + n + begin) if count else np.empty(0, np_dtype)
-        out.append((begin, name, Entry(arr.reshape(shape), dname, (path, 8 + n + begin) if count else None)))
+        out.append((begin, name, Entry(_reshape(arr, shape, path, name), dname,
+                                       (path, 8 + n + begin) if count else None)))
     out.sort(key=lambda r: r[0])
     return OrderedDict((name, e) for _, name, e in out), meta
+
+
+def _reshape(arr, shape, path, name):
+    """``arr.reshape(shape)``, a shape NumPy cannot represent (e.g. an empty tensor with a
+    dimension past 2**63) as a one-line CorruptCheckpointError."""
+    try:
+        return arr.reshape(shape)
+    except (ValueError, OverflowError) as e:
+        raise CorruptCheckpointError(f'{path}: corrupt: {name} has shape {list(shape)} ({e})') from None
 
 
 def write_safetensors(entries, f, metadata=None, progress=None, stop=None):
@@ -272,22 +285,46 @@ def ckpt_slice_prefix(name, dims, tensor_type, n):
     return _LEN(1) + _varint(len(value) + n) + value
 
 
-def write_ckpt(entries, f, progress=None, stop=None):
+def ckpt_string_bytes(text):
+    """A string entry's tensor_content as ``mindspore.save_checkpoint`` writes an
+    ``append_dict`` string (``np.array(text).tobytes()``: UTF-32, 4 bytes a character)."""
+    return np.array(str(text)).tobytes()
+
+
+def write_ckpt(entries, f, progress=None, stop=None, strings=None, crc_check=True):
     """Stream ``entries`` into ``f`` as MindSpore's checkpoint protobuf, one message per
     tensor slice (what ``mindspore.save_checkpoint`` writes; ``load_checkpoint`` joins
-    slices); the data go from the source buffer straight to the file."""
+    slices); the data go from the source buffer straight to the file.  ``strings``:
+    ``{name: str}`` written after the tensors as string entries (``save_checkpoint``'s
+    ``append_dict`` strings; ``load_checkpoint`` returns them as ``str``, and
+    ``load_param_into_net`` lists them as not loaded).  ``crc_check``: end the file with
+    MindSpore's ``crc_num`` trailer (the CRC-32 of every byte before it, as
+    ``save_checkpoint(crc_check=True)`` writes; checked by :func:`read_ckpt` and by
+    ``load_checkpoint(crc_check=True)``)."""
     out = ByteCopier(f)
+    crc = 0
     try:
         for name, e in entries.items():
             check_stop(stop)
             dims = list(e.shape)
             ttype = DTYPES[e.dtype][2]
+            raw = e.raw_bytes() if crc_check else None
             for start in range(0, max(e.nbytes, 1), CKPT_SLICE_BYTES):
                 end = min(start + CKPT_SLICE_BYTES, e.nbytes)
-                f.write(ckpt_slice_prefix(name, dims, ttype, end - start))
+                prefix = ckpt_slice_prefix(name, dims, ttype, end - start)
+                f.write(prefix)
                 out.write(e, start, end)
+                if crc_check:
+                    crc = zlib.crc32(raw[start:end], zlib.crc32(prefix, crc))
             if progress:
                 progress(e.nbytes)
+        for name, text in (strings or {}).items():
+            content = ckpt_string_bytes(text)
+            blob = ckpt_slice_prefix(name, [0], 'str', len(content)) + content
+            f.write(blob)
+            crc = zlib.crc32(blob, crc)
+        if crc_check:
+            f.write(CKPT_CRC_TRAILER + crc.to_bytes(10, 'big'))
     finally:
         out.close()
 
@@ -343,7 +380,6 @@ def read_ckpt(path):
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     end = size
     if size >= 17 and mm[size - 17:size - 10] == CKPT_CRC_TRAILER:   # save_checkpoint(crc_check=True)
-        import zlib
         end = size - 17
         stored = int.from_bytes(mm[size - 10:size], 'big')      # crc32 chained over every message
         if zlib.crc32(memoryview(mm)[:end]) != stored:
@@ -400,7 +436,7 @@ def read_ckpt(path):
         dname = CKPT_DTYPES[ttype]
         np_dtype = np.dtype(DTYPES[dname][0])
         shape = () if list(dims) == [0] else dims
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)                  # exact: an int64 product can wrap
         if nbytes != count * np_dtype.itemsize:
             raise CorruptCheckpointError(
                 f'{path}: truncated or corrupt: {tag} ({ttype}, shape {list(shape)}) holds {nbytes} bytes, '
@@ -412,7 +448,7 @@ def read_ckpt(path):
         else:
             arr = np.concatenate([np.frombuffer(mm, dtype=np_dtype, count=(b - a) // np_dtype.itemsize, offset=a)
                                   for a, b in parts])
-        out[tag] = Entry(arr.reshape(shape), dname, file_range)
+        out[tag] = Entry(_reshape(arr, shape, path, tag), dname, file_range)
     if not out:
         raise CorruptCheckpointError(f'{path}: not a MindSpore checkpoint (no tensors in it)')
     return out, strings
