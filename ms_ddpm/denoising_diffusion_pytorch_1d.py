@@ -462,7 +462,11 @@ class GaussianDiffusion1D(Module):
     sampling_timesteps for DDIM); ``interpolate`` ``(2 + t - 1, *x1.shape)``.  By default draws
     come from MindSpore's RNG (``ms.set_seed``).  The 13 schedule buffers are non-trainable
     Parameters named like the reference's buffers.  Sampling steps are compiled (``ms.jit``)
-    unless ``jit_sampling = False`` or ``model_forward_kwargs`` are given.
+    unless ``jit_sampling = False`` or ``model_forward_kwargs`` are given: a dict of tensors
+    does not pass into a MindSpore 2.8 graph (its keys arrive instead of its values), so with
+    ``model_forward_kwargs`` the steps run op by op, and a compiled loss needs them empty.
+    ``forward`` takes the reference's ``*args``/``**kwargs`` (p_losses's ``noise``,
+    ``model_forward_kwargs``, ``return_reduced_loss``) as keywords.
     """
 
     def __init__(
