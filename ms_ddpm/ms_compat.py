@@ -332,7 +332,7 @@ def save_checkpoint(items, path, append_dict=None):
     path = str(path)
     side = path if path.endswith('.ckpt') else path + '.ckpt'
     try:
-        ms.save_checkpoint(items, side, append_dict=append_dict)
+        ms.save_checkpoint(items, side, append_dict=append_dict, crc_check=True)   # crc_num trailer: checked on read
         os.chmod(side, 0o600)
         if side != path:
             os.replace(side, path)
@@ -680,3 +680,92 @@ def float32_unary(fn, x):
     schedule) reproduced on the host: evaluated in float64, rounded once to float32."""
     return np.asarray(fn(np.asarray(x, dtype=np.float32).astype(np.float64))).astype(np.float32)
 # === end of other diffusion processes (issue 13) ============================================
+
+
+# === magnitude-preserving U-Nets and simple diffusion (issue 15) ==============================
+# karras_unet, karras_unet_1d, karras_unet_3d, simple_diffusion.  Their convs are functional
+# (weights normalised on the fly), so what they need here is torch's F.conv*d(padding='same')
+# on torch-shaped weights, F.interpolate(mode='bilinear' / 'trilinear', align_corners=False)
+# for exact halving / doubling, and correctly rounded sin.
+
+def sin(x):
+    """``torch.sin``, correctly rounded (float64, rounded once)."""
+    return _precise(ops.sin, x)
+
+
+def conv2d_same(x, weight):
+    """``F.conv2d(x, weight, padding='same')`` for an odd square kernel (stride 1, no bias)."""
+    k = weight.shape[-1]
+    if k == 1:
+        return ops.conv2d(x, weight, pad_mode='valid')
+    return ops.conv2d(x, weight, pad_mode='pad', padding=k // 2)
+
+
+def conv1d_same(x, weight):
+    """``F.conv1d(x, weight, padding='same')`` on (b, c, n) with a torch-shaped (out, in, k)
+    weight (odd k), as MindSpore's Conv2D on a height-1 image."""
+    k = weight.shape[-1]
+    pad = dict(pad_mode='valid') if k == 1 else dict(pad_mode='pad', padding=(0, 0, k // 2, k // 2))
+    return ops.squeeze(ops.conv2d(ops.expand_dims(x, 2), ops.expand_dims(weight, 2), **pad), 2)
+
+
+def conv3d_same(x, weight):
+    """``F.conv3d(x, weight, padding='same')`` for an odd cubic kernel (stride 1, no bias)."""
+    k = weight.shape[-1]
+    if k == 1:
+        return ops.conv3d(x, weight, pad_mode='valid')
+    return ops.conv3d(x, weight, pad_mode='pad', padding=k // 2)
+
+
+def pad_ones_channel(x):
+    """``F.pad(x, (0, 0, ..., 1, 0), value=1.)``: a channel of ones in front of dim 1."""
+    shape = (x.shape[0], 1) + tuple(x.shape[2:])
+    return ops.cat((ops.ones(shape, x.dtype), x), 1)
+
+
+def _halve(x, axis):
+    """Linear interpolation to half the length along ``axis`` (align_corners=False): every
+    output is ``0.5 * x[2i] + 0.5 * x[2i + 1]`` (torch's lambdas for an exact halving)."""
+    n = x.shape[axis] // 2
+    shape = tuple(x.shape[:axis]) + (n, 2) + tuple(x.shape[axis + 1:])
+    x = ops.reshape(x, shape)
+    a = ops.squeeze(ops.narrow(x, axis + 1, 0, 1), axis + 1)
+    b = ops.squeeze(ops.narrow(x, axis + 1, 1, 1), axis + 1)
+    return a * 0.5 + b * 0.5
+
+
+def _double(x, axis):
+    """Linear interpolation to twice the length along ``axis`` (align_corners=False, torch's
+    source index ``(i + 0.5) / 2 - 0.5`` clamped at 0): even outputs
+    ``0.25 * x[i-1] + 0.75 * x[i]`` (the first ``1 * x[0] + 0 * x[1]``), odd outputs
+    ``0.75 * x[i] + 0.25 * x[i+1]`` (the last ``0.75 * x[-1] + 0.25 * x[-1]``)."""
+    n = x.shape[axis]
+    first = ops.narrow(x, axis, 0, 1)
+    last = ops.narrow(x, axis, n - 1, 1)
+    if n > 1:
+        lo = ops.narrow(x, axis, 0, n - 1)
+        hi = ops.narrow(x, axis, 1, n - 1)
+        even = ops.cat((first * 1. + ops.narrow(x, axis, 1, 1) * 0., lo * 0.25 + hi * 0.75), axis)
+        odd = ops.cat((lo * 0.75 + hi * 0.25, last * 0.75 + last * 0.25), axis)
+    else:
+        even = first * 1. + first * 0.
+        odd = last * 0.75 + last * 0.25
+    out = ops.stack((even, odd), axis + 1)
+    shape = tuple(x.shape[:axis]) + (2 * n,) + tuple(x.shape[axis + 1:])
+    return ops.reshape(out, shape)
+
+
+def interpolate_half(x):
+    """``F.interpolate(x, [s // 2 for s in spatial], mode='bilinear' | 'trilinear')`` for even
+    spatial sizes.  Interpolates the last axis first, as torch's kernel nests its sums."""
+    for axis in range(x.ndim - 1, 1, -1):
+        x = _halve(x, axis)
+    return x
+
+
+def interpolate_double(x):
+    """``F.interpolate(x, [s * 2 for s in spatial], mode='bilinear' | 'trilinear')``."""
+    for axis in range(x.ndim - 1, 1, -1):
+        x = _double(x, axis)
+    return x
+# === end of magnitude-preserving U-Nets and simple diffusion (issue 15) =======================
