@@ -61,7 +61,8 @@ def set_threads(n):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog='ms-ddpm bench', description=__doc__.split('\n\n')[0])
+    p = argparse.ArgumentParser(prog='ms-ddpm bench', description=__doc__.split('\n\n')[0],
+                                epilog='exit status: 0 success; 1 error (an item failed to run); 2 bad command line')
     p.add_argument('--quick', action='store_true', help='short run: 2 repeats, 10 DDIM / 100 DDPM steps, no nn.Adam variant')
     p.add_argument('--suite', action='store_true', help='also time the whole parity test suite in a subprocess (minutes)')
     p.add_argument('--only', default=None, help=f'comma-separated items out of {",".join(ITEMS)}')
