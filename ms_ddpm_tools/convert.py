@@ -3,8 +3,10 @@
 Formats come from the extensions: .pt/.pth/.bin (PyTorch), .safetensors, .ckpt (MindSpore).
 SRC may be a plain Unet or GaussianDiffusion state dict, or a reference Trainer checkpoint
 (results/model-N.pt; --ema picks the EMA weights).  The architecture is inferred from the
-weights where it can be (and reported); give the rest with --config / --image-size.  A
-<DST stem>.config.json is written beside DST; weight_convert.load_model(DST) builds the model.
+weights where it can be (and reported); give the rest with --config / --image-size.  The
+config is stored inside DST (.ckpt, .safetensors) and beside it as DST.config.json (recording
+which file it describes); weight_convert.load_model(DST) builds the model.  An existing DST is
+refused unless --force.  SIGINT and SIGTERM stop the conversion and leave nothing behind.
 
 exit status: 0 converted (and verified, with --verify); 1 the conversion failed (message on
 stderr, nothing written); 2 bad command line; 3 --verify found outputs that differ.
@@ -12,7 +14,9 @@ stderr, nothing written); 2 bad command line; 3 --verify found outputs that diff
 
 import argparse
 import json
+import signal
 import sys
+import threading
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
 PROGRESS_MIN_BYTES = 32 << 20
@@ -62,12 +66,33 @@ def _parser():
     p.add_argument('--verify', action='store_true',
                    help='build the reference and the MindSpore model from SRC and DST, run both on a probe input '
                         'and print the difference (needs PyTorch)')
+    p.add_argument('--force', action='store_true', help='overwrite DST (and its config file) if it exists')
     p.add_argument('--print-config', action='store_true', help='print the resolved config JSON')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bar, only errors')
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``timeout`` and container stops send): unwinds like Ctrl-C, so the
+    atomic writers delete their temporaries."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
+    """The command; SIGTERM is handled like SIGINT while it runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv=None):
     args = _parser().parse_args(argv)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
@@ -81,14 +106,19 @@ def main(argv=None):
         progress = Progress(enabled=not args.quiet)
         try:
             summary = convert(args.src, args.dst, ema=args.ema, config=explicit, trainer=args.trainer,
-                              step=args.step, progress=progress, log=log)
+                              step=args.step, progress=progress, log=log, force=args.force)
         finally:
             progress.close()
     except ConvertError as e:
         print(f'ms-ddpm convert: error: {e}', file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print('ms-ddpm convert: interrupted; nothing was written', file=sys.stderr)
+    except OSError as e:          # e.g. the source cannot be read (a destination's is a ConvertError)
+        where = e.filename if e.filename is not None else args.src
+        print(f'ms-ddpm convert: error: {where}: {e.strerror or e}', file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt as e:
+        why = 'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'
+        print(f'ms-ddpm convert: {why}; nothing was written', file=sys.stderr)
         return EXIT_FAILED
 
     cfg = summary['config']

@@ -310,7 +310,12 @@ def check_against(source, spec, cfg):
     missing, unexpected, mismatched = differences(spec, {k: e.shape for k, e in entries.items()})
     if missing or unexpected or mismatched:
         hint = ''
-        if cfg.get('_conflicts'):
+        contradictions = (cfg.get('notes') or {}).get('contradictions') or {}
+        named = [f'{k} has shape {tuple(got)}; the architecture inferred from the other keys expects {tuple(want)}'
+                 for k, got, want in mismatched if k in contradictions]
+        if named:
+            hint = '\n'.join(named) + '\n(' + '; '.join(contradictions.values()) + ')\nand so:'
+        elif cfg.get('_conflicts'):
             hint = 'the config used differs from the weights:\n' + '\n'.join(
                 f'    {c}' for c in cfg['_conflicts']) + '\nand so:'
         raise CheckpointMismatchError(source.path, StateDictMismatchError(

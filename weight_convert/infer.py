@@ -63,6 +63,23 @@ def _collapse(values):
     return values[0] if len(set(values)) == 1 else list(values)
 
 
+def _corroborated_width(shapes, key, width, i, n, report):
+    """Stage ``i``'s output width read from ``key`` (its down-sampling conv), checked against two
+    other keys that carry it (the first resnet block of the next stage, or of the middle, and the
+    first up-stage block at this level).  If both witnesses agree on another width, ``key`` is
+    the damaged one: the witnesses' width is used and ``report['contradictions']`` names
+    ``key`` (the strict key check then reports it first, with the shape it should have)."""
+    nxt = 'mid_block1.block1.proj.weight' if i == n - 1 else f'downs.{i + 1}.0.block1.proj.weight'
+    witnesses = [tuple(shapes[k])[0] for k in (nxt, f'ups.{n - 1 - i}.0.block1.proj.weight')
+                 if k in shapes and len(shapes[k]) >= 1]
+    if len(witnesses) == 2 and witnesses[0] == witnesses[1] != width:
+        report.setdefault('contradictions', {})[key] = (
+            f'{key} has shape {tuple(shapes[key])}: width {width}, but {nxt} and ups.{n - 1 - i}.0.block1.proj.weight '
+            f'give stage {i} a width of {witnesses[0]}')
+        return witnesses[0]
+    return width
+
+
 def infer_unet_config(shapes, diffusion=False):
     """``shapes``: {Unet key: shape}.  Returns ``(config, report)``: ``config`` holds every Unet
     argument (inferred or default); ``report`` has 'inferred' (list), 'not_inferred' and
@@ -95,6 +112,7 @@ def infer_unet_config(shapes, diffusion=False):
         last = i == len(stages) - 1
         key = f'downs.{i}.3.weight' if last else f'downs.{i}.3.1.weight'
         out_w = _shape(shapes, key)[0]
+        out_w = _corroborated_width(shapes, key, out_w, i, len(stages), report)
         if out_w % dim:
             raise InferenceError(f'{key}: width {out_w} is not a multiple of dim={dim}')
         mults.append(out_w // dim)
