@@ -26,6 +26,7 @@ __all__ = [
     'ones_parameter', 'randn_parameter', 'buffer_parameter', 'name_parameters_by_path', 'float64_linspace', 'float32_linspace', 'float64_sigmoid',
     'compiled_step', 'in_graph', 'sampling_draws', 'take_draw', 'save_checkpoint', 'ParameterUpdater', 'torch_pow_scalar', 'call_positional', 'positional_parameters',
     'Conv1d', 'NearestUpsample1d', 'normalize1d', 'heads_split1d', 'heads_merge1d', 'SqueezeLast', 'UnsqueezeLast', 'is_tensor', 'tree_map', 'tree_flatten', 'repeat_batch',
+    'TorchBatchNorm2d', 'TorchConv2d', 'MaxPool2d', 'max_pool2d', 'avg_pool2d', 'AdaptiveAvgPool2d1x1', 'interpolate_bilinear',
 ]
 
 Module = nn.Cell
@@ -680,3 +681,103 @@ def float32_unary(fn, x):
     schedule) reproduced on the host: evaluated in float64, rounded once to float32."""
     return np.asarray(fn(np.asarray(x, dtype=np.float32).astype(np.float64))).astype(np.float32)
 # === end of other diffusion processes (issue 13) ============================================
+
+
+# === FID InceptionV3 (pytorch-fid, ms_ddpm.fid_evaluation, issue 16) ==========================
+# pytorch-fid's network is torchvision's BasicConv2d (Conv2d without bias + BatchNorm2d(eps=1e-3)
+# + ReLU) in the FIDInceptionA/C/E blocks; pooling with torch's padding semantics.
+
+class TorchBatchNorm2d(nn.Cell):
+    """``torch.nn.BatchNorm2d`` in eval mode, with torch's parameter names (``weight``,
+    ``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``; MindSpore's own is
+    gamma/beta/moving_*) and torch's CPU inference formula ``x * alpha + beta`` with
+    ``alpha = weight / sqrt(running_var + eps)``, ``beta = bias - running_mean * alpha``."""
+
+    def __init__(self, num_features, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = Parameter(Tensor(np.ones(num_features, np.float32)), name='weight')
+        self.bias = Parameter(Tensor(np.zeros(num_features, np.float32)), name='bias')
+        self.running_mean = Parameter(Tensor(np.zeros(num_features, np.float32)), name='running_mean', requires_grad=False)
+        self.running_var = Parameter(Tensor(np.ones(num_features, np.float32)), name='running_var', requires_grad=False)
+        self.num_batches_tracked = Parameter(Tensor(np.array(0, np.int64)), name='num_batches_tracked', requires_grad=False)
+
+    def construct(self, x):
+        alpha = self.weight / ops.sqrt(self.running_var + self.eps)
+        beta = self.bias - self.running_mean * alpha
+        return x * alpha.reshape(1, -1, 1, 1) + beta.reshape(1, -1, 1, 1)
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def TorchConv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    """``torch.nn.Conv2d(in, out, k, stride=s, padding=p, bias=...)`` with rectangular kernels
+    and paddings (``(1, 7)``, ``(0, 3)``), weight ``(out, in, kh, kw)`` as torch stores it."""
+    kh, kw = _pair(kernel_size)
+    ph, pw = _pair(padding)
+    fan_in = in_channels * kh * kw
+    kwargs = dict(pad_mode='pad', padding=(ph, ph, pw, pw)) if (ph or pw) else dict(pad_mode='valid')
+    return nn.Conv2d(in_channels, out_channels, (kh, kw), stride=stride, has_bias=bias,
+                     weight_init=HeUniform(negative_slope=math.sqrt(5)),
+                     bias_init=_torch_like_bias(fan_in) if bias else None, **kwargs)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """``F.max_pool2d`` (padding counts as -inf, floor mode): bit-identical."""
+    return ops.max_pool2d(x, kernel_size, stride if stride is not None else kernel_size, padding)
+
+
+class MaxPool2d(nn.Cell):
+    """``torch.nn.MaxPool2d(kernel_size, stride)``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def construct(self, x):
+        return max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """``F.avg_pool2d`` incl. ``count_include_pad=False`` (TensorFlow's average pool, which
+    pytorch-fid's FIDInception blocks use): bit-identical."""
+    return ops.avg_pool2d(x, kernel_size, stride if stride is not None else kernel_size, padding,
+                          count_include_pad=count_include_pad)
+
+
+class AdaptiveAvgPool2d1x1(nn.Cell):
+    """``torch.nn.AdaptiveAvgPool2d(output_size=(1, 1))``: the mean over height and width."""
+
+    def construct(self, x):
+        return ops.mean(x, (2, 3), keep_dims=True)
+
+
+def _bilinear_matrix(n_in, n_out):
+    """The (n_out, n_in) interpolation matrix of ``F.interpolate(mode='bilinear',
+    align_corners=False)`` along one axis, with torch's float32 source index and weights:
+    ``real = max(scale * (i + 0.5) - 0.5, 0)``, ``lambda1 = real - floor(real)``."""
+    scale = np.float32(n_in / n_out)
+    real = np.maximum(scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(real.astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    l1 = (real - i0.astype(np.float32)).astype(np.float32)
+    l0 = (np.float32(1) - l1).astype(np.float32)
+    m = np.zeros((n_out, n_in), np.float32)
+    rows = np.arange(n_out)
+    m[rows, i0] += l0
+    m[rows, i1] += l1
+    return m
+
+
+def interpolate_bilinear(x, size):
+    """``F.interpolate(x, size=size, mode='bilinear', align_corners=False)`` on NCHW: two
+    products with the per-axis interpolation matrices (width first, then height, as torch's
+    ``h0 * (w0 * x00 + w1 * x01) + h1 * (...)``)."""
+    h, w = x.shape[-2], x.shape[-1]
+    mh = Tensor(_bilinear_matrix(h, size[0]))
+    mw = Tensor(_bilinear_matrix(w, size[1]))
+    x = ops.matmul(x, ops.transpose(mw, (1, 0)))
+    return ops.matmul(mh, x)
+# === end of FID InceptionV3 (issue 16) =========================================================
