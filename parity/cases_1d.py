@@ -55,6 +55,10 @@ def _layer(id, cls, args, kwargs, inputs, kind, modes=BOTH, fn=None):
 
 X = ('randn', (B, 8, 16))
 
+# GRAPH mode for the blocks that the Unet1D GRAPH row does not already compile inside it
+# (RMSNorm, PreNorm, the embeddings, LinearAttention) -- Block, ResnetBlock, Attention, Up- and
+# Downsample run in GRAPH mode inside that row
+
 add(
     _layer('RMSNorm',                 'RMSNorm', (8,), {}, [X], 'elementwise'),
     _layer('PreNorm-LinearAttention', 'PreNorm', (8,), {}, [X], 'layer', fn=('LinearAttention', (8,), {'heads': 2, 'dim_head': 8})),
@@ -63,17 +67,17 @@ add(
     _layer('SinusoidalPosEmb-theta',  'SinusoidalPosEmb', (16,), {'theta': 100}, [('time', (B,), 1000)], 'elementwise'),
     _layer('RandomOrLearnedSinusoidalPosEmb', 'RandomOrLearnedSinusoidalPosEmb', (16,), {}, [('float_time', (B,), 1.0)], 'elementwise'),
     _layer('RandomFourierFeatures',   'RandomOrLearnedSinusoidalPosEmb', (16, True), {}, [('float_time', (B,), 1.0)], 'elementwise'),
-    _layer('Block',                   'Block', (8, 16), {}, [X], 'layer'),
+    _layer('Block',                   'Block', (8, 16), {}, [X], 'layer', modes=PY),
     _layer('Block-dropout-eval',      'Block', (8, 16), {'dropout': 0.3}, [X], 'layer', modes=PY),
-    _layer('ResnetBlock-time',        'ResnetBlock', (8, 16), {'time_emb_dim': 32}, [X, ('randn', (B, 32))], 'layer'),
-    _layer('ResnetBlock-notime',      'ResnetBlock', (8, 8), {}, [X], 'layer'),
+    _layer('ResnetBlock-time',        'ResnetBlock', (8, 16), {'time_emb_dim': 32}, [X, ('randn', (B, 32))], 'layer', modes=PY),
+    _layer('ResnetBlock-notime',      'ResnetBlock', (8, 8), {}, [X], 'layer', modes=PY),
     _layer('LinearAttention',         'LinearAttention', (8,), {'heads': 2, 'dim_head': 8}, [X], 'layer'),
     _layer('LinearAttention-default', 'LinearAttention', (16,), {}, [('randn', (B, 16, 12))], 'layer', modes=PY),
-    _layer('Attention',               'Attention', (8,), {'heads': 2, 'dim_head': 8}, [X], 'layer'),
+    _layer('Attention',               'Attention', (8,), {'heads': 2, 'dim_head': 8}, [X], 'layer', modes=PY),
     _layer('Attention-default',       'Attention', (16,), {}, [('randn', (B, 16, 12))], 'layer', modes=PY),
-    _layer('Upsample',                'Upsample', (8, 16), {}, [X], 'layer'),
+    _layer('Upsample',                'Upsample', (8, 16), {}, [X], 'layer', modes=PY),
     _layer('Upsample-same-dim',       'Upsample', (8,), {}, [('randn', (B, 8, 7))], 'layer', modes=PY),
-    _layer('Downsample',              'Downsample', (8, 16), {}, [X], 'layer'),
+    _layer('Downsample',              'Downsample', (8, 16), {}, [X], 'layer', modes=PY),
     _layer('Downsample-odd-length',   'Downsample', (8,), {}, [('randn', (B, 8, 15))], 'layer', modes=PY),
 )
 
@@ -131,7 +135,7 @@ add(_gd('self_cond-T50', 'names', None, dict(seq_length=N, timesteps=50), SC, mo
 add(
     _gd('pred_noise-linear', 'loss', 'loss', dict(seq_length=N, timesteps=100, beta_schedule='linear')),
     _gd('pred_noise-cosine-reduction-none', 'loss', 'loss', dict(seq_length=N, timesteps=100), call={'reduction': 'none'}),
-    _gd('pred_x0-linear-unreduced', 'loss', 'loss', dict(seq_length=N, timesteps=100, objective='pred_x0', beta_schedule='linear'),
+    _gd('pred_x0-linear-unreduced', 'loss', 'loss_unreduced', dict(seq_length=N, timesteps=100, objective='pred_x0', beta_schedule='linear'),
         call={'reduced': False}),
     _gd('pred_x0-cosine-no-auto_normalize', 'loss', 'loss', dict(seq_length=N, timesteps=100, objective='pred_x0',
                                                                auto_normalize=False)),
