@@ -91,7 +91,7 @@ def _prepare(source, *outputs):
     source, so that it is in the page cache (this machine's memory manager may have evicted
     it since its last use)."""
     for p in outputs:
-        for q in (p, os.path.splitext(p)[0] + '.config.json'):
+        for q in (p, p + '.config.json', os.path.splitext(p)[0] + '.config.json'):   # side file: new and old name
             if os.path.exists(q):
                 os.unlink(q)
     os.sync()
