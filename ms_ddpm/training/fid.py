@@ -219,7 +219,7 @@ def load_inception_weights(net, path):
     """Load a local ``.ckpt``/``.safetensors`` (InceptionV3 or torchvision Inception3 keys)
     into ``net`` strictly: the keys of the blocks ``net`` has must all be there."""
     from ms_ddpm.io.checkpoint import read_ckpt, read_safetensors
-    from ms_ddpm.io.state import load_state_dict
+    from ms_ddpm.io.state import load_state_dict, to_numpy
     from ms_ddpm.io.errors import UnsupportedFormatError
     lower = str(path).lower()
     if lower.endswith('.safetensors'):
@@ -234,6 +234,10 @@ def load_inception_weights(net, path):
     own = {name for name, _ in net.parameters_and_names()}
     state = {k: v for k, v in state.items() if k in own or not k.startswith('blocks.')
              or int(k.split('.')[1]) < len(net.blocks)}
+    shapes = {name: tuple(p.shape) for name, p in net.parameters_and_names()}
+    for k, v in list(state.items()):      # a .ckpt stores 0-d tensors (num_batches_tracked) as (1,)
+        if shapes.get(k) == () and tuple(v.shape) == (1,):
+            state[k] = to_numpy(v).reshape(())
     load_state_dict(net, state)
     return net
 
