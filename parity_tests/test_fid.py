@@ -154,3 +154,32 @@ def test_fid_score_and_stats_cache(case, tmp_path, record, capsys):
     assert again.fid_score() == got
     assert 'Dataset stats loaded from disk.' in capsys.readouterr().out
     assert not any(f.endswith('.tmp') or 'tmp' in f for f in os.listdir(dirs[1]) if f != 'dataset_stats.npz')
+
+
+def test_convert_pth_to_ckpt_then_features(tmp_path, record):
+    """``ms-ddpm convert`` of a torch.save'd torchvision-keyed FID Inception state dict (the
+    layout of pt_inception-2015-12-05-6726825d.pth, fc head included) writes a .ckpt whose
+    InceptionV3 gives pytorch-fid's features; the kind is inferred, nothing is asked for."""
+    import torch
+    from parity.cases_fid import offline_pytorch_fid, perturb_batchnorm
+    from ms_ddpm.fid_evaluation import InceptionV3
+    from ms_ddpm_tools.convert import main as convert_main
+    with offline_pytorch_fid() as pfi:
+        torch.manual_seed(3)
+        inception = perturb_batchnorm(pfi.fid_inception_v3(), 4).eval()
+        src = tmp_path / 'pt_inception-2015-12-05-6726825d.pth'
+        torch.save(inception.state_dict(), src)
+        saved, pfi.fid_inception_v3 = pfi.fid_inception_v3, lambda: inception   # pytorch-fid's own blocks of it
+        try:
+            t = pfi.InceptionV3([1], resize_input=False).eval()
+        finally:
+            pfi.fid_inception_v3 = saved
+    dst = tmp_path / 'inception.ckpt'
+    assert convert_main([str(src), str(dst), '--quiet']) == 0
+    m = InceptionV3([1], resize_input=False, weights=str(dst))
+    (x,) = make_inputs((('uniform', (1, 3, 75, 75)),), 8)
+    with torch.no_grad():
+        expected = t(torch.from_numpy(x))[0].numpy()
+    record(assert_parity('fid/convert .pth -> .ckpt block 1 [pynative]', expected, m(ms.Tensor(x))[0].asnumpy(),
+                         'fid_features'))
+    assert len(list(InceptionV3([3], weights=str(dst)).parameters_and_names())) == 564
