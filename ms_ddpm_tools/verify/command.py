@@ -172,8 +172,8 @@ def _read_report(path):
     return rep
 
 
-def main_diff(argv=None):
-    from ms_ddpm_tools.exits import EPILOG, error, input_errors
+def _diff_parser():
+    from ms_ddpm_tools.exits import EPILOG
     p = argparse.ArgumentParser(prog='ms-ddpm diff', epilog=EPILOG,
                                 description='Compare two verify.json runs (ms-ddpm verify --out DIR writes DIR/verify.json): '
                                 'flag any figure that got worse beyond its tolerance and any timing slower beyond '
@@ -183,7 +183,12 @@ def main_diff(argv=None):
     p.add_argument('--timing-factor', type=float, default=TIMING_FACTOR,
                    help=f'a timing regresses when new/old exceeds this (default {TIMING_FACTOR})')
     p.add_argument('--out', help='write the Markdown report here')
-    args = p.parse_args(argv)
+    return p
+
+
+def main_diff(argv=None):
+    from ms_ddpm_tools.exits import error, input_errors
+    args = _diff_parser().parse_args(argv)
     try:
         old, new = _read_report(args.old), _read_report(args.new)
         return _diff(old, new, args.old, args.new, args.timing_factor, args.out)
