@@ -183,3 +183,42 @@ def test_convert_pth_to_ckpt_then_features(tmp_path, record):
     record(assert_parity('fid/convert .pth -> .ckpt block 1 [pynative]', expected, m(ms.Tensor(x))[0].asnumpy(),
                          'fid_features'))
     assert len(list(InceptionV3([3], weights=str(dst)).parameters_and_names())) == 564
+
+
+TORCH_FREE_SCRIPT = r'''
+import sys, numpy as np, mindspore as ms
+from ms_ddpm.training.fid import FIDScorer, InceptionV3
+from ms_ddpm.io.atomic import AtomicFile
+from ms_ddpm.io.checkpoint import Entry, write_ckpt
+net = InceptionV3([0])
+with AtomicFile(sys.argv[1] + '/inception.ckpt') as f:
+    write_ckpt({n: Entry(p.asnumpy(), str(p.asnumpy().dtype)) for n, p in net.parameters_and_names()}, f.file)
+rng = np.random.default_rng(0)
+
+class Model:
+    def sample(self, batch_size):
+        return ms.Tensor(rng.random((batch_size, 1, 16, 16)).astype(np.float32))
+
+class Trainer:
+    batch_size, channels = 2, 1
+    class ema:
+        ema_model = Model()
+    def _fid_batches(self):
+        return rng.random((2, 1, 16, 16)).astype(np.float32)
+
+score = FIDScorer(sys.argv[1] + '/inception.ckpt', Trainer(), 64, 4, sys.argv[1]).fid_score()
+assert np.isfinite(score) and score > 0, score
+assert 'torch' not in sys.modules, 'the MindSpore FID imported torch'
+print('FID', score)
+'''
+
+
+def test_trainer_fid_scorer_without_torch(tmp_path):
+    """The Trainer's FID (``ms_ddpm.training.fid.FIDScorer``) on MindSpore's InceptionV3 from a
+    local .ckpt: a score, the stats cache written, and torch never imported."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, '-c', TORCH_FREE_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'FID' in r.stdout and (tmp_path / 'dataset_stats.npz').is_file()
