@@ -8,7 +8,7 @@ import pytest
 import mindspore as ms
 
 from parity.cases import with_modes, ids
-from parity.cases_1d import B, D1, rows_1d, seq_shape
+from parity.cases_1d import B, D1, N as N_SEQ, rows_1d, seq_shape
 from parity.compare import assert_parity
 from parity.harness import build, build_pair, make_inputs, case_inputs, run_torch, run_ms, call_ms, resolve
 from reference.draws import injected_draws
@@ -195,7 +195,7 @@ def test_loss(case, mode, record):
     d = _loss_inputs(case)
     expected = _torch_loss(td, case, d).detach().numpy()
     fn, args = _ms_loss_fn(md, case, d)
-    record(assert_parity(f'loss {case.id} [{mode}]', expected, call_ms(fn, args, mode).asnumpy(), 'loss'))
+    record(assert_parity(f'loss {case.id} [{mode}]', expected, call_ms(fn, args, mode).asnumpy(), case.kind))
 
 
 @pytest.mark.parametrize('case,mode', with_modes(rows_1d('grad')))
@@ -438,3 +438,77 @@ def test_trainer1d_milestone_save_load(trainer1d_runs, tmp_path):
     m2.load('x')
     assert path.exists() and m2.step == T_STEPS and int(m2.ema.step) == T_STEPS
     assert float(m2.opt.state_step.asnumpy()) == T_STEPS
+
+
+# --- the converter: Unet1D / GaussianDiffusion1D inferred from a state dict ------------------
+
+@pytest.mark.parametrize('case', rows_1d('forward', kind='unet'), ids=ids(rows_1d('forward', kind='unet')))
+def test_infer_unet1d_config(case):
+    """Every argument a Unet1D state dict determines, read off the reference's keys and shapes;
+    the twin built from it has exactly the reference's parameters."""
+    from ms_ddpm import Unet1D
+    from weight_convert.infer import infer_unet1d_config, is_1d
+    from weight_convert.rules import UNET1D_DEFAULTS
+    t = build('torch', case)
+    shapes = {k: tuple(v.shape) for k, v in t.state_dict().items()}
+    assert is_1d(shapes)
+    cfg, rep = infer_unet1d_config(shapes)
+    truth = dict(UNET1D_DEFAULTS, **case.kwargs)
+    assert cfg['dim'] == truth['dim'] and tuple(cfg['dim_mults']) == tuple(truth['dim_mults'])
+    assert cfg['attn_heads'] * cfg['attn_dim_head'] == truth['attn_heads'] * truth['attn_dim_head']
+    assert ('attn_heads/attn_dim_head' in rep['ambiguous']) == (truth['attn_heads'] * truth['attn_dim_head'] != 128)
+    assert cfg['learned_sinusoidal_cond'] == (truth['learned_sinusoidal_cond'] or truth['random_fourier_features'])
+    if cfg['learned_sinusoidal_cond']:
+        assert cfg['learned_sinusoidal_dim'] == truth['learned_sinusoidal_dim']
+    if not {'channels/self_condition', 'learned_variance'} & set(rep['ambiguous']):
+        for k in ('channels', 'self_condition', 'learned_variance', 'init_dim', 'out_dim'):
+            assert cfg[k] == truth[k], k
+    m = Unet1D(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    assert {n: tuple(p.shape) for n, p in m.parameters_and_names()} == shapes
+
+
+@pytest.mark.parametrize('case', rows_1d('schedule'), ids=ids(rows_1d('schedule')))
+def test_infer_diffusion1d_config(case):
+    from weight_convert.infer import infer_diffusion1d_config
+    t = build('torch', case)
+    cfg, rep = infer_diffusion1d_config({k: v.numpy() for k, v in t.named_buffers()})
+    for k in ('timesteps', 'beta_schedule', 'objective'):
+        assert cfg[k] == case.kwargs[k] and k in rep['inferred'], k
+    assert 'seq_length' in rep['not_inferred']
+
+
+def test_convert_and_load_gaussiandiffusion1d(tmp_path, record):
+    """A reference GaussianDiffusion1D state dict (.pt) -> .ckpt with its config inside
+    (seq_length and the attention split given, the rest inferred) -> load_model: the same loss."""
+    import torch
+    from ms_ddpm import GaussianDiffusion1D
+    from weight_convert import ConfigError, convert, load_model
+    case = next(c for c in rows_1d('loss') if c.id == '1d/pred_v-linear-self_cond-coin-used')
+    td = build('torch', case).eval()
+    src = tmp_path / 'gd1d.pt'
+    torch.save(td.state_dict(), src)
+    with pytest.raises(ConfigError, match='seq_length'):
+        load_model(src)
+    info = convert(src, tmp_path / 'gd1d.ckpt', config={'seq_length': N_SEQ, 'attn_heads': 2, 'attn_dim_head': 8})
+    assert info['kind'] == 'GaussianDiffusion1D'
+    md = load_model(tmp_path / 'gd1d.ckpt')
+    assert isinstance(md, GaussianDiffusion1D)
+    assert (md.objective, md.num_timesteps, md.self_condition, md.seq_length) == ('pred_v', 100, True, N_SEQ)
+    d = _loss_inputs(case)
+    fn, args = _ms_loss_fn(md, case, d)
+    record(assert_parity(f'loss after convert {case.id}', _torch_loss(td, case, d).detach().numpy(),
+                         call_ms(fn, args, 'pynative').asnumpy(), 'loss'))
+
+
+def test_load_bare_unet1d(tmp_path, record):
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    from ms_ddpm import Unet1D
+    from weight_convert import load_model
+    torch.manual_seed(0)
+    t = ddp.Unet1D(dim=8, dim_mults=(1, 2), channels=2).eval()      # default attention 4 x 32: nothing ambiguous
+    torch.save(t.state_dict(), tmp_path / 'unet1d.pt')
+    m = load_model(tmp_path / 'unet1d.pt')
+    assert isinstance(m, Unet1D) and m.channels == 2
+    inputs = make_inputs([('randn', (2, 2, N_SEQ)), ('time', (2,), 1000)], seed=4)
+    record(assert_parity('Unet1D after load_model', run_torch(t, inputs), run_ms(m, inputs, 'pynative'), 'unet'))

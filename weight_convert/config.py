@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 
 from ms_ddpm.io.errors import ConvertError
-from weight_convert.rules import DIFFUSION_DEFAULTS, UNET_DEFAULTS
+from weight_convert.rules import DIFFUSION_DEFAULTS, UNET_DEFAULTS, DIFFUSION1D_DEFAULTS, UNET1D_DEFAULTS
 
 CONFIG_FORMAT = 'ms_ddpm-config'
 CONFIG_VERSION = 1
@@ -114,14 +114,14 @@ def parse_explicit_config(text_or_path):
     for k, v in raw.items():
         if k in ('unet', 'diffusion', 'format', 'version', 'model', 'source', 'notes', 'weights'):
             continue
-        if k in UNET_DEFAULTS:
+        if k in UNET_DEFAULTS or k in UNET1D_DEFAULTS:          # (1D: Unet1D / GaussianDiffusion1D)
             unet[k] = v
-        elif k in DIFFUSION_DEFAULTS:
+        elif k in DIFFUSION_DEFAULTS or k in DIFFUSION1D_DEFAULTS:
             diffusion[k] = v
         else:
             unknown.append(k)
-    unknown += [f'unet.{k}' for k in unet if k not in UNET_DEFAULTS]
-    unknown += [f'diffusion.{k}' for k in diffusion if k not in DIFFUSION_DEFAULTS]
+    unknown += [f'unet.{k}' for k in unet if k not in UNET_DEFAULTS and k not in UNET1D_DEFAULTS]
+    unknown += [f'diffusion.{k}' for k in diffusion if k not in DIFFUSION_DEFAULTS and k not in DIFFUSION1D_DEFAULTS]
     if unknown:
         raise ConfigError(f'--config: unknown argument(s) {", ".join(unknown)}; Unet takes '
                           f'{", ".join(UNET_DEFAULTS)}; GaussianDiffusion takes {", ".join(DIFFUSION_DEFAULTS)}')
@@ -155,4 +155,14 @@ def diffusion_kwargs(cfg, require_image_size=True, **override):
                           'pass --image-size N (or "image_size" in --config)')
     d['schedule_fn_kwargs'] = dict(d.get('schedule_fn_kwargs') or {})
     d.update(override)
+    return d
+
+
+def diffusion1d_kwargs(cfg, require_seq_length=True):
+    """``GaussianDiffusion1D(unet1d, **diffusion1d_kwargs(cfg))``.  Without ``seq_length`` (a
+    state dict cannot tell it) raises :class:`ConfigError` unless ``require_seq_length=False``."""
+    d = kwargs_of(cfg.get('diffusion') or {})
+    if d.get('seq_length') is None and require_seq_length:
+        raise ConfigError('GaussianDiffusion1D: seq_length cannot be inferred from the weights; '
+                          'pass it in --config (e.g. \'{"seq_length": 128}\')')
     return d

@@ -22,15 +22,16 @@ from weight_convert.background import Background
 from weight_convert.config import (  # noqa: F401  (re-exported: weight_convert.converter.* as before)
     CONFIG_FORMAT, CONFIG_VERSION, ConfigError, as_tuple, config_belongs, config_path, diffusion_kwargs,
     legacy_config_belongs, legacy_config_path, parse_explicit_config, read_config_file, tensor_index_hash, unet_kwargs,
+    diffusion1d_kwargs,
 )
 from weight_convert.core import StateDictMismatchError, load_torch_state_dict, torch_to_ms_name
 from weight_convert.formats import WRITERS, format_of, read_file
 from weight_convert.trainer import trainer_checkpoint  # noqa: F401  (the one builder of the reference Trainer's dict)
-from weight_convert.infer import InferenceError, infer_diffusion_config, infer_unet_config
+from weight_convert.infer import InferenceError, infer_diffusion_config, infer_unet_config, infer_diffusion1d_config, infer_unet1d_config
 from weight_convert.inception import KIND as INCEPTION_KIND, convert_inception, is_inception
 from weight_convert.rules import (
     DIFFUSION_BUFFERS, DIFFUSION_DEFAULTS, DIFFUSION_MODEL_PREFIX, EMA_PREFIX, ONLINE_PREFIX,
-    TRAINER_KEYS, UNET_DEFAULTS, WRAPPER_PREFIXES,
+    TRAINER_KEYS, UNET_DEFAULTS, WRAPPER_PREFIXES, DIFFUSION_KINDS, KINDS_1D, DIFFUSION1D_DEFAULTS, UNET1D_DEFAULTS,
 )
 
 SAFETENSORS_CONFIG_KEY = 'ms_ddpm_config'     # the config inside a file: safetensors metadata key, .ckpt string entry
@@ -121,10 +122,9 @@ def _strip_wrappers(flat):
 
 
 def _detect_kind(entries, path):
-    if DIFFUSION_MODEL_PREFIX + 'init_conv.weight' in entries:
-        return 'GaussianDiffusion'
-    if 'init_conv.weight' in entries:
-        return 'Unet'
+    for key, kind in ((DIFFUSION_MODEL_PREFIX + 'init_conv.weight', 'GaussianDiffusion'), ('init_conv.weight', 'Unet')):
+        if key in entries:
+            return kind + ('1D' if len(entries[key].shape) == 3 else '')     # Conv1d weights: (out, in, k)
     if is_inception(entries):
         return INCEPTION_KIND
     first = ', '.join(list(entries)[:5])
@@ -212,7 +212,7 @@ def _torch_state_dict(obj, path, ema, info):
 # --- config ----------------------------------------------------------------------------------
 
 def _unet_shapes(source):
-    if source.kind == 'GaussianDiffusion':
+    if source.kind in DIFFUSION_KINDS:
         n = len(DIFFUSION_MODEL_PREFIX)
         return {k[n:]: e.shape for k, e in source.entries.items() if k.startswith(DIFFUSION_MODEL_PREFIX)}
     return {k: e.shape for k, e in source.entries.items()}
@@ -223,22 +223,26 @@ def resolve_config(source, explicit=None):
     of model), else one inferred from its keys and shapes; then ``explicit``
     (``parse_explicit_config`` output) on top."""
     explicit = explicit or {'unet': {}, 'diffusion': {}}
-    diffusion = source.kind == 'GaussianDiffusion'
+    diffusion = source.kind in DIFFUSION_KINDS
+    one_d = source.kind in KINDS_1D
+    unet_defaults, diffusion_defaults = (UNET1D_DEFAULTS, DIFFUSION1D_DEFAULTS) if one_d else (UNET_DEFAULTS, DIFFUSION_DEFAULTS)
+    infer_unet, infer_diffusion = ((infer_unet1d_config, infer_diffusion1d_config) if one_d
+                                   else (infer_unet_config, infer_diffusion_config))
     notes = {'inferred': [], 'not_inferred': {}, 'ambiguous': {}, 'given': []}
     if source.ignored_configs:
         notes['ignored_configs'] = list(source.ignored_configs)
     stored = source.stored_config
     if stored and stored.get('format') == CONFIG_FORMAT and stored.get('model') == source.kind:
-        unet = dict(UNET_DEFAULTS, **stored.get('unet', {}))
-        diff = dict(DIFFUSION_DEFAULTS, **(stored.get('diffusion') or {})) if diffusion else None
+        unet = dict(unet_defaults, **stored.get('unet', {}))
+        diff = dict(diffusion_defaults, **(stored.get('diffusion') or {})) if diffusion else None
         notes['from_file'] = f'read from {stored.get("_origin", "the weights file")}'
     else:
         try:
-            unet, rep = infer_unet_config(_unet_shapes(source), diffusion=diffusion)
+            unet, rep = infer_unet(_unet_shapes(source), diffusion=diffusion)
         except InferenceError as e:
             if 'dim' not in explicit['unet']:
                 raise ConvertError(f'{source.path}: cannot infer the Unet config: {e}; pass it with --config') from None
-            unet, rep = dict(UNET_DEFAULTS), {'not_inferred': {'*': f'inference failed ({e}); --config used'}}
+            unet, rep = dict(unet_defaults), {'not_inferred': {'*': f'inference failed ({e}); --config used'}}
         for k in ('inferred', 'not_inferred', 'ambiguous', 'given', 'contradictions'):
             if k in rep:
                 notes[k] = rep[k] if k != 'not_inferred' else dict(rep[k])
@@ -248,7 +252,7 @@ def resolve_config(source, explicit=None):
             if missing:
                 raise ConvertError(f'{source.path}: GaussianDiffusion state dict without {", ".join(missing)}')
             buffers = {b: source.entries[b].value() for b in DIFFUSION_BUFFERS if b in source.entries}
-            diff, drep = infer_diffusion_config(buffers)
+            diff, drep = infer_diffusion(buffers)
             notes['inferred'] += drep['inferred']
             notes['not_inferred'].update(drep['not_inferred'])
             notes['ambiguous'].update(drep['ambiguous'])
@@ -287,6 +291,11 @@ def build_ms_model(cfg, init=True):
     from mindspore.nn.utils import no_init_parameters
 
     def build():
+        if cfg['model'] in KINDS_1D:
+            unet = ms_ddpm.Unet1D(**unet_kwargs(cfg))
+            if cfg['model'] == 'GaussianDiffusion1D':
+                return ms_ddpm.GaussianDiffusion1D(unet, **diffusion1d_kwargs(cfg))
+            return unet
         unet = ms_ddpm.Unet(**unet_kwargs(cfg))
         if cfg['model'] == 'GaussianDiffusion':
             return ms_ddpm.GaussianDiffusion(unet, **diffusion_kwargs(cfg))
@@ -410,6 +419,9 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
         log(f'note: {src} was written by denoising-diffusion-pytorch {written_by}; ms_ddpm mirrors '
             f'{REFERENCE_VERSION} (the keys and shapes are checked all the same)')
     wrap_unet = trainer and source.kind == 'Unet'
+    if trainer and source.kind == 'Unet1D':
+        raise ConfigError(f'{dst}: a Trainer1D checkpoint holds a GaussianDiffusion1D; {src} is a bare Unet1D '
+                          f'(wrapping it is not supported: convert a GaussianDiffusion1D state dict)')
     cfg = resolve_config(source, dict(explicit, diffusion={}) if wrap_unet else explicit)
     for why in cfg['notes'].get('ignored_configs', ()):
         log(f'note: config {why}')
@@ -422,6 +434,8 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
     if speculative:
         if cfg['model'] == 'GaussianDiffusion':
             diffusion_kwargs(cfg)   # the config beside the weights must be enough to build the model
+        elif cfg['model'] == 'GaussianDiffusion1D':
+            diffusion1d_kwargs(cfg)
         entries = source.entries
     else:
         entries = check_against(source, target_spec(cfg), cfg)

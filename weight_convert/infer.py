@@ -31,6 +31,7 @@ import numpy as np
 from weight_convert.rules import (
     COMMON_CHANNELS, DIFFUSION_DEFAULTS, DIFFUSION_NOT_INFERABLE, LINEAR_ATTENTION_MARKER, NUM_MEM_KV,
     RANDOM_OR_LEARNED, UNET_DEFAULTS, UNET_NOT_INFERABLE,
+    UNET1D_DEFAULTS, UNET1D_NOT_INFERABLE, DIFFUSION1D_DEFAULTS, DIFFUSION1D_NOT_INFERABLE,
 )
 
 
@@ -243,4 +244,159 @@ def infer_diffusion_config(buffers):
     else:
         report['not_inferred']['objective'] = ('loss_weight matches no objective (pred_v, pred_noise, pred_x0, with '
                                                'or without min_snr_loss_weight): pass it with --config')
+    return cfg, report
+
+
+# === 1D: Unet1D / GaussianDiffusion1D (issue 12) =============================================
+#
+# What a Unet1D state dict determines (reference 2.3.4, denoising_diffusion_pytorch_1d):
+# - 1D at all: conv weights are (out, in, k) (``init_conv.weight`` has 3 dimensions);
+# - ``dim``: ``time_mlp.3.weight`` is (4*dim, 4*dim); ``init_dim``: rows of ``init_conv.weight``;
+#   ``dim_mults``: each stage's output width ``downs.i.3.weight.shape[0] / dim`` (Downsample is
+#   a bare Conv1d(k=4, stride 2); the last stage's a Conv1d(k=3));
+# - ``channels``/``self_condition``/``learned_variance``/``out_dim``: as for Unet (init_conv's
+#   inputs, final_conv's outputs);
+# - ``learned_sinusoidal_cond``/``random_fourier_features``/``learned_sinusoidal_dim``: as for Unet;
+# - ``attn_heads`` x ``attn_dim_head``: only their product (the middle Attention's hidden width,
+#   ``mid_attn.fn.fn.to_qkv.weight`` has 3 * heads * dim_head rows); the split changes the
+#   attention's result, so a product other than the default 4 x 32 is reported ambiguous.
+#   The LinearAttention layers always have the defaults (Unet1D does not pass its arguments on);
+# - never: ``dropout``, ``sinusoidal_pos_emb_theta``.
+# GaussianDiffusion1D: ``timesteps``, ``beta_schedule`` (linear / cosine), ``objective`` from
+# ``loss_weight``; never ``seq_length``, ``channel_first`` and the sampling-time options.
+
+def is_1d(shapes):
+    """True when ``shapes`` (a Unet's keys -> shapes) are a Unet1D's: 3-dimensional conv weights."""
+    return len(shapes.get('init_conv.weight', ())) == 3
+
+
+def infer_unet1d_config(shapes, diffusion=False):
+    """``shapes``: {Unet1D key: shape}.  Returns ``(config, report)`` like :func:`infer_unet_config`
+    for the ``Unet1D`` arguments."""
+    report = {'inferred': [], 'not_inferred': dict(UNET1D_NOT_INFERABLE), 'ambiguous': {}}
+    cfg = dict(UNET1D_DEFAULTS)
+
+    init_w = _shape(shapes, 'init_conv.weight')
+    if len(init_w) != 3:
+        raise InferenceError(f'init_conv.weight has shape {init_w}: not a Unet1D (Conv1d weights are (out, in, k))')
+    init_dim, in_ch = init_w[0], init_w[1]
+    time_w = _shape(shapes, 'time_mlp.3.weight')
+    if time_w[0] % 4:
+        raise InferenceError(f'time_mlp.3.weight has shape {time_w}: its width is not 4 * dim')
+    dim = time_w[0] // 4
+    cfg['dim'] = dim
+    cfg['init_dim'] = None if init_dim == dim else init_dim
+
+    if 'time_mlp.0.weights' in shapes:
+        cfg['learned_sinusoidal_cond'] = True
+        cfg['learned_sinusoidal_dim'] = 2 * _shape(shapes, 'time_mlp.0.weights')[0]
+        report['ambiguous']['random_fourier_features'] = RANDOM_OR_LEARNED
+        report['inferred'] += ['learned_sinusoidal_dim']
+
+    stages = sorted({int(m.group(1)) for k in shapes for m in [re.match(r'downs\.(\d+)\.', k)] if m})
+    if not stages or stages != list(range(len(stages))):
+        raise InferenceError(f'down stages {stages} are not 0..n-1: not a reference Unet1D state dict')
+    mults = []
+    for i in stages:
+        key = f'downs.{i}.3.weight'
+        out_w = _shape(shapes, key)[0]
+        if out_w % dim:
+            raise InferenceError(f'{key}: width {out_w} is not a multiple of dim={dim}')
+        mults.append(out_w // dim)
+    cfg['dim_mults'] = list(mults)
+
+    qkv = _shape(shapes, 'mid_attn.fn.fn.to_qkv.weight')
+    if qkv[0] % 3:
+        raise InferenceError(f'mid_attn.fn.fn.to_qkv.weight has shape {qkv}: rows not 3 * heads * dim_head')
+    hidden = qkv[0] // 3
+    d_heads, d_dim_head = UNET1D_DEFAULTS['attn_heads'], UNET1D_DEFAULTS['attn_dim_head']
+    if hidden == d_heads * d_dim_head:
+        cfg['attn_heads'], cfg['attn_dim_head'] = d_heads, d_dim_head
+        report['not_inferred']['attn_heads/attn_dim_head'] = (
+            f'only their product is stored ({hidden}); read as the defaults {d_heads} x {d_dim_head}')
+    else:
+        heads = d_heads if hidden % d_heads == 0 else 1
+        cfg['attn_heads'], cfg['attn_dim_head'] = heads, hidden // heads
+        report['ambiguous']['attn_heads/attn_dim_head'] = (
+            f'the middle attention is {hidden} wide = attn_heads x attn_dim_head; read as {heads} x {hidden // heads} '
+            f'(pass --config to choose: the split changes its result)')
+
+    out_dim = _shape(shapes, 'final_conv.weight')[0]
+    cfg.update(_channels_reading(in_ch, out_dim, diffusion, report))
+    report['inferred'] += ['dim', 'init_dim', 'dim_mults', 'channels', 'self_condition', 'learned_variance',
+                           'out_dim', 'learned_sinusoidal_cond']
+    return cfg, report
+
+
+def _channels_reading(in_ch, out_dim, diffusion, report):
+    """channels / self_condition / learned_variance / out_dim from init_conv's inputs and
+    final_conv's outputs (the rule of :func:`infer_unet_config`)."""
+    candidates = [(in_ch, False)] + ([(in_ch // 2, True)] if in_ch % 2 == 0 else [])
+
+    def reading(c, sc):
+        if out_dim == c:
+            return dict(channels=c, self_condition=sc, learned_variance=False, out_dim=None)
+        if out_dim == 2 * c and not diffusion:
+            return dict(channels=c, self_condition=sc, learned_variance=True, out_dim=None)
+        return dict(channels=c, self_condition=sc, learned_variance=False, out_dim=out_dim)
+
+    if diffusion:
+        fits = [(c, sc) for c, sc in candidates if c == out_dim]
+        if not fits:
+            raise InferenceError(f'init_conv takes {in_ch} channels and final_conv gives {out_dim}: '
+                                 f'no diffusion model predicts its own channels with these')
+        choice = fits[0]
+    elif len(candidates) == 1 or out_dim * 2 == in_ch:
+        choice = candidates[-1]
+    else:
+        def likely(cand):
+            return (out_dim in (cand[0], 2 * cand[0]), not cand[1])
+        ranked = sorted(candidates, key=likely, reverse=True)
+        choice = ranked[0]
+        alt = reading(*ranked[1])
+        report['ambiguous']['channels/self_condition'] = (
+            f'init_conv takes {in_ch} channels, final_conv gives {out_dim}: read as '
+            f'channels={choice[0]}, self_condition={choice[1]}; also possible: '
+            + ', '.join(f'{k}={v}' for k, v in alt.items() if v is not None) + ' (pass --config to choose)')
+    r = reading(*choice)
+    if r['learned_variance']:
+        report['ambiguous']['learned_variance'] = (
+            f'out_dim = 2*channels: learned_variance=True and out_dim={out_dim} build the same network')
+    return r
+
+
+def infer_diffusion1d_config(buffers):
+    """``buffers``: {buffer name: float array} of a GaussianDiffusion1D.  Returns
+    ``(config, report)`` for its arguments."""
+    from ms_ddpm.denoising_diffusion_pytorch_1d import cosine_beta_schedule, linear_beta_schedule
+    cfg = dict(DIFFUSION1D_DEFAULTS)
+    report = {'inferred': [], 'not_inferred': dict(DIFFUSION1D_NOT_INFERABLE), 'ambiguous': {}}
+    betas = np.asarray(buffers['betas'], np.float64)
+    if betas.ndim != 1 or betas.size < 1:
+        raise InferenceError(f'betas has shape {betas.shape}; expected (timesteps,)')
+    T = int(betas.shape[0])
+    cfg['timesteps'] = T
+    report['inferred'].append('timesteps')
+    for name, fn in (('linear', linear_beta_schedule), ('cosine', cosine_beta_schedule)):
+        b = fn(T)
+        if _close(b.astype(np.float32), betas, 1e-6):
+            cfg['beta_schedule'] = name
+            alphas_cumprod = np.cumprod(1. - b)
+            report['inferred'].append('beta_schedule')
+            break
+    else:
+        cfg['beta_schedule'] = 'linear'
+        report['not_inferred']['beta_schedule'] = (
+            'betas match neither linear nor cosine; the model is built with beta_schedule=linear and the '
+            'checkpoint\'s buffers replace its schedule, so it computes the same')
+        alphas_cumprod = np.asarray(buffers['alphas_cumprod'], np.float64)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    lw = buffers.get('loss_weight')
+    weights = {'pred_noise': np.ones_like(snr), 'pred_x0': snr, 'pred_v': snr / (snr + 1)}
+    found = [o for o, w in weights.items() if lw is not None and _close(w.astype(np.float32), lw, 1e-5)]
+    if found:
+        cfg['objective'] = found[0]
+        report['inferred'].append('objective')
+    else:
+        report['not_inferred']['objective'] = 'loss_weight matches no objective (pred_noise, pred_x0, pred_v): pass it with --config'
     return cfg, report

@@ -89,3 +89,39 @@ TRAINER_ADAM = dict(lr=1e-4, betas=(0.9, 0.99))
 # values, and Adam fills in any key a torch version adds (group.setdefault).
 TRAINER_ADAM_GROUP = dict(TRAINER_ADAM, eps=1e-8, weight_decay=0, amsgrad=False, maximize=False, foreach=None,
                           capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False)
+
+
+# --- 1D: Unet1D / GaussianDiffusion1D (issue 12) --------------------------------------------
+
+# Unet1D(...) keyword arguments and their reference defaults (2.3.4)
+UNET1D_DEFAULTS = dict(
+    dim=None, init_dim=None, out_dim=None, dim_mults=(1, 2, 4, 8), channels=3, dropout=0.,
+    self_condition=False, learned_variance=False, learned_sinusoidal_cond=False,
+    random_fourier_features=False, learned_sinusoidal_dim=16, sinusoidal_pos_emb_theta=10000,
+    attn_dim_head=32, attn_heads=4,
+)
+
+# GaussianDiffusion1D(model, ...) keyword arguments and their reference defaults
+DIFFUSION1D_DEFAULTS = dict(
+    seq_length=None, timesteps=1000, sampling_timesteps=None, objective='pred_noise',
+    beta_schedule='cosine', ddim_sampling_eta=0., auto_normalize=True, channels=None,
+    self_condition=None, channel_first=True,
+)
+
+UNET1D_NOT_INFERABLE = {
+    'dropout': 'no parameters (nn.Dropout)',
+    'sinusoidal_pos_emb_theta': 'no parameters (fixed sinusoidal embedding)',
+}
+DIFFUSION1D_NOT_INFERABLE = {
+    'seq_length': 'no parameters depend on it: pass it with --config',
+    'sampling_timesteps': 'sampling-time choice, not stored',
+    'ddim_sampling_eta': 'sampling-time choice, not stored',
+    'auto_normalize': 'no parameters',
+    'channel_first': 'no parameters (the data layout)',
+    'channels': 'defaults to the model\'s channels',
+    'self_condition': 'defaults to the model\'s self_condition',
+}
+
+# the kinds of model a state dict can be, and which are diffusion processes / 1D
+DIFFUSION_KINDS = ('GaussianDiffusion', 'GaussianDiffusion1D')
+KINDS_1D = ('Unet1D', 'GaussianDiffusion1D')
