@@ -118,8 +118,6 @@ DIFFUSION1D_NOT_INFERABLE = {
     'ddim_sampling_eta': 'sampling-time choice, not stored',
     'auto_normalize': 'no parameters',
     'channel_first': 'no parameters (the data layout)',
-    'channels': 'defaults to the model\'s channels',
-    'self_condition': 'defaults to the model\'s self_condition',
 }
 
 # the kinds of model a state dict can be, and which are diffusion processes / 1D
