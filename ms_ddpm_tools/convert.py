@@ -157,13 +157,17 @@ def _verify(args, cfg):
         torch_path, ms_path, ema, against_ema = args.dst, args.src, False, args.ema
     else:
         torch_path, ms_path, ema, against_ema = args.src, args.dst, args.ema, False
-    image_size = None
-    if cfg.get('model') == 'Unet' or not (cfg.get('diffusion') or {}).get('image_size'):
-        factor = 2 ** (len(cfg['unet'].get('dim_mults') or (1, 2, 4, 8)) - 1)
-        image_size = factor * max(1, 16 // factor)               # a probe size for a bare Unet
+    image_size = seq_length = None
+    factor = 2 ** (len(cfg['unet'].get('dim_mults') or (1, 2, 4, 8)) - 1)
+    probe = factor * max(1, 16 // factor)                         # a probe size where the weights do not tell
+    if str(cfg.get('model', '')).endswith('1D'):
+        if cfg.get('model') == 'Unet1D' or not (cfg.get('diffusion') or {}).get('seq_length'):
+            seq_length = 2 * probe
+    elif cfg.get('model') == 'Unet' or not (cfg.get('diffusion') or {}).get('image_size'):
+        image_size = probe
     try:
         rep = verify(torch_path, against=ms_path, ema=ema, against_ema=against_ema, config=cfg,
-                     image_size=image_size, batch=2, graph=False, parts=CONVERT_PARTS, progress=False,
+                     image_size=image_size, seq_length=seq_length, batch=2, graph=False, parts=CONVERT_PARTS, progress=False,
                      log=lambda s: None)
     except input_errors() as e:
         print(f'ms-ddpm convert: verify error: {e}', file=sys.stderr)

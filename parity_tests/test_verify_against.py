@@ -102,3 +102,34 @@ def test_corrupt_or_malicious_checkpoints_are_one_line_and_exit_1(tmp_path, caps
         assert err.startswith('ms-ddpm verify: error: ') and name in err and 'Traceback' not in err, err
         assert len(err.strip().splitlines()) == 1, err
     assert not marker.exists()
+
+
+def test_the_1d_family_verifies_and_its_conversion_too(tmp_path, capsys):
+    """A GaussianDiffusion1D checkpoint: ``verify`` (every layer, the U-Net at five timesteps, the
+    losses, the forward process, a DDIM trajectory, the buffers; sequences plotted), ``--against``
+    its converted .ckpt, and ``convert --verify`` (issue 12)."""
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    from ms_ddpm_tools.convert import main as convert_main
+    from ms_ddpm_tools.verify.command import main
+    torch.manual_seed(0)
+    gd = ddp.GaussianDiffusion1D(ddp.Unet1D(dim=8, dim_mults=(1, 2), channels=2), seq_length=16, timesteps=20,
+                                 sampling_timesteps=4, objective='pred_v')
+    torch.save(gd.state_dict(), tmp_path / 'seq.pt')
+    cfg = json.dumps({'seq_length': 16, 'sampling_timesteps': 4})
+    assert convert_main([str(tmp_path / 'seq.pt'), str(tmp_path / 'seq.ckpt'), '--config', cfg, '--verify', '-q']) == 0
+    assert 'verify: PASS' in capsys.readouterr().out
+    rc = main([str(tmp_path / 'seq.pt'), '--against', str(tmp_path / 'seq.ckpt'), '--config', cfg, '--batch', '2',
+               '--sample-batch', '2', '--quiet', '--no-graph', '--out', str(tmp_path / 'out')])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-3000:]
+    rep = json.loads((tmp_path / 'out' / 'verify.json').read_text())
+    names = {r['name'].split('/')[0] for r in rep['results']}
+    assert {'weight', 'layer', 'unet', 'loss', 'noising', 'sample', 'buffer'} <= names
+    assert rep['config']['model'] == 'GaussianDiffusion1D' and rep['verdict']['differing_tensor_count'] == 0
+    assert (tmp_path / 'out' / 'samples.png').stat().st_size > 0 and (tmp_path / 'out' / 'noising.png').exists()
+    assert 'GaussianDiffusion1D(' in (tmp_path / 'out' / 'report.md').read_text()
+    # a bare Unet1D needs its sequence length, said in one line
+    torch.save(gd.model.state_dict(), tmp_path / 'unet1d.pt')
+    assert main([str(tmp_path / 'unet1d.pt'), '--quiet', '--out', str(tmp_path / 'o2')]) == 1
+    assert '--seq-length' in capsys.readouterr().err

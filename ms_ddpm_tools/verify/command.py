@@ -38,6 +38,8 @@ def _parser():
     p.add_argument('--ema', action='store_true', help="a Trainer checkpoint's EMA weights (default: its online model)")
     p.add_argument('--config', help='architecture as JSON text or file (as for ms-ddpm convert); default: stored or inferred')
     p.add_argument('--image-size', type=int, help='image size (when it cannot be read from the weights)')
+    p.add_argument('--seq-length', type=int, help='sequence length of a 1D model (GaussianDiffusion1D(seq_length); '
+                                                  'it cannot be read from the weights)')
     p.add_argument('--sampling-timesteps', type=int,
                    help='sampling steps for the trajectory (DDIM when < timesteps); default: the config\'s')
     p.add_argument('--batch', type=int, default=4, help='images per timestep / loss batch (default 4)')
@@ -63,7 +65,7 @@ def run(args, log=print):
     """Everything ``verify`` does; returns the report dict (also written to args.out)."""
     from ms_ddpm_tools.verify.engine import verify
     return verify(args.checkpoint, against=args.against, ema=args.ema, config=args.config,
-                  image_size=args.image_size, sampling_timesteps=args.sampling_timesteps, batch=args.batch,
+                  image_size=args.image_size, seq_length=args.seq_length, sampling_timesteps=args.sampling_timesteps, batch=args.batch,
                   sample_batch=args.sample_batch, seed=args.seed, graph=not args.no_graph, fixture=args.fixture,
                   recipe=args.recipe, threads=args.threads, out=args.out, progress=not args.quiet, log=log)
 

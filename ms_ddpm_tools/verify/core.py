@@ -533,23 +533,30 @@ def first_divergence(results, kind='layer'):
 
 # --- the checkpoint ----------------------------------------------------------------------------
 
-def load_checkpoint(path, ema=False, config=None, image_size=None):
+def load_checkpoint(path, ema=False, config=None, image_size=None, seq_length=None):
     """(config, state dict of NumPy arrays, source info) for any checkpoint ``weight_convert``
-    reads (reference Trainer .pt, state dicts, safetensors, .ckpt).  A bare Unet is wrapped in a
-    GaussianDiffusion with the reference's defaults (``image_size`` needed)."""
+    reads (reference Trainer .pt, state dicts, safetensors, .ckpt).  A bare network (Unet,
+    Unet1D) is wrapped in its family's diffusion process with the reference's defaults
+    (``image_size`` / ``seq_length`` needed)."""
     from weight_convert.converter import parse_explicit_config, read_weights, resolve_config
-    from weight_convert.rules import DIFFUSION_DEFAULTS
+    from weight_convert.rules import DIFFUSION1D_DEFAULTS, DIFFUSION_DEFAULTS
     explicit = parse_explicit_config(config)
-    if image_size is not None:
-        explicit['diffusion']['image_size'] = image_size
     source = read_weights(path, ema=ema)
+    one_d = source.kind.endswith('1D')
+    if image_size is not None and not one_d:
+        explicit['diffusion']['image_size'] = image_size
+    if seq_length is not None and one_d:
+        explicit['diffusion']['seq_length'] = seq_length
     given_diffusion = explicit['diffusion']
-    if source.kind == 'Unet':
+    bare = source.kind in DIFFUSION_OF
+    if bare:
         explicit = dict(explicit, diffusion={})
     cfg = resolve_config(source, explicit)
-    if source.kind == 'Unet':
-        cfg['diffusion'] = dict(DIFFUSION_DEFAULTS, **given_diffusion)
-    if cfg['diffusion'].get('image_size') is None:
+    if bare:
+        cfg['diffusion'] = dict(DIFFUSION1D_DEFAULTS if one_d else DIFFUSION_DEFAULTS, **given_diffusion)
+    if one_d and cfg['diffusion'].get('seq_length') is None:
+        raise VerifyError(f'{path}: the sequence length cannot be read from the weights; pass --seq-length N')
+    if not one_d and cfg['diffusion'].get('image_size') is None:
         raise VerifyError(f'{path}: the image size cannot be read from the weights; pass --image-size N')
     sd = OrderedDict((k, np.asarray(e.value())) for k, e in source.entries.items())
     public = {'unet': cfg['unet'], 'diffusion': cfg['diffusion'], 'model': source.kind}

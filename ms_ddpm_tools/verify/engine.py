@@ -31,7 +31,7 @@ def _source_line(info):
                                                  if info.get('trainer_step') is not None else '')
 
 
-def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config=None, image_size=None,
+def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config=None, image_size=None, seq_length=None,
            sampling_timesteps=None, batch=4, sample_batch=8, seed=0, graph=True, fixture=None,
            recipe='default', threads=1, parts=PARTS, out=None, progress=True, log=print):
     """Run the comparisons; returns the report dict (written to ``out`` when given:
@@ -67,7 +67,8 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         else:
             source = None
         with t_ms('convert (read + config)'):
-            cfg, sd, info = core.load_checkpoint(checkpoint, ema=ema, config=config, image_size=image_size)
+            cfg, sd, info = core.load_checkpoint(checkpoint, ema=ema, config=config, image_size=image_size,
+                                                 seq_length=seq_length)
         source = source or _source_line(info)
         weights_label = core.weights_label(info, ema)
         if sampling_timesteps:

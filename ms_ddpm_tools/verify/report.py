@@ -106,7 +106,8 @@ def markdown(report):
               + (f'; only in the source: {", ".join(v["tensors_only_in_source"][:10])}' if v.get('tensors_only_in_source') else '')
               + (f'; only in the converted file: {", ".join(v["tensors_only_in_against"][:10])}' if v.get('tensors_only_in_against') else '')]
              if report.get('against') else []),
-           f'- model: `Unet({_kw(report["config"]["unet"])})` in `GaussianDiffusion({_kw(report["config"]["diffusion"])})`',
+           f'- model: `{_net_name(report)}({_kw(report["config"]["unet"])})` in '
+           f'`{_diffusion_name(report)}({_kw(report["config"]["diffusion"])})`',
            f'- reference side: {report["versions"]["torch_source"]}; '
            + ', '.join(f'{k} {x}' for k, x in report['versions'].items() if k != 'torch_source'),
            f'- first layer that diverges (execution order, beyond the gate): **{v["first_divergent_layer"] or "none"}**',
@@ -141,6 +142,15 @@ def markdown(report):
                    f'{r["max_abs"]:.2e} | {r["cosine"]:.9f} | {"ok" if r["ok"] else "FAIL"} |')
     out += ['', '## Machine', '', '```', json.dumps(report['machine'], indent=1), '```', '']
     return '\n'.join(out)
+
+
+def _diffusion_name(report):
+    m = (report.get('config') or {}).get('model') or 'GaussianDiffusion'
+    return {'Unet': 'GaussianDiffusion', 'Unet1D': 'GaussianDiffusion1D'}.get(m, m)
+
+
+def _net_name(report):
+    return 'Unet1D' if _diffusion_name(report).endswith('1D') else 'Unet'
 
 
 def _kw(d):
