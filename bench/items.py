@@ -260,3 +260,36 @@ def convs(s):
         result['kernels'][f'{k}x{k}'] = r
     result['load_after'] = load()
     return result
+
+
+def fid_features(s, name='fid_features', batch=8, size=299):
+    """FID feature extraction as the reference's FIDEvaluation runs it (InceptionV3 to the
+    2048-d pool block, ``resize_input=True``): pytorch-fid eager vs
+    ``ms_ddpm.fid_evaluation.InceptionV3`` PyNative and GRAPH, same random weights; adds
+    ``images_per_s`` per side."""
+    torch = _torch()
+    import mindspore as ms
+    from parity.cases_fid import inception_pair
+    result = {'item': name, 'what': f'FID InceptionV3 features (2048-d), batch {batch}, input {size}x{size}',
+              'load_before': load()}
+    t, m = inception_pair(dict(output_blocks=(3,)))
+    x = np.random.default_rng(0).random((batch, 3, size, size)).astype(np.float32)
+    xt, xm = torch.from_numpy(x), ms.Tensor(x)
+
+    def run_torch():
+        with torch.no_grad():
+            return t(xt)[0]
+
+    def forward(a):
+        return m(a)[0]
+    graph = ms.jit(forward)
+    fns = {'torch': run_torch, 'ms_graph': lambda: graph(xm).asnumpy()}
+    if 'pynative' in s.modes:
+        fns['ms_pynative'] = lambda: m(xm)[0].asnumpy()
+    first = timed(fns['ms_graph'])
+    figures = interleaved(fns, s.repeats, warmup=1)
+    result['compile_s'] = {'ms_graph': max(first - figures['ms_graph']['median_s'], 0.0)}
+    result['first_call_s'] = {'ms_graph': first}
+    result['images_per_s'] = {k: batch / f['median_s'] for k, f in figures.items()}
+    result['load_after'] = load()
+    return _finish(result, figures)

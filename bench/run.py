@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-ITEMS = ('convs', 'unet_dim64', 'unet_small', 'train_dim64', 'ddim', 'ddpm_small', 'convert', 'suite')
+ITEMS = ('convs', 'unet_dim64', 'unet_small', 'train_dim64', 'ddim', 'ddpm_small', 'convert', 'fid_features', 'suite')
 
 
 @dataclass
@@ -114,6 +114,8 @@ def run_item(name, s):
         return it.sampling(s, name, it.SMALL_UNET, image_size=16, batch=4, timesteps=s.ddpm_steps, sampling_timesteps=None)
     if name == 'convert':
         return it.convert(s, ROOT)
+    if name == 'fid_features':
+        return it.fid_features(s, name, batch=2)
     if name == 'suite':
         return it.suite(s, ROOT)
     raise ValueError(name)
