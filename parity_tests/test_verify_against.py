@@ -3,6 +3,7 @@ converted file DST.  A faithful conversion passes; one edited tensor fails, and 
 names that tensor and the first layer that diverges (issue 17, item 1)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -133,3 +134,21 @@ def test_the_1d_family_verifies_and_its_conversion_too(tmp_path, capsys):
     torch.save(gd.model.state_dict(), tmp_path / 'unet1d.pt')
     assert main([str(tmp_path / 'unet1d.pt'), '--quiet', '--out', str(tmp_path / 'o2')]) == 1
     assert '--seq-length' in capsys.readouterr().err
+
+
+def test_the_1d_golden_fixture_runs_without_pytorch(tmp_path):
+    """``ms-ddpm verify --fixture verify-1d.npz`` where ``import torch`` fails: PASS, and the
+    figures of every component are there (the shipped 1D fixture, ``python -m
+    ms_ddpm_tools.verify.fixtures`` records it)."""
+    import subprocess
+    import sys
+    from parity.fixtures import FIXTURE_DIR, ROOT
+    fixture = os.path.join(FIXTURE_DIR, 'verify-1d.npz')
+    code = ('import sys; sys.modules["torch"] = None\n'
+            'from ms_ddpm_tools.verify.command import main\n'
+            f'sys.exit(main({["--fixture", fixture, "--out", str(tmp_path), "--no-graph", "--quiet"]!r}))')
+    p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and 'verdict: PASS' in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    rep = json.loads((tmp_path / 'verify.json').read_text())
+    assert rep['versions']['torch_source'] == 'fixture' and rep['config']['model'] == 'GaussianDiffusion1D'
+    assert {'layer', 'unet', 'loss', 'noising', 'sample', 'buffer'} <= {r['name'].split('/')[0] for r in rep['results']}

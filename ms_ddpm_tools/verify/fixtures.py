@@ -53,3 +53,29 @@ def load_verify_fixture(path):
     if meta.get('format') != FORMAT:
         raise VerifyError(f'{path}: not a verify fixture (format {meta.get("format")!r}; expected {FORMAT!r})')
     return (meta,) + tuple(subtree(arrays, p) for p in ('w', 'in', 'out'))
+
+
+# the shipped 1D fixture: a small GaussianDiffusion1D (torch.manual_seed(0) weights), 2 channels
+TINY_1D = {'unet': {'dim': 8, 'dim_mults': [1, 2], 'channels': 2},
+           'diffusion': {'seq_length': 16, 'timesteps': 20, 'sampling_timesteps': 4, 'objective': 'pred_v'}}
+
+
+def record_1d(path):
+    """Record the shipped 1D verify fixture (``python -m ms_ddpm_tools.verify.fixtures PATH``)."""
+    import tempfile
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    from weight_convert.config import kwargs_of
+    torch.manual_seed(0)
+    gd = ddp.GaussianDiffusion1D(ddp.Unet1D(**kwargs_of(TINY_1D['unet'])), **TINY_1D['diffusion'])
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, 'tiny-1d.pt')
+        torch.save(gd.state_dict(), src)
+        return record_verify(path, src, config=TINY_1D, batch=1, sample_batch=2)
+
+
+if __name__ == '__main__':
+    import sys
+    from parity.fixtures import FIXTURE_DIR
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(FIXTURE_DIR, 'verify-1d.npz')
+    print(f'{record_1d(out)}: {os.path.getsize(out) / 1e6:.2f} MB')
