@@ -440,6 +440,39 @@ def test_trainer1d_milestone_save_load(trainer1d_runs, tmp_path):
     assert float(m2.opt.state_step.asnumpy()) == T_STEPS
 
 
+
+def test_trainer1d_checkpoint_interop_with_the_reference(trainer1d_runs, tmp_path):
+    """A Trainer1D checkpoint -> a reference Trainer1D .pt (weight_convert.trainer) that the
+    reference Trainer1D.load()s: model, EMA and Adam moments by name; and back again."""
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    from ms_ddpm import Dataset1D, GaussianDiffusion1D, Trainer1D, Unet1D
+    from weight_convert import from_reference_trainer_checkpoint, to_reference_trainer_checkpoint
+    mt = trainer1d_runs['mt']
+    to_reference_trainer_checkpoint(mt.save('interop'), tmp_path / 'model-from-ms.pt')
+    torch.manual_seed(123)
+    td2 = ddp.GaussianDiffusion1D(ddp.Unet1D(**T_UNET), **T_DIFF)
+    data = torch.zeros(4, 2, 16)
+    rt = ddp.Trainer1D(td2, ddp.Dataset1D(data), train_batch_size=T_BATCH, results_folder=str(tmp_path))
+    rt.load('from-ms')
+    assert rt.step == T_STEPS and int(rt.ema.step) == T_STEPS
+    entries = mt.state_entries()
+    for k, v in td2.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), entries['online_model.' + k])
+    t_state = rt.opt.state_dict()['state']
+    for i, (n, _) in enumerate(td2.named_parameters()):
+        np.testing.assert_array_equal(t_state[i]['exp_avg'].numpy(), entries['opt.exp_avg.' + n])
+    rt.save('back')
+    from_reference_trainer_checkpoint(tmp_path / 'model-back.pt', tmp_path / 'model-back.ckpt', seed=T_SEED)
+    m2 = Trainer1D(GaussianDiffusion1D(Unet1D(**T_UNET), **T_DIFF), Dataset1D(data.numpy()), train_batch_size=T_BATCH,
+                   results_folder=str(tmp_path), progress=False, log=lambda *a: None)
+    m2.load('back')
+    back = m2.state_entries()
+    assert m2.step == T_STEPS and int(m2.ema.step) == T_STEPS
+    for k in entries:
+        np.testing.assert_array_equal(back[k], entries[k], err_msg=k)
+
+
 # --- the converter: Unet1D / GaussianDiffusion1D inferred from a state dict ------------------
 
 @pytest.mark.parametrize('case', rows_1d('forward', kind='unet'), ids=ids(rows_1d('forward', kind='unet')))
