@@ -683,6 +683,100 @@ def float32_unary(fn, x):
 # === end of other diffusion processes (issue 13) ============================================
 
 
+# === magnitude-preserving U-Nets and simple diffusion (issue 15) ==============================
+# karras_unet, karras_unet_1d, karras_unet_3d, simple_diffusion.  Their convs are functional
+# (weights normalised on the fly), so what they need here is torch's F.conv*d(padding='same')
+# on torch-shaped weights, F.interpolate(mode='bilinear' / 'trilinear', align_corners=False)
+# for exact halving / doubling, and correctly rounded sin.
+
+def sin(x):
+    """``torch.sin``, correctly rounded (float64, rounded once)."""
+    return _precise(ops.sin, x)
+
+
+class ConvSame(nn.Cell):
+    """``F.conv{1,2,3}d(x, weight, padding='same')`` (stride 1, no bias) for an odd kernel size
+    ``k``, the weight torch-shaped ((out, in, k), (out, in, k, k), (out, in, k, k, k)) and given
+    at call time (the magnitude-preserving convs normalise it on the fly).  The primitive is
+    built here from constants: the functional ``ops.conv2d`` reads its channel count from the
+    weight's shape, which GRAPH mode (2.8) fails to fold after the weight's reshapes.  1D runs
+    as a Conv2D on a height-1 image (what ``mindspore.nn.Conv1d`` does)."""
+
+    def __init__(self, dims, out_channels, k):
+        super().__init__()
+        self.dims = dims
+        p = k // 2
+        pad = dict(pad_mode='valid') if k == 1 else dict(pad_mode='pad', pad=p if dims != 1 else (0, 0, p, p))
+        if dims == 3:
+            self.conv = ops.Conv3D(out_channels, k, **pad)
+        else:
+            self.conv = ops.Conv2D(out_channels, k if dims == 2 else (1, k), **pad)
+
+    def construct(self, x, weight):
+        if self.dims == 1:
+            return ops.squeeze(self.conv(ops.expand_dims(x, 2), ops.expand_dims(weight, 2)), 2)
+        return self.conv(x, weight)
+
+
+def pad_ones_channel(x):
+    """``F.pad(x, (0, 0, ..., 1, 0), value=1.)``: a channel of ones in front of dim 1."""
+    shape = (x.shape[0], 1) + tuple(x.shape[2:])
+    return ops.cat((ops.ones(shape, x.dtype), x), 1)
+
+
+def _halve(x, axis):
+    """Linear interpolation to half the length along ``axis`` (align_corners=False): every
+    output is ``0.5 * x[2i] + 0.5 * x[2i + 1]`` (torch's lambdas for an exact halving)."""
+    n = x.shape[axis] // 2
+    shape = tuple(x.shape[:axis]) + (n, 2) + tuple(x.shape[axis + 1:])
+    x = ops.reshape(x, shape)
+    a = ops.squeeze(ops.narrow(x, axis + 1, 0, 1), axis + 1)
+    b = ops.squeeze(ops.narrow(x, axis + 1, 1, 1), axis + 1)
+    return a * 0.5 + b * 0.5
+
+
+def _double(x, axis):
+    """Linear interpolation to twice the length along ``axis`` (align_corners=False, torch's
+    source index ``(i + 0.5) / 2 - 0.5`` clamped at 0): even outputs
+    ``0.25 * x[i-1] + 0.75 * x[i]`` (the first ``1 * x[0] + 0 * x[1]``), odd outputs
+    ``0.75 * x[i] + 0.25 * x[i+1]`` (the last ``0.75 * x[-1] + 0.25 * x[-1]``)."""
+    n = x.shape[axis]
+    first = ops.narrow(x, axis, 0, 1)
+    last = ops.narrow(x, axis, n - 1, 1)
+    if n > 1:
+        lo = ops.narrow(x, axis, 0, n - 1)
+        hi = ops.narrow(x, axis, 1, n - 1)
+        even = ops.cat((first * 1. + ops.narrow(x, axis, 1, 1) * 0., lo * 0.25 + hi * 0.75), axis)
+        odd = ops.cat((lo * 0.75 + hi * 0.25, last * 0.75 + last * 0.25), axis)
+    else:
+        even = first * 1. + first * 0.
+        odd = last * 0.75 + last * 0.25
+    out = ops.stack((even, odd), axis + 1)
+    shape = tuple(x.shape[:axis]) + (2 * n,) + tuple(x.shape[axis + 1:])
+    return ops.reshape(out, shape)
+
+
+def interpolate_half(x):
+    """``F.interpolate(x, [s // 2 for s in spatial], mode='bilinear' | 'trilinear')`` for even
+    spatial sizes.  Interpolates the last axis first, as torch's kernel nests its sums."""
+    # unrolled by hand: GRAPH mode (2.8) makes a loop's axis a variable, which ops reject
+    if x.ndim == 5:
+        return _halve(_halve(_halve(x, 4), 3), 2)
+    if x.ndim == 4:
+        return _halve(_halve(x, 3), 2)
+    return _halve(x, 2)
+
+
+def interpolate_double(x):
+    """``F.interpolate(x, [s * 2 for s in spatial], mode='bilinear' | 'trilinear')``."""
+    if x.ndim == 5:
+        return _double(_double(_double(x, 4), 3), 2)
+    if x.ndim == 4:
+        return _double(_double(x, 3), 2)
+    return _double(x, 2)
+# === end of magnitude-preserving U-Nets and simple diffusion (issue 15) =======================
+
+
 # === FID InceptionV3 (pytorch-fid, ms_ddpm.fid_evaluation, issue 16) ==========================
 # pytorch-fid's network is torchvision's BasicConv2d (Conv2d without bias + BatchNorm2d(eps=1e-3)
 # + ReLU) in the FIDInceptionA/C/E blocks; pooling with torch's padding semantics.

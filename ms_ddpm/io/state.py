@@ -92,7 +92,8 @@ def load_state_dict(net, state_dict, rename=None):
     import mindspore as ms
     converted = check_state_dict(net, state_dict, rename)
     for name, param in net.parameters_and_names():
-        param.set_data(ms.Tensor(np.ascontiguousarray(converted[name]), dtype=param.dtype))
+        value = converted[name]   # np.ascontiguousarray makes a 0-d array 1-d: keep the shape
+        param.set_data(ms.Tensor(np.ascontiguousarray(value).reshape(value.shape), dtype=param.dtype))
     return net
 
 
