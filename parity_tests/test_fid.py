@@ -222,3 +222,36 @@ def test_trainer_fid_scorer_without_torch(tmp_path):
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'FID' in r.stdout and (tmp_path / 'dataset_stats.npz').is_file()
+
+
+def test_trainer_fid_with_local_weights(tmp_path):
+    """``Trainer(fid_weights=a .ckpt)``: the MindSpore FID is set up (block 64, 1-channel
+    images repeated to 3), ``fid_score`` samples the EMA model, caches the dataset statistics in
+    the results folder and returns a finite score; a ``.pth`` is refused with the convert command."""
+    import ms_ddpm
+    from ms_ddpm.fid_evaluation import InceptionV3
+    from ms_ddpm.io.atomic import AtomicFile
+    from ms_ddpm.io.checkpoint import write_ckpt
+    from parity.training import write_digits
+    net = InceptionV3([0])
+    weights = tmp_path / 'inception64.ckpt'
+    with AtomicFile(weights) as f:
+        write_ckpt(_entries({n: p.asnumpy() for n, p in net.parameters_and_names()}), f.file)
+    folder = write_digits(tmp_path / 'digits', 100)
+    md = ms_ddpm.GaussianDiffusion(ms_ddpm.Unet(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=1),
+                                   image_size=8, timesteps=10, sampling_timesteps=2)
+    said = []
+    results = tmp_path / 'r'
+    t = ms_ddpm.Trainer(md, str(folder), train_batch_size=2, gradient_accumulate_every=8, results_folder=str(results),
+                        log=said.append,
+                        fid_weights=str(weights), inception_block_idx=64, num_fid_samples=4)
+    assert t.calculate_fid and t.fid_scorer is not None, said
+    score = t.fid_scorer.fid_score()
+    assert np.isfinite(score) and score >= 0
+    assert (results / 'dataset_stats.npz').is_file()
+    assert np.load(results / 'dataset_stats.npz')['s2'].shape == (64, 64)
+    from ms_ddpm.io.errors import UnsupportedFormatError
+    pth = tmp_path / 'pt_inception-2015-12-05-6726825d.pth'
+    pth.write_bytes(b'not read')
+    with pytest.raises(UnsupportedFormatError, match='ms-ddpm convert'):
+        ms_ddpm.Trainer(md, str(folder), results_folder=str(tmp_path / 'r2'), fid_weights=str(pth))
