@@ -1059,7 +1059,8 @@ class Trainer(TrainerCore):
     - ``draws``: ``callable(step, micro, shape) -> dict(times, noise[, offset_noise, coin])``
       to inject the random draws (parity tests); ``batches``: an iterator of NumPy batches
       replacing the dataset pipeline (parity tests);
-    - ``fid_weights``: a local pytorch-fid InceptionV3 weights file (never downloaded);
+    - ``fid_weights``: a local FID InceptionV3 weights file, ``.ckpt``/``.safetensors`` (``ms-ddpm convert
+      pt_inception-2015-12-05-6726825d.pth inception.ckpt``; never downloaded), run in MindSpore;
     - ``loss_scale``/``loss_scale_factor``/``loss_scale_window``: ``DynamicLossScaler``
       (defaults = torch's GradScaler: 2**16, 2, 2000);
     - ``sample_every_milestone``: write the sample grid at each milestone (default True);

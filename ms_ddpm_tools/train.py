@@ -66,7 +66,7 @@ def _train_parser():
     t.add_argument('--convert-image-to', default=None, choices=['L', 'RGB', 'RGBA'],
                    help='convert_image_to (default: from --channels)')
     t.add_argument('--fid', dest='fid', action='store_true', default=False, help='compute FID at each milestone')
-    t.add_argument('--fid-weights', default=None, help='local pytorch-fid InceptionV3 weights (never downloaded)')
+    t.add_argument('--fid-weights', default=None, help='local FID InceptionV3 weights, .ckpt/.safetensors (ms-ddpm convert pt_inception-2015-12-05-6726825d.pth inception.ckpt; never downloaded)')
     t.add_argument('--num-fid-samples', type=int, default=50000, help='num_fid_samples')
     t.add_argument('--save-best-and-latest-only', action='store_true', help='save_best_and_latest_only (needs --fid)')
     t.add_argument('--seed', type=int, default=0,
