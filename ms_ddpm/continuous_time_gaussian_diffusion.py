@@ -17,6 +17,7 @@ import mindspore as ms
 from mindspore import ops
 from tqdm.auto import tqdm
 
+from ms_ddpm.denoising_diffusion_pytorch import GaussianDiffusion
 from ms_ddpm.ms_compat import (
     Module, Sequential, Linear, Sigmoid, UnsqueezeLast, SqueezeLast, linear, log as _log, expm1, cos,
     sigmoid, exp, pow_scalar, float32_linspace, float32_unary, compiled_step, name_parameters_by_path,
@@ -239,17 +240,11 @@ class ContinuousTimeGaussianDiffusion(Module):
             self._jit_steps[name] = compiled_step(step)
         return self._jit_steps[name]
 
-    def _draws(self, noise, count, shape):
-        """``(noises, i)`` per draw, as ``GaussianDiffusion._draws``."""
-        if noise is None:
-            noises = ops.randn((count, *shape), dtype = ms.float32)
-        else:
-            if isinstance(noise, ms.Tensor):
-                noise = noise.asnumpy()
-            noises = ms.Tensor(np.asarray(noise, dtype = np.float32))
-            if tuple(noises.shape) != (count, *shape):
-                raise ValueError(f'noise must have shape {(count, *shape)} (every draw of the loop, in order), got {tuple(noises.shape)}')
-        return noises
+    # the loop's randn draws as GaussianDiffusion makes them: ``(noises, i)`` per draw, supplied
+    # ones checked, fresh ones in chunks of up to 32 MiB (one host op per chunk)
+    DRAW_CHUNK_VALUES = GaussianDiffusion.DRAW_CHUNK_VALUES
+    _draws = GaussianDiffusion._draws
+    _take = staticmethod(GaussianDiffusion._take)
 
     def p_sample(self, x, time, time_next, noise = None):
         time, time_next = float(time), float(time_next)
@@ -264,18 +259,20 @@ class ContinuousTimeGaussianDiffusion(Module):
 
     def p_sample_loop(self, shape, noise = None):
         shape = tuple(shape)
-        noises = self._draws(noise, self.num_sample_steps, shape)
+        draws = self._draws(noise, self.num_sample_steps, shape)
 
-        img = ops.gather(noises, ms.Tensor(0, ms.int64), 0)   # a fresh tensor (a view fails inside a compiled step)
+        first = next(draws)
+        img = self._take(first)
+        last = first
         steps = float32_linspace(1., 0., self.num_sample_steps + 1)
         step = self._step('_p_sample_step')
 
         for i in tqdm(range(self.num_sample_steps), desc = 'sampling loop time step', total = self.num_sample_steps):
             times = steps[i]
             times_next = steps[i + 1]
-            last = times_next == 0
-            img = step(img, ms.Tensor(times), ms.Tensor(times_next), noises, ms.Tensor(0 if last else i + 1, ms.int64),
-                       ms.Tensor(0. if last else 1., ms.float32))
+            is_last = times_next == 0
+            last = next(draws) if not is_last else last     # the last step draws nothing (its noise is scaled by 0)
+            img = step(img, ms.Tensor(times), ms.Tensor(times_next), *last, ms.Tensor(0. if is_last else 1., ms.float32))
 
         img = ops.clamp(img, -1., 1.)
         img = unnormalize_to_zero_to_one(img)

@@ -23,6 +23,7 @@ import mindspore as ms
 from mindspore import ops
 from tqdm.auto import tqdm
 
+from ms_ddpm.denoising_diffusion_pytorch import GaussianDiffusion
 from ms_ddpm.ms_compat import (
     Module, log as _log, exp, pow_scalar, rdiv, float32_unary, compiled_step, name_parameters_by_path,
 )
@@ -180,15 +181,11 @@ class ElucidatedDiffusion(Module):
             np.float32(0.)
         ).astype(np.float32)
 
-    def _draws(self, noise, count, shape):
-        if noise is None:
-            return ops.randn((count, *shape), dtype = ms.float32)
-        if isinstance(noise, ms.Tensor):
-            noise = noise.asnumpy()
-        noise = ms.Tensor(np.asarray(noise, dtype = np.float32))
-        if tuple(noise.shape) != (count, *shape):
-            raise ValueError(f'noise must have shape {(count, *shape)} (every draw of the loop, in order), got {tuple(noise.shape)}')
-        return noise
+    # the loop's randn draws as GaussianDiffusion makes them: ``(noises, i)`` per draw, supplied
+    # ones checked, fresh ones in chunks of up to 32 MiB (one host op per chunk)
+    DRAW_CHUNK_VALUES = GaussianDiffusion.DRAW_CHUNK_VALUES
+    _draws = GaussianDiffusion._draws
+    _take = staticmethod(GaussianDiffusion._take)
 
     def _step(self, name):
         fn = getattr(self, name)
@@ -244,13 +241,13 @@ class ElucidatedDiffusion(Module):
 
         sigmas_and_gammas = list(zip(sigmas[:-1], sigmas[1:], gammas[:-1]))
 
-        noises = self._draws(noise, num_sample_steps + 1, shape)
+        draws = self._draws(noise, num_sample_steps + 1, shape)
 
         # images is noise at the beginning
 
         init_sigma = sigmas[0]
 
-        images = _f32(init_sigma) * ops.gather(noises, ms.Tensor(0, ms.int64), 0)
+        images = _f32(init_sigma) * self._take(next(draws))
 
         # for self conditioning
 
@@ -263,7 +260,7 @@ class ElucidatedDiffusion(Module):
 
             sigma_hat = sigma + gamma * sigma
             churn = sqrt(sigma_hat ** 2 - sigma ** 2)
-            args = (images, noises, ms.Tensor(k + 1, ms.int64), _f32(sigma_hat), _f32(churn), _f32(sigma_next),
+            args = (images, *next(draws), _f32(sigma_hat), _f32(churn), _f32(sigma_next),
                     _f32(sigma_next - sigma_hat))
 
             if sigma_next != 0:
@@ -292,7 +289,7 @@ class ElucidatedDiffusion(Module):
         sigmas = self._sample_schedule(num_sample_steps)
 
         shape = (batch_size, self.channels, self.image_size, self.image_size)
-        images = _f32(sigmas[0]) * ops.gather(self._draws(noise, 1, shape), ms.Tensor(0, ms.int64), 0)
+        images = _f32(sigmas[0]) * self._take(next(self._draws(noise, 1, shape)))
 
         # the reference's 0-d float32 tensor arithmetic, on the host
         f32 = np.float32

@@ -123,7 +123,9 @@ class VParamContinuousTimeGaussianDiffusion(Module):
 
     _p_sample_step = _ct.ContinuousTimeGaussianDiffusion._p_sample_step
     _step = _ct.ContinuousTimeGaussianDiffusion._step
+    DRAW_CHUNK_VALUES = _ct.ContinuousTimeGaussianDiffusion.DRAW_CHUNK_VALUES
     _draws = _ct.ContinuousTimeGaussianDiffusion._draws
+    _take = staticmethod(_ct.ContinuousTimeGaussianDiffusion._take)
     p_sample = _ct.ContinuousTimeGaussianDiffusion.p_sample
     p_sample_loop = _ct.ContinuousTimeGaussianDiffusion.p_sample_loop
     sample = _ct.ContinuousTimeGaussianDiffusion.sample

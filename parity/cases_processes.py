@@ -14,7 +14,8 @@ The rows live in their own table, ``ROWS_PROCESSES`` (``rows_processes(check)``)
 generic tests do not apply to them.
 
 checks:
-  loss       ``forward`` with every draw supplied (``draws['times']``: the times / sigmas;
+  loss       ``forward`` with every draw supplied (GRAPH: the loss compiled alone, where the
+             process has no GRAPH grad row) (``draws['times']``: the times / sigmas;
              ``draws['coin']``: the self-conditioning coin); ``call``: 'reduction',
              'clip_denoised', XMWrapper's 'candidates' / 'max_batch_size'
   grad       loss and the gradient of every trainable parameter (the learned noise
@@ -122,10 +123,10 @@ add(
 # --- weighted_objective_gaussian_diffusion --------------------------------------------------
 
 add(
-    _row('default', WOG, 'loss', 'loss', GD8, draws={'times': T_INT}),
+    _row('default', WOG, 'loss', 'loss', GD8, draws={'times': T_INT}, modes=BOTH),
     _row('weights-clip-none', WOG, 'loss', 'loss', dict(GD8, pred_noise_loss_weight=0.3, pred_x_start_loss_weight=0.7, beta_schedule='linear'),
          draws={'times': (49, 11)}, call={'reduction': 'none', 'clip_denoised': True}),
-    _row('default', WOG, 'grad', 'grad', GD8, draws={'times': T_INT}, modes=BOTH),
+    _row('default', WOG, 'grad', 'grad', GD8, draws={'times': T_INT}),
     # upstream: sample() raises TypeError (p_mean_variance takes no x_self_cond, returns 3 values); patched in the reference
     _row('ddpm-T4', WOG, 'sample', 'sample', dict(image_size=SIZE, timesteps=4), modes=BOTH, call={'patch': 'weighted_p_mean_variance'}),
 )
@@ -155,9 +156,9 @@ add(
 # --- v_param_continuous_time_gaussian_diffusion ---------------------------------------------
 
 add(
-    _row('default', VPC, 'loss', 'loss', CT, draws={'times': T_CONT}),
+    _row('default', VPC, 'loss', 'loss', CT, draws={'times': T_CONT}, modes=BOTH),
     _row('none', VPC, 'loss', 'loss', CT, draws={'times': (0.0, 0.5)}, call={'reduction': 'none'}),
-    _row('default', VPC, 'grad', 'grad', CT, draws={'times': T_CONT}, modes=BOTH),
+    _row('default', VPC, 'grad', 'grad', CT, draws={'times': T_CONT}),
     _row('N3', VPC, 'sample', 'sample', dict(CT, num_sample_steps=3), modes=BOTH),
     _row('no_clip-N2', VPC, 'sample', 'sample', dict(CT, clip_sample_denoised=False, num_sample_steps=2)),
 )
@@ -195,7 +196,7 @@ add(
     _xm('gd-candidates3-max4', 'loss', 'loss', (DDP, GD8), dict(candidates=3, max_batch_size=4), draws={'times': T_INT}),
     _xm('gd-candidates1', 'loss', 'loss', (DDP, GD8), dict(candidates=1), draws={'times': T_INT}),
     _xm('gd-call-candidates2', 'loss', 'loss', (DDP, GD8), dict(candidates=4), draws={'times': T_INT},
-        call={'candidates': 2, 'max_batch_size': 1}),
+        call={'candidates': 2, 'max_batch_size': 3}),
     _xm('edm-sigma-candidates2', 'loss', 'loss', (EDM, ED), dict(candidates=2, random_time_method='noise_distribution',
         random_time_kwarg='sigma'), draws={'times': SIGMAS}),
     _xm('ct-candidates2', 'loss', 'loss', (CTG, CT), dict(candidates=2), draws={'times': T_CONT}),
