@@ -34,3 +34,9 @@ from ms_ddpm.weighted_objective_gaussian_diffusion import WeightedObjectiveGauss
 from ms_ddpm.elucidated_diffusion import ElucidatedDiffusion
 from ms_ddpm.v_param_continuous_time_gaussian_diffusion import VParamContinuousTimeGaussianDiffusion
 from ms_ddpm.xm import XMWrapper
+
+# the magnitude-preserving U-Nets (issue 15), as the reference's __init__ exports them
+from ms_ddpm.karras_unet import (
+    KarrasUnet,
+    InvSqrtDecayLRSched
+)
