@@ -31,7 +31,9 @@ def _train_parser():
                                             'batch, --batch-size x --grad-accum, of at least 16). Checkpoints '
                                             'model-M.ckpt and sample grids sample-M.png go to --results every '
                                             '--save-every steps, and the last state at the end of the run.')
-    p.add_argument('folder', help='folder of images (jpg/jpeg/png/tiff, searched recursively; at least 100)')
+    p.add_argument('folder', help='folder of images (jpg/jpeg/png/tiff, searched recursively; at least 100), or a '
+                                  '.npy of sequences (N, channels, length) in [0, 1]: Unet1D + GaussianDiffusion1D '
+                                  'with Trainer1D')
     m = p.add_argument_group('model (ignored with --init or --resume of an existing run)')
     m.add_argument('--image-size', type=int, default=32, help='image size the model is trained at')
     m.add_argument('--channels', type=int, default=3, help='1 (L), 3 (RGB) or 4 (RGBA)')
@@ -43,10 +45,11 @@ def _train_parser():
     m.add_argument('--timesteps', type=int, default=1000, help='GaussianDiffusion(timesteps)')
     m.add_argument('--sampling-timesteps', type=int, default=None,
                    help='DDIM steps for the milestone samples (default: DDPM over all timesteps)')
-    m.add_argument('--objective', default='pred_v', choices=['pred_noise', 'pred_x0', 'pred_v'],
-                   help='GaussianDiffusion(objective)')
-    m.add_argument('--beta-schedule', default='sigmoid', choices=['linear', 'cosine', 'sigmoid'],
-                   help='GaussianDiffusion(beta_schedule)')
+    m.add_argument('--objective', default=None, choices=['pred_noise', 'pred_x0', 'pred_v'],
+                   help='GaussianDiffusion(objective) (default: the reference\'s, pred_v; pred_noise for sequences)')
+    m.add_argument('--beta-schedule', default=None, choices=['linear', 'cosine', 'sigmoid'],
+                   help='GaussianDiffusion(beta_schedule) (default: the reference\'s, sigmoid; cosine for sequences, '
+                        'which take linear or cosine)')
     m.add_argument('--init', default=None, help='start from these weights (any format ms-ddpm convert reads)')
     m.add_argument('--init-ema', action='store_true', help='with --init of a Trainer checkpoint: its EMA weights')
     t = p.add_argument_group('training (the reference Trainer\'s options)')
@@ -84,17 +87,49 @@ def model_config(args):
     unet = dict(dim=args.dim, dim_mults=list(args.dim_mults), channels=args.channels, attn_heads=args.attn_heads,
                 attn_dim_head=args.attn_dim_head, flash_attn=args.flash_attn)
     diffusion = dict(image_size=args.image_size, timesteps=args.timesteps, sampling_timesteps=args.sampling_timesteps,
-                     objective=args.objective, beta_schedule=args.beta_schedule)
+                     objective=args.objective or 'pred_v', beta_schedule=args.beta_schedule or 'sigmoid')
     return {'format': CONFIG_FORMAT, 'version': CONFIG_VERSION, 'model': 'GaussianDiffusion',
             'unet': unet, 'diffusion': diffusion}
 
 
 def build_model(cfg):
-    import ms_ddpm
-    from weight_convert.converter import diffusion_kwargs, unet_kwargs
-    md = ms_ddpm.GaussianDiffusion(ms_ddpm.Unet(**unet_kwargs(cfg)), **diffusion_kwargs(cfg))
+    """The diffusion model of a config (GaussianDiffusion or GaussianDiffusion1D), freshly
+    initialised, carrying its config (stored in its Trainer checkpoints)."""
+    from weight_convert.converter import build_ms_model
+    md = build_ms_model(dict(cfg, model=cfg.get('model') or 'GaussianDiffusion'), init=True)
     md.ms_ddpm_config = {k: v for k, v in cfg.items() if not k.startswith('_')}
     return md
+
+
+def sequence_config(args, data):
+    """The 1D model (Unet1D + GaussianDiffusion1D) for sequences ``data`` (N, C, L)."""
+    cfg = model_config(args)
+    cfg['model'] = 'GaussianDiffusion1D'
+    cfg['unet'] = {k: v for k, v in cfg['unet'].items() if k != 'flash_attn'}
+    cfg['unet']['channels'] = int(data.shape[1])
+    cfg['diffusion'] = {k: v for k, v in cfg['diffusion'].items() if k != 'image_size'}
+    cfg['diffusion']['seq_length'] = int(data.shape[2])
+    cfg['diffusion']['objective'] = args.objective or 'pred_noise'
+    cfg['diffusion']['beta_schedule'] = args.beta_schedule or 'cosine'
+    return cfg
+
+
+def load_sequences(path):
+    """A ``.npy`` of sequences (N, channels, length), values in [0, 1] (the reference's
+    Dataset1D takes such a tensor), read without pickles."""
+    import numpy as np
+    from ms_ddpm_tools.exits import InputError
+    if not os.path.isfile(path):
+        raise InputError(f'{path}: no such file')
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise InputError(f'{path}: not a NumPy .npy array ({e})') from None
+    if data.ndim != 3 or not np.issubdtype(data.dtype, np.floating):
+        raise InputError(f'{path}: expected float sequences of shape (N, channels, length), got {data.dtype} {data.shape}')
+    if not np.isfinite(data).all():
+        raise InputError(f'{path}: holds NaN or Inf')
+    return data.astype(np.float32)
 
 
 def _resume_path(args):
@@ -169,7 +204,14 @@ def _train(args):
     import ms_ddpm
     from ms_ddpm.training import read_trainer_checkpoint
     from ms_ddpm_tools.exits import InputError
-    check_training_input(args)
+    sequences = args.folder.endswith('.npy')
+    if sequences:
+        data = load_sequences(args.folder)
+        r = math.isqrt(args.num_samples)
+        if args.num_samples < 1 or r * r != args.num_samples:
+            raise InputError(f'--num-samples {args.num_samples}: must be a square (the reference\'s rule)')
+    else:
+        check_training_input(args)
     os.makedirs(args.results, exist_ok=True)
     resume = _resume_path(args)
     ms.set_seed(args.seed)                  # before the model is built: its initial weights follow the seed
@@ -184,9 +226,17 @@ def _train(args):
         md = load_model(args.init, ema=args.init_ema, config={'image_size': args.image_size}, train=True)
         md.ms_ddpm_config['diffusion'] = dict(md.ms_ddpm_config.get('diffusion') or {}, image_size=args.image_size)
     else:
-        md = build_model(model_config(args))
+        md = build_model(sequence_config(args, data) if sequences else model_config(args))
     log_file = open(args.log, 'a') if args.log else None
-    trainer = ms_ddpm.Trainer(
+    if sequences:
+        trainer = ms_ddpm.Trainer1D(
+            md, ms_ddpm.Dataset1D(data), train_batch_size=args.batch_size, gradient_accumulate_every=args.grad_accum,
+            train_lr=args.lr, train_num_steps=args.steps, ema_update_every=args.ema_update_every,
+            ema_decay=args.ema_decay, save_and_sample_every=args.save_every, num_samples=args.num_samples,
+            results_folder=args.results, amp=args.amp, mixed_precision_type=args.mixed_precision_type,
+            max_grad_norm=args.max_grad_norm, seed=args.seed, jit=not args.no_jit, progress=progress_enabled(args))
+    else:
+        trainer = ms_ddpm.Trainer(
         md, args.folder, train_batch_size=args.batch_size, gradient_accumulate_every=args.grad_accum,
         augment_horizontal_flip=not args.no_flip, train_lr=args.lr, train_num_steps=args.steps,
         ema_update_every=args.ema_update_every, ema_decay=args.ema_decay, save_and_sample_every=args.save_every,
@@ -348,6 +398,14 @@ def _sample(args):
         left -= b
     images = np.concatenate(out)
     nrow = max(1, int(math.sqrt(args.num)))
+    if images.ndim == 3:                         # sequences (N, C, L): the arrays and a plot of them
+        from ms_ddpm.io import atomic_save
+        from ms_ddpm_tools.verify.report import plot_sequences_png
+        npy = os.path.splitext(args.out)[0] + '.npy'
+        atomic_save(npy, lambda tmp: np.save(open(tmp, 'wb'), images))
+        plot_sequences_png(images, args.out)
+        print(f'wrote {args.out} and {npy}', file=sys.stderr)
+        return 0
     save_image(images, args.out, nrow=nrow)
     print(f'wrote {args.out}', file=sys.stderr)
     if want_traj:

@@ -134,3 +134,25 @@ def test_trainer_checkpoints_are_fsynced(tmp_path, monkeypatch):
     write_trainer_checkpoint(path, {'w': np.zeros(3, np.float32)}, {'step': 1})
     assert os.path.exists(path)
     assert any(os.path.basename(p).startswith('.model-1.ckpt.') for p in synced), synced
+
+
+def test_train_and_sample_sequences(tmp_path, capsys):
+    """``ms-ddpm train SEQS.npy``: Unet1D + GaussianDiffusion1D under Trainer1D; ``ms-ddpm
+    sample`` of its checkpoint writes the sequences (.npy) and their plot (.png)."""
+    import ms_ddpm_tools.verify.core as core
+    seqs = core.sequences(32, 2, 16)
+    np.save(tmp_path / 'seqs.npy', seqs)
+    res = tmp_path / 'res'
+    args = [str(tmp_path / 'seqs.npy'), '--dim', '8', '--dim-mults', '1,2', '--attn-heads', '2', '--attn-dim-head', '8',
+            '--timesteps', '20', '--sampling-timesteps', '2', '--num-samples', '4', '--batch-size', '8', '--steps', '2',
+            '--save-every', '5', '--results', str(res), '--no-jit', '--no-progress']
+    assert main_train(args) == 0
+    ckpt = res / 'model-last.ckpt'
+    assert ckpt.exists()
+    assert main_sample([str(ckpt), '--out', str(tmp_path / 's.png'), '--num', '3', '--quiet']) == 0
+    x = np.load(tmp_path / 's.npy')
+    assert x.shape == (3, 2, 16) and np.isfinite(x).all() and (tmp_path / 's.png').stat().st_size > 0
+    np.save(tmp_path / 'bad.npy', np.zeros((4, 16), np.float32))
+    capsys.readouterr()
+    assert main_train([str(tmp_path / 'bad.npy'), '--results', str(res)]) == 1
+    _one_line_error(capsys, 'train', 'expected float sequences of shape (N, channels, length)')

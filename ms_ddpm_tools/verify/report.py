@@ -374,3 +374,25 @@ def sequences_png(expected, actual, path, width=220, height=60, labels=('PyTorch
     from ms_ddpm.io import atomic_save
     atomic_save(path, lambda tmp: canvas.save(tmp, format='PNG'))
     return dmax
+
+
+def plot_sequences_png(x, path, width=320, height=60):
+    """Sequences (N, C, L) as line plots, a row per sample, a colour per channel (PNG)."""
+    from PIL import Image, ImageDraw
+    x = np.asarray(x, np.float64)
+    n, c, L = x.shape
+    lo, hi = float(x.min()), float(x.max())
+    hi = hi if hi > lo else lo + 1
+    pad = 6
+    canvas = Image.new('RGB', (width + 2 * pad, n * (height + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    xs = pad + np.linspace(0, width - 1, L)
+    for i in range(n):
+        y0 = pad + i * (height + pad)
+        draw.rectangle((pad, y0, pad + width - 1, y0 + height - 1), outline=(200, 200, 200))
+        for ch in range(c):
+            ys = y0 + height - 1 - (x[i, ch] - lo) / (hi - lo) * (height - 1)
+            draw.line(list(zip(xs, ys)), fill=COLOURS[ch % len(COLOURS)], width=1)
+    from ms_ddpm.io import atomic_save
+    atomic_save(path, lambda tmp: canvas.save(tmp, format='PNG'))
+    return path
