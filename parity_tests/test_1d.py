@@ -576,3 +576,18 @@ def test_trainer1d_resume_is_exact(tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert straight.last_loss == resumed.last_loss
+
+
+def test_trainer1d_amp_skips_overflowing_steps(tmp_path):
+    """Trainer1D with amp (fp16 + DynamicLossScaler, the 2D Trainer's machinery): a scale that
+    overflows the gradients skips the step and halves the scale; the parameters stay finite."""
+    from ms_ddpm import Dataset1D, GaussianDiffusion1D, Trainer1D, Unet1D
+    ms.set_seed(0)
+    md = GaussianDiffusion1D(Unet1D(**T_UNET), **T_DIFF)
+    t = Trainer1D(md, Dataset1D(np.random.default_rng(3).random((16, 2, 16)).astype(np.float32)),
+                  train_batch_size=8, train_num_steps=2, save_and_sample_every=10 ** 9, results_folder=str(tmp_path),
+                  amp=True, loss_scale=3e38, loss_scale_window=2, jit=False, progress=False, log=lambda *a: None)
+    t.train()
+    state = {k: np.array(v) for k, v in t.state_entries().items()}
+    assert t.skipped_steps >= 1 and float(state['scaler.scale_value']) < 3e38
+    assert all(np.isfinite(v).all() for k, v in state.items() if k.startswith('online_model.'))
