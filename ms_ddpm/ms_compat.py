@@ -27,6 +27,7 @@ __all__ = [
     'compiled_step', 'in_graph', 'sampling_draws', 'take_draw', 'save_checkpoint', 'ParameterUpdater', 'torch_pow_scalar', 'call_positional', 'positional_parameters',
     'Conv1d', 'NearestUpsample1d', 'normalize1d', 'heads_split1d', 'heads_merge1d', 'SqueezeLast', 'UnsqueezeLast', 'is_tensor', 'tree_map', 'tree_flatten', 'repeat_batch',
     'TorchBatchNorm2d', 'TorchConv2d', 'MaxPool2d', 'max_pool2d', 'avg_pool2d', 'AdaptiveAvgPool2d1x1', 'interpolate_bilinear',
+    'ConvSame', 'sin', 'pad_ones_channel', 'interpolate_half', 'interpolate_double',
 ]
 
 Module = nn.Cell
