@@ -5,6 +5,7 @@
         --log_dir=msrun_logs --join=True ms_ddpm_tools/msrun_data_parallel.py FOLDER --dist
     # the same run in one process, for comparison
     .venv/bin/python -m ms_ddpm_tools.msrun_data_parallel FOLDER
+    # FOLDER may be a .npy of sequences (N, channels, length): Trainer1D, the same machinery
 
 With ``--dist`` the script calls ``mindspore.communication.init()``; ms_ddpm.Trainer then sees
 the rank and world size, each process reads only its share of every batch (and of that batch's
@@ -35,10 +36,17 @@ def main(argv=None):
         init()
     import ms_ddpm
     ms.set_seed(0)
-    md = ms_ddpm.GaussianDiffusion(ms_ddpm.Unet(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=1),
-                                   image_size=8, timesteps=100)
-    tr = ms_ddpm.Trainer(md, a.folder, train_batch_size=16, train_num_steps=a.steps, save_and_sample_every=10 ** 9,
-                         calculate_fid=False, results_folder='./results-dp', progress=False, seed=5)
+    if a.folder.endswith('.npy'):      # sequences (N, C, L): Unet1D + GaussianDiffusion1D under Trainer1D
+        data = np.load(a.folder, allow_pickle=False).astype(np.float32)
+        md = ms_ddpm.GaussianDiffusion1D(ms_ddpm.Unet1D(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8,
+                                                        channels=data.shape[1]), seq_length=data.shape[2], timesteps=100)
+        tr = ms_ddpm.Trainer1D(md, ms_ddpm.Dataset1D(data), train_batch_size=16, train_num_steps=a.steps,
+                               save_and_sample_every=10 ** 9, results_folder='./results-dp', progress=False, seed=5)
+    else:
+        md = ms_ddpm.GaussianDiffusion(ms_ddpm.Unet(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=1),
+                                       image_size=8, timesteps=100)
+        tr = ms_ddpm.Trainer(md, a.folder, train_batch_size=16, train_num_steps=a.steps, save_and_sample_every=10 ** 9,
+                             calculate_fid=False, results_folder='./results-dp', progress=False, seed=5)
     losses = []
     step = tr.train_step
 
