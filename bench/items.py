@@ -16,6 +16,7 @@ from bench.timing import interleaved, load, ratio, timed
 # The reference's default U-Net, and the small U-Net of the parity tests (parity/cases.py).
 DEFAULT_UNET = dict(dim=64)
 SMALL_UNET = dict(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8)
+UNET1D = dict(dim=64, dim_mults=(1, 2, 4, 8), channels=2)
 
 
 def _torch():
@@ -23,26 +24,31 @@ def _torch():
     return torch
 
 
-def build_unets(cfg, seed=0):
-    """(torch Unet, MindSpore Unet) with the same weights (loaded strictly by name)."""
+def build_unets(cfg, seed=0, dims=2):
+    """(torch Unet, MindSpore Unet) with the same weights (loaded strictly by name); ``dims=1``:
+    the Unet1D pair."""
     torch = _torch()
-    from reference.builders import build_unet
     from weight_convert import load_torch_state_dict
     import ms_ddpm
-    t = build_unet(cfg, seed=seed)
-    m = ms_ddpm.Unet(**cfg)
+    if dims == 1:
+        import denoising_diffusion_pytorch as ddp
+        torch.manual_seed(seed)
+        t, m = ddp.Unet1D(**cfg), ms_ddpm.Unet1D(**cfg)
+    else:
+        from reference.builders import build_unet
+        t, m = build_unet(cfg, seed=seed), ms_ddpm.Unet(**cfg)
     load_torch_state_dict(m, t.state_dict())
     return t, m
 
 
-def build_diffusions(cfg, seed=0, **diffusion_kwargs):
-    """(torch GaussianDiffusion, MindSpore GaussianDiffusion) around U-Nets with the same weights."""
+def build_diffusions(cfg, seed=0, dims=2, **diffusion_kwargs):
+    """(torch GaussianDiffusion, MindSpore GaussianDiffusion) around U-Nets with the same
+    weights; ``dims=1``: GaussianDiffusion1D around Unet1D."""
     import denoising_diffusion_pytorch as ddp
     import ms_ddpm
-    t_unet, m_unet = build_unets(cfg, seed=seed)
-    t = ddp.GaussianDiffusion(t_unet, **diffusion_kwargs)
-    m = ms_ddpm.GaussianDiffusion(m_unet, **diffusion_kwargs)
-    return t, m
+    t_unet, m_unet = build_unets(cfg, seed=seed, dims=dims)
+    name = 'GaussianDiffusion1D' if dims == 1 else 'GaussianDiffusion'
+    return getattr(ddp, name)(t_unet, **diffusion_kwargs), getattr(ms_ddpm, name)(m_unet, **diffusion_kwargs)
 
 
 def _finish(result, figures):
@@ -53,12 +59,13 @@ def _finish(result, figures):
     return result
 
 
-def unet_forward(s, name, cfg, shape):
+def unet_forward(s, name, cfg, shape, dims=2):
     """One U-Net forward (no gradients) at ``shape``: torch eager, MindSpore PyNative and GRAPH."""
     torch = _torch()
     import mindspore as ms
-    result = {'item': name, 'what': f'Unet({_cfg_str(cfg)}) forward, input {shape}', 'load_before': load()}
-    t, m = build_unets(cfg)
+    net = 'Unet1D' if dims == 1 else 'Unet'
+    result = {'item': name, 'what': f'{net}({_cfg_str(cfg)}) forward, input {shape}', 'load_before': load()}
+    t, m = build_unets(cfg, dims=dims)
     t.eval()
     m.set_train(False)
     rng = np.random.default_rng(0)
@@ -86,7 +93,7 @@ def unet_forward(s, name, cfg, shape):
     return _finish(result, figures)
 
 
-def train_step(s, name, cfg, batch, image_size):
+def train_step(s, name, cfg, batch, image_size, dims=2):
     """One GaussianDiffusion training step (loss + backward + Adam(lr 1e-4, betas (0.9, 0.99)))
     on the same batch, times and noise in both frameworks.  MindSpore: ``ms.value_and_grad`` +
     ``ms_ddpm.training.Adam`` (torch's update; GRAPH: the whole step in one ``ms.jit``), and in GRAPH
@@ -95,13 +102,16 @@ def train_step(s, name, cfg, batch, image_size):
     import mindspore as ms
     from mindspore import nn
     from ms_ddpm.training import Adam
-    result = {'item': name, 'what': f'GaussianDiffusion(Unet({_cfg_str(cfg)}), image_size={image_size}) train step, batch {batch}',
-              'load_before': load()}
-    t, m = build_diffusions(cfg, image_size=image_size)
+    size = dict(seq_length=image_size) if dims == 1 else dict(image_size=image_size)
+    what = (f'GaussianDiffusion1D(Unet1D({_cfg_str(cfg)}), seq_length={image_size})' if dims == 1 else
+            f'GaussianDiffusion(Unet({_cfg_str(cfg)}), image_size={image_size})')
+    result = {'item': name, 'what': f'{what} train step, batch {batch}', 'load_before': load()}
+    t, m = build_diffusions(cfg, dims=dims, **size)
     t.train()
     m.set_train(True)
     rng = np.random.default_rng(0)
-    img = rng.random((batch, 3, image_size, image_size)).astype(np.float32)
+    channels = cfg.get('channels', 3)
+    img = rng.random((batch, channels) + (image_size,) * dims).astype(np.float32)
     times = rng.integers(0, 1000, size=(batch,)).astype(np.int64)
     noise = rng.standard_normal(img.shape).astype(np.float32)
     it, tt, nt = (torch.from_numpy(a) for a in (img, times, noise))
@@ -150,7 +160,7 @@ def train_step(s, name, cfg, batch, image_size):
     return _finish(result, figures)
 
 
-def sampling(s, name, cfg, image_size, batch, timesteps, sampling_timesteps):
+def sampling(s, name, cfg, image_size, batch, timesteps, sampling_timesteps, dims=2):
     """``GaussianDiffusion.sample(batch)``: DDIM when ``sampling_timesteps < timesteps``, else
     DDPM (one U-Net call per step).  MindSpore compiles its sampling step with ``ms.jit``
     (``GaussianDiffusion.jit_sampling``); the first call's extra time is the compile time."""
@@ -158,9 +168,11 @@ def sampling(s, name, cfg, image_size, batch, timesteps, sampling_timesteps):
     import mindspore as ms
     steps = sampling_timesteps or timesteps
     kind = 'DDIM' if steps < timesteps else 'DDPM'
-    result = {'item': name, 'what': f'{kind} sampling, {steps} steps, batch {batch}, Unet({_cfg_str(cfg)}) {image_size}x{image_size}',
+    shape = f'Unet1D({_cfg_str(cfg)}) length {image_size}' if dims == 1 else f'Unet({_cfg_str(cfg)}) {image_size}x{image_size}'
+    result = {'item': name, 'what': f'{kind} sampling, {steps} steps, batch {batch}, {shape}',
               'steps': steps, 'load_before': load()}
-    t, m = build_diffusions(cfg, image_size=image_size, timesteps=timesteps, sampling_timesteps=sampling_timesteps)
+    size = dict(seq_length=image_size) if dims == 1 else dict(image_size=image_size)
+    t, m = build_diffusions(cfg, dims=dims, timesteps=timesteps, sampling_timesteps=sampling_timesteps, **size)
     t.eval()
     m.set_train(False)
 

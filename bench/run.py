@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-ITEMS = ('convs', 'unet_dim64', 'unet_small', 'train_dim64', 'ddim', 'ddpm_small', 'convert', 'fid_features', 'suite')
+ITEMS = ('convs', 'unet_dim64', 'unet_small', 'train_dim64', 'ddim', 'ddpm_small', 'unet1d', 'train1d', 'ddim1d',
+         'convert', 'fid_features', 'suite')
 
 
 @dataclass
@@ -112,6 +113,13 @@ def run_item(name, s):
         return it.sampling(s, name, it.DEFAULT_UNET, image_size=32, batch=4, timesteps=1000, sampling_timesteps=s.ddim_steps)
     if name == 'ddpm_small':
         return it.sampling(s, name, it.SMALL_UNET, image_size=16, batch=4, timesteps=s.ddpm_steps, sampling_timesteps=None)
+    if name == 'unet1d':            # the 1D family: Unet1D(dim=64) on 16 sequences of 2 x 256
+        return it.unet_forward(s, name, it.UNET1D, (16, 2, 256), dims=1)
+    if name == 'train1d':
+        return it.train_step(s, name, it.UNET1D, batch=16, image_size=256, dims=1)
+    if name == 'ddim1d':
+        return it.sampling(s, name, it.UNET1D, image_size=256, batch=4, timesteps=1000, sampling_timesteps=s.ddim_steps,
+                           dims=1)
     if name == 'convert':
         return it.convert(s, ROOT)
     if name == 'fid_features':
