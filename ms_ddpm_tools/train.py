@@ -32,8 +32,9 @@ def _train_parser():
                                             'model-M.ckpt and sample grids sample-M.png go to --results every '
                                             '--save-every steps, and the last state at the end of the run.')
     p.add_argument('folder', help='folder of images (jpg/jpeg/png/tiff, searched recursively; at least 100), or a '
-                                  '.npy of sequences (N, channels, length) in [0, 1]: Unet1D + GaussianDiffusion1D '
-                                  'with Trainer1D')
+                                  '.npy/.npz of sequences (N, channels, length) in [0, 1] (Unet1D + GaussianDiffusion1D '
+                                  'with Trainer1D), or "sines": the built-in example sequences (noisy sines of random '
+                                  'phase and frequency); 1D runs also write samples-vs-data.png')
     m = p.add_argument_group('model (ignored with --init or --resume of an existing run)')
     m.add_argument('--image-size', type=int, default=32, help='image size the model is trained at')
     m.add_argument('--channels', type=int, default=3, help='1 (L), 3 (RGB) or 4 (RGBA)')
@@ -114,17 +115,45 @@ def sequence_config(args, data):
     return cfg
 
 
+SINES = 'sines'     # the built-in example: ms-ddpm train sines
+
+
+def example_sines(n=1024, channels=2, length=64, seed=0):
+    """The built-in 1D example: noisy sines of random phase and frequency in [0, 1]
+    (N, channels, length), made by the code, so ``ms-ddpm train sines`` runs on a fresh machine."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, length)[None, None]
+    f = rng.uniform(1, 4, (n, channels, 1))
+    ph = rng.uniform(0, 2 * np.pi, (n, channels, 1))
+    y = 0.5 + 0.4 * np.sin(2 * np.pi * f * x + ph) + 0.03 * rng.standard_normal((n, channels, length))
+    return np.clip(y, 0, 1).astype(np.float32)
+
+
+def is_sequences(folder):
+    return folder == SINES or folder.endswith(('.npy', '.npz'))
+
+
 def load_sequences(path):
-    """A ``.npy`` of sequences (N, channels, length), values in [0, 1] (the reference's
-    Dataset1D takes such a tensor), read without pickles."""
+    """Sequences (N, channels, length), values in [0, 1] (the reference's Dataset1D takes such a
+    tensor): a ``.npy``, a ``.npz`` (its only array, or the one named ``data``), both read
+    without pickles, or ``sines``, the built-in example."""
     import numpy as np
     from ms_ddpm_tools.exits import InputError
+    if path == SINES:
+        return example_sines()
     if not os.path.isfile(path):
         raise InputError(f'{path}: no such file')
     try:
         data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                names = data.files
+                if 'data' not in names and len(names) != 1:
+                    raise InputError(f'{path}: holds {", ".join(names)}; give one array, or name it "data"')
+                data = data['data' if 'data' in names else names[0]]
     except (ValueError, OSError) as e:
-        raise InputError(f'{path}: not a NumPy .npy array ({e})') from None
+        raise InputError(f'{path}: not a NumPy .npy/.npz array ({e})') from None
     if data.ndim != 3 or not np.issubdtype(data.dtype, np.floating):
         raise InputError(f'{path}: expected float sequences of shape (N, channels, length), got {data.dtype} {data.shape}')
     if not np.isfinite(data).all():
@@ -204,9 +233,14 @@ def _train(args):
     import ms_ddpm
     from ms_ddpm.training import read_trainer_checkpoint
     from ms_ddpm_tools.exits import InputError
-    sequences = args.folder.endswith('.npy')
+    sequences = is_sequences(args.folder)
     if sequences:
         data = load_sequences(args.folder)
+        factor = 2 ** (len(args.dim_mults) - 1)
+        if data.shape[2] % factor:
+            raise InputError(f'{args.folder}: sequences of length {data.shape[2]}; --dim-mults '
+                             f'{",".join(map(str, args.dim_mults))} downsamples {len(args.dim_mults) - 1} times, so the '
+                             f'length must be a multiple of {factor}')
         r = math.isqrt(args.num_samples)
         if args.num_samples < 1 or r * r != args.num_samples:
             raise InputError(f'--num-samples {args.num_samples}: must be a square (the reference\'s rule)')
@@ -261,11 +295,24 @@ def _train(args):
     finally:
         if log_file:
             log_file.close()
+    if sequences and trainer.is_main_process:
+        _samples_vs_data(trainer, data, os.path.join(args.results, 'samples-vs-data.png'))
     if trainer.step % args.save_every:          # the steps since the last milestone are not lost
         path = trainer.save('last')
         print(f'ms-ddpm train: saved the final state (step {trainer.step}) to {path}; '
               f'continue with --resume last', file=sys.stderr)
     return 0
+
+
+def _samples_vs_data(trainer, data, path, n=4):
+    """Sequences sampled from the EMA model beside training sequences (PNG)."""
+    from ms_ddpm_tools.verify.report import sequences_png
+    model = trainer.ema.ema_model
+    model.set_train(False)
+    n = min(n, len(data))
+    samples = model.sample(batch_size=n).asnumpy()
+    sequences_png(data[:n], samples, path, labels=('training data', 'samples (EMA model)'), difference=False)
+    print(f'ms-ddpm train: wrote {path}', file=sys.stderr)
 
 
 # --- sample --------------------------------------------------------------------------------

@@ -152,7 +152,22 @@ def test_train_and_sample_sequences(tmp_path, capsys):
     assert main_sample([str(ckpt), '--out', str(tmp_path / 's.png'), '--num', '3', '--quiet']) == 0
     x = np.load(tmp_path / 's.npy')
     assert x.shape == (3, 2, 16) and np.isfinite(x).all() and (tmp_path / 's.png').stat().st_size > 0
+    assert (res / 'samples-vs-data.png').stat().st_size > 0          # samples beside training data
     np.save(tmp_path / 'bad.npy', np.zeros((4, 16), np.float32))
     capsys.readouterr()
     assert main_train([str(tmp_path / 'bad.npy'), '--results', str(res)]) == 1
     _one_line_error(capsys, 'train', 'expected float sequences of shape (N, channels, length)')
+    np.savez(tmp_path / 'odd.npz', data=core.sequences(8, 1, 18))     # 18 is not a multiple of 2**3
+    assert main_train([str(tmp_path / 'odd.npz'), '--results', str(res)]) == 1
+    _one_line_error(capsys, 'train', 'length 18', 'multiple of 8')
+
+
+def test_train_the_built_in_sines(tmp_path, capsys):
+    """``ms-ddpm train sines``: the built-in 1D example runs on a fresh machine."""
+    from ms_ddpm_tools.train import example_sines
+    x = example_sines(8, 2, 64)
+    assert x.shape == (8, 2, 64) and 0 <= x.min() and x.max() <= 1
+    assert main_train(['sines', '--dim', '8', '--dim-mults', '1,2', '--attn-heads', '2', '--attn-dim-head', '8',
+                       '--timesteps', '10', '--sampling-timesteps', '2', '--num-samples', '4', '--steps', '1',
+                       '--results', str(tmp_path / 'r'), '--no-jit', '--no-progress']) == 0
+    assert (tmp_path / 'r' / 'model-last.ckpt').exists() and (tmp_path / 'r' / 'samples-vs-data.png').exists()

@@ -134,6 +134,12 @@ def test_the_1d_family_verifies_and_its_conversion_too(tmp_path, capsys):
     torch.save(gd.model.state_dict(), tmp_path / 'unet1d.pt')
     assert main([str(tmp_path / 'unet1d.pt'), '--quiet', '--out', str(tmp_path / 'o2')]) == 1
     assert '--seq-length' in capsys.readouterr().err
+    # a 1D checkpoint given as 2D, and a 2D one given as 1D: named
+    assert main([str(tmp_path / 'unet1d.pt'), '--image-size', '16', '--quiet', '--out', str(tmp_path / 'o3')]) == 1
+    assert 'a 1D checkpoint' in capsys.readouterr().err
+    torch.save(ddp.Unet(dim=8, dim_mults=(1, 2)).state_dict(), tmp_path / 'unet2d.pt')
+    assert main([str(tmp_path / 'unet2d.pt'), '--seq-length', '16', '--quiet', '--out', str(tmp_path / 'o4')]) == 1
+    assert 'a 2D checkpoint' in capsys.readouterr().err
 
 
 def test_the_1d_golden_fixture_runs_without_pytorch(tmp_path):

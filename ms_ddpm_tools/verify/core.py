@@ -543,6 +543,11 @@ def load_checkpoint(path, ema=False, config=None, image_size=None, seq_length=No
     explicit = parse_explicit_config(config)
     source = read_weights(path, ema=ema)
     one_d = source.kind.endswith('1D')
+    if seq_length is not None and not one_d:
+        raise VerifyError(f'{path}: a 2D checkpoint ({source.kind}, image weights); --seq-length applies to 1D models '
+                          f'(Unet1D / GaussianDiffusion1D) only')
+    if image_size is not None and one_d:
+        raise VerifyError(f'{path}: a 1D checkpoint ({source.kind}, sequence weights); give --seq-length, not --image-size')
     if image_size is not None and not one_d:
         explicit['diffusion']['image_size'] = image_size
     if seq_length is not None and one_d:

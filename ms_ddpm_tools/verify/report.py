@@ -344,7 +344,7 @@ def image_rows_png(rows, path, labels=(), row_labels=(), scale=None):
 COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75))
 
 
-def sequences_png(expected, actual, path, width=220, height=60, labels=('PyTorch', 'MindSpore')):
+def sequences_png(expected, actual, path, width=220, height=60, labels=('PyTorch', 'MindSpore'), difference=True):
     """Sequences (N, C, L) as line plots, a row per sample, a colour per channel:
     PyTorch | MindSpore | |difference| (stretched to its max, which the header gives).
     Returns the largest |difference|."""
@@ -356,16 +356,17 @@ def sequences_png(expected, actual, path, width=220, height=60, labels=('PyTorch
     lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
     hi = hi if hi > lo else lo + 1
     pad, top = 8, 16
-    W, H = 3 * (width + pad) + pad, top + n * (height + pad) + pad
+    panels = 3 if difference else 2
+    W, H = panels * (width + pad) + pad, top + n * (height + pad) + pad
     canvas = Image.new('RGB', (W, H), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    heads = list(labels) + [f'|difference| (max {dmax:.2e})']
+    heads = list(labels) + ([f'|difference| (max {dmax:.2e})'] if difference else [])
     for k, head in enumerate(heads):
         draw.text((pad + k * (width + pad), 2), head, fill=(0, 0, 0))
     xs = np.linspace(0, width - 1, L)
     for i in range(n):
         y0 = top + i * (height + pad)
-        for k, (data, low, high) in enumerate(((a, lo, hi), (b, lo, hi), (d, 0.0, dmax or 1.0))):
+        for k, (data, low, high) in enumerate(((a, lo, hi), (b, lo, hi), (d, 0.0, dmax or 1.0))[:panels]):
             x0 = pad + k * (width + pad)
             draw.rectangle((x0, y0, x0 + width - 1, y0 + height - 1), outline=(200, 200, 200))
             for ch in range(c):
