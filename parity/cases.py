@@ -64,36 +64,40 @@ class Case:
         return (self.module, self.cls)
 
 
-ROWS = []
+class Table(list):
+    """A table of rows: ``add`` appends, ``rows`` filters them (in table order) after checking
+    that ids are unique within a check, ``case`` finds one.  The shared table is ``ROWS``; a
+    family whose rows need their own generic tests keeps its own ``Table`` (``parity.cases_1d``)."""
+
+    def add(self, *cases):
+        self.extend(cases)
+
+    def check_unique(self):
+        seen = set()
+        for c in self:
+            if (c.check, c.id) in seen:
+                raise ValueError(f'two rows with check={c.check!r} id={c.id!r}: ids must be unique within a check')
+            seen.add((c.check, c.id))
+
+    def rows(self, check=None, module=None, cls=None, kind=None, ids=None, not_kind=None):
+        """The rows of ``check`` (and module / class / tolerance kind / ids), in table order."""
+        self.check_unique()
+        return [c for c in self if (check is None or c.check == check) and (module is None or c.module == module)
+                and (cls is None or c.cls == cls) and (kind is None or c.kind == kind)
+                and (not_kind is None or c.kind != not_kind) and (ids is None or c.id in ids)]
+
+    def case(self, check, id):
+        """The one row of ``check`` with this id."""
+        found = [c for c in self if c.check == check and c.id == id]
+        if len(found) != 1:
+            raise KeyError(f'{len(found)} rows with check={check!r} id={id!r}')
+        return found[0]
 
 
-def add(*cases):
-    ROWS.extend(cases)
-
-
-def _check_unique():
-    seen = set()
-    for c in ROWS:
-        if (c.check, c.id) in seen:
-            raise ValueError(f'two rows with check={c.check!r} id={c.id!r}: ids must be unique within a check')
-        seen.add((c.check, c.id))
-
-
-def rows(check=None, module=None, cls=None, kind=None, ids=None, not_kind=None):
-    """The rows of ``check`` (and module / class / tolerance kind / ids), in table order."""
-    _check_unique()
-    out = [c for c in ROWS if (check is None or c.check == check) and (module is None or c.module == module)
-           and (cls is None or c.cls == cls) and (kind is None or c.kind == kind)
-           and (not_kind is None or c.kind != not_kind) and (ids is None or c.id in ids)]
-    return out
-
-
-def case(check, id):
-    """The one row of ``check`` with this id."""
-    found = [c for c in ROWS if c.check == check and c.id == id]
-    if len(found) != 1:
-        raise KeyError(f'{len(found)} rows with check={check!r} id={id!r}')
-    return found[0]
+ROWS = Table()
+add = ROWS.add
+rows = ROWS.rows
+case = ROWS.case
 
 
 def ids(cases):

@@ -19,21 +19,18 @@ Keep it small: dim 8, seq_length 16-32, batch 2, few GRAPH compilations (each Un
 costs ~5-10 s to compile on 2 cores).
 """
 
-from parity.cases import B, Case
+from parity.cases import B, Case, Table
 
 D1 = 'denoising_diffusion_pytorch_1d'
 PY = ('pynative',)
 BOTH = ('pynative', 'graph')
 
-ROWS_1D = []
-
-
-def add(*cases):
-    ROWS_1D.extend(cases)
+ROWS_1D = Table()
+add = ROWS_1D.add
 
 
 def rows_1d(check=None, kind=None):
-    return [c for c in ROWS_1D if (check is None or c.check == check) and (kind is None or c.kind == kind)]
+    return ROWS_1D.rows(check, kind=kind)
 
 
 def seq_shape(kwargs, channels=3, b=B):
@@ -201,12 +198,4 @@ add(*[
 ])
 
 
-def _check_unique():
-    seen = set()
-    for c in ROWS_1D:
-        if (c.check, c.id) in seen:
-            raise ValueError(f'two rows with check={c.check!r} id={c.id!r}: ids must be unique within a check')
-        seen.add((c.check, c.id))
-
-
-_check_unique()
+ROWS_1D.check_unique()

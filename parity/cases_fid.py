@@ -22,21 +22,18 @@ import contextlib
 
 import numpy as np
 
-from parity.cases import Case
+from parity.cases import Case, Table
 
 FID = 'fid_evaluation'
 PY = ('pynative',)
 BOTH = ('pynative', 'graph')
 
-ROWS_FID = []
-
-
-def add(*cases):
-    ROWS_FID.extend(cases)
+ROWS_FID = Table()
+add = ROWS_FID.add
 
 
 def rows_fid(check=None):
-    return [c for c in ROWS_FID if check is None or c.check == check]
+    return ROWS_FID.rows(check)
 
 
 add(

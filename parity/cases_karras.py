@@ -14,22 +14,18 @@ them to ``call['gain']`` in the reference before copying the weights, so every p
 Tiny configs: dim 8, 16x16 images, batch 2; a KarrasUnet graph compiles in ~15 s on 2 cores.
 """
 
-from parity.cases import B, Case
+from parity.cases import B, Case, Table
 
 KU = 'karras_unet'
 PY = ('pynative',)
 BOTH = ('pynative', 'graph')
 
-ROWS_KARRAS = []
-
-
-def add(*cases):
-    ROWS_KARRAS.extend(cases)
+ROWS_KARRAS = Table()
+add = ROWS_KARRAS.add
 
 
 def rows_karras(check=None, kind=None, module=None):
-    return [c for c in ROWS_KARRAS if (check is None or c.check == check) and (kind is None or c.kind == kind)
-            and (module is None or c.module == module)]
+    return ROWS_KARRAS.rows(check, module=module, kind=kind)
 
 
 def _layer(id, cls, args, kwargs, inputs, names, kind='layer', modes=BOTH, module=KU):

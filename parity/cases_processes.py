@@ -32,7 +32,7 @@ sampling runs the U-Net op by op: ~1 s a network evaluation on 2 busy cores), on
 compiled loss+gradient and one compiled sampling loop per process.
 """
 
-from parity.cases import B, Case
+from parity.cases import B, Case, Table
 
 DDP = 'denoising_diffusion_pytorch'
 LGD = 'learned_gaussian_diffusion'
@@ -64,20 +64,12 @@ T_INT = (0, 37)
 T_CONT = (0.13, 0.91)
 SIGMAS = (0.07, 3.1)
 
-ROWS_PROCESSES = []
-
-
-def add(*cases):
-    ROWS_PROCESSES.extend(cases)
+ROWS_PROCESSES = Table()
+add = ROWS_PROCESSES.add
 
 
 def rows_processes(check=None, module=None):
-    seen = set()
-    for c in ROWS_PROCESSES:
-        if (c.check, c.id) in seen:
-            raise ValueError(f'two rows with check={c.check!r} id={c.id!r}')
-        seen.add((c.check, c.id))
-    return [c for c in ROWS_PROCESSES if (check is None or c.check == check) and (module is None or c.module == module)]
+    return ROWS_PROCESSES.rows(check, module=module)
 
 
 def _row(id, module, check, kind, kwargs, net=None, modes=PY, **kw):
