@@ -88,26 +88,7 @@ def infer_unet_config(shapes, diffusion=False):
     report = {'inferred': [], 'not_inferred': dict(UNET_NOT_INFERABLE), 'ambiguous': {}}
     cfg = dict(UNET_DEFAULTS)
 
-    init_w = _shape(shapes, 'init_conv.weight')
-    init_dim, in_ch = init_w[0], init_w[1]
-    time_w = _shape(shapes, 'time_mlp.3.weight')
-    if time_w[0] % 4:
-        raise InferenceError(f'time_mlp.3.weight has shape {time_w}: its width is not 4 * dim')
-    dim = time_w[0] // 4
-    cfg['dim'] = dim
-    cfg['init_dim'] = None if init_dim == dim else init_dim
-
-    # time embedding
-    if 'time_mlp.0.weights' in shapes:
-        cfg['learned_sinusoidal_cond'] = True
-        cfg['learned_sinusoidal_dim'] = 2 * _shape(shapes, 'time_mlp.0.weights')[0]
-        report['ambiguous']['random_fourier_features'] = RANDOM_OR_LEARNED
-        report['inferred'] += ['learned_sinusoidal_dim']
-
-    # stages
-    stages = sorted({int(m.group(1)) for k in shapes for m in [re.match(r'downs\.(\d+)\.', k)] if m})
-    if not stages or stages != list(range(len(stages))):
-        raise InferenceError(f'down stages {stages} are not 0..n-1: not a reference Unet state dict')
+    in_ch, dim, stages = _stem(shapes, cfg, report, 'Unet')
     mults, full, heads, dim_heads = [], [], [], []
     for i in stages:
         last = i == len(stages) - 1
@@ -134,40 +115,8 @@ def infer_unet_config(shapes, diffusion=False):
 
     # channels / self_condition / learned_variance / out_dim
     out_dim = _shape(shapes, 'final_conv.weight')[0]
-    candidates = [(in_ch, False)] + ([(in_ch // 2, True)] if in_ch % 2 == 0 else [])
-
-    def reading(c, sc):
-        if out_dim == c:
-            return dict(channels=c, self_condition=sc, learned_variance=False, out_dim=None)
-        if out_dim == 2 * c and not diffusion:
-            return dict(channels=c, self_condition=sc, learned_variance=True, out_dim=None)
-        return dict(channels=c, self_condition=sc, learned_variance=False, out_dim=out_dim)
-
-    if diffusion:   # GaussianDiffusion asserts model.channels == model.out_dim
-        fits = [(c, sc) for c, sc in candidates if c == out_dim]
-        if not fits:
-            raise InferenceError(f'init_conv takes {in_ch} channels and final_conv gives {out_dim}: '
-                                 f'no GaussianDiffusion has channels == out_dim with these')
-        choice = fits[0]
-    else:
-        if len(candidates) == 1 or out_dim * 2 == in_ch:    # odd inputs; or out == in/2: self-condition
-            choice = candidates[-1]
-        else:
-            def likely(cand):
-                return (cand[0] in COMMON_CHANNELS, out_dim in (cand[0], 2 * cand[0]), not cand[1])
-            ranked = sorted(candidates, key=likely, reverse=True)
-            choice = ranked[0]
-            alt = reading(*ranked[1])
-            report['ambiguous']['channels/self_condition'] = (
-                f'init_conv takes {in_ch} channels, final_conv gives {out_dim}: read as '
-                f'channels={choice[0]}, self_condition={choice[1]}; also possible: '
-                + ', '.join(f'{k}={v}' for k, v in alt.items() if v is not None)
-                + ' (pass --config to choose)')
-    r = reading(*choice)
-    cfg.update(r)
-    if r['learned_variance']:
-        report['ambiguous']['learned_variance'] = (
-            f'out_dim = 2*channels: learned_variance=True and out_dim={out_dim} build the same Unet')
+    cfg.update(_channels_reading(in_ch, out_dim, diffusion, report, common=COMMON_CHANNELS, net='Unet',
+                                 process='GaussianDiffusion'))
     report['inferred'] += ['dim', 'init_dim', 'dim_mults', 'channels', 'self_condition', 'learned_variance',
                            'out_dim', 'learned_sinusoidal_cond', 'attn_heads', 'attn_dim_head', 'full_attn']
     return cfg, report
@@ -279,23 +228,7 @@ def infer_unet1d_config(shapes, diffusion=False):
     init_w = _shape(shapes, 'init_conv.weight')
     if len(init_w) != 3:
         raise InferenceError(f'init_conv.weight has shape {init_w}: not a Unet1D (Conv1d weights are (out, in, k))')
-    init_dim, in_ch = init_w[0], init_w[1]
-    time_w = _shape(shapes, 'time_mlp.3.weight')
-    if time_w[0] % 4:
-        raise InferenceError(f'time_mlp.3.weight has shape {time_w}: its width is not 4 * dim')
-    dim = time_w[0] // 4
-    cfg['dim'] = dim
-    cfg['init_dim'] = None if init_dim == dim else init_dim
-
-    if 'time_mlp.0.weights' in shapes:
-        cfg['learned_sinusoidal_cond'] = True
-        cfg['learned_sinusoidal_dim'] = 2 * _shape(shapes, 'time_mlp.0.weights')[0]
-        report['ambiguous']['random_fourier_features'] = RANDOM_OR_LEARNED
-        report['inferred'] += ['learned_sinusoidal_dim']
-
-    stages = sorted({int(m.group(1)) for k in shapes for m in [re.match(r'downs\.(\d+)\.', k)] if m})
-    if not stages or stages != list(range(len(stages))):
-        raise InferenceError(f'down stages {stages} are not 0..n-1: not a reference Unet1D state dict')
+    in_ch, dim, stages = _stem(shapes, cfg, report, 'Unet1D')
     mults = []
     for i in stages:
         key = f'downs.{i}.3.weight'
@@ -322,15 +255,40 @@ def infer_unet1d_config(shapes, diffusion=False):
             f'(pass --config to choose: the split changes its result)')
 
     out_dim = _shape(shapes, 'final_conv.weight')[0]
-    cfg.update(_channels_reading(in_ch, out_dim, diffusion, report))
+    cfg.update(_channels_reading(in_ch, out_dim, diffusion, report, net='Unet1D', process='GaussianDiffusion1D'))
     report['inferred'] += ['dim', 'init_dim', 'dim_mults', 'channels', 'self_condition', 'learned_variance',
                            'out_dim', 'learned_sinusoidal_cond']
     return cfg, report
 
 
-def _channels_reading(in_ch, out_dim, diffusion, report):
+def _stem(shapes, cfg, report, net):
+    """What Unet and Unet1D share: ``dim`` and ``init_dim`` (``time_mlp.3`` is 4*dim wide,
+    ``init_conv`` has init_dim outputs), the learned/random sinusoidal time embedding, and the
+    down stages 0..n-1.  Fills ``cfg``/``report``; returns (input channels, dim, stages)."""
+    init_w = _shape(shapes, 'init_conv.weight')
+    init_dim, in_ch = init_w[0], init_w[1]
+    time_w = _shape(shapes, 'time_mlp.3.weight')
+    if time_w[0] % 4:
+        raise InferenceError(f'time_mlp.3.weight has shape {time_w}: its width is not 4 * dim')
+    dim = time_w[0] // 4
+    cfg['dim'] = dim
+    cfg['init_dim'] = None if init_dim == dim else init_dim
+    if 'time_mlp.0.weights' in shapes:
+        cfg['learned_sinusoidal_cond'] = True
+        cfg['learned_sinusoidal_dim'] = 2 * _shape(shapes, 'time_mlp.0.weights')[0]
+        report['ambiguous']['random_fourier_features'] = RANDOM_OR_LEARNED
+        report['inferred'] += ['learned_sinusoidal_dim']
+    stages = sorted({int(m.group(1)) for k in shapes for m in [re.match(r'downs\.(\d+)\.', k)] if m})
+    if not stages or stages != list(range(len(stages))):
+        raise InferenceError(f'down stages {stages} are not 0..n-1: not a reference {net} state dict')
+    return in_ch, dim, stages
+
+
+def _channels_reading(in_ch, out_dim, diffusion, report, common=(), net='network', process='diffusion model'):
     """channels / self_condition / learned_variance / out_dim from init_conv's inputs and
-    final_conv's outputs (the rule of :func:`infer_unet_config`)."""
+    final_conv's outputs, for Unet and Unet1D alike.  Where two readings fit, the one with
+    ``common`` channels (images: 1, 3, 4) and no self-conditioning wins, the other is reported
+    as ambiguous."""
     candidates = [(in_ch, False)] + ([(in_ch // 2, True)] if in_ch % 2 == 0 else [])
 
     def reading(c, sc):
@@ -344,13 +302,13 @@ def _channels_reading(in_ch, out_dim, diffusion, report):
         fits = [(c, sc) for c, sc in candidates if c == out_dim]
         if not fits:
             raise InferenceError(f'init_conv takes {in_ch} channels and final_conv gives {out_dim}: '
-                                 f'no diffusion model predicts its own channels with these')
+                                 f'no {process} has channels == out_dim with these')
         choice = fits[0]
     elif len(candidates) == 1 or out_dim * 2 == in_ch:
         choice = candidates[-1]
     else:
         def likely(cand):
-            return (out_dim in (cand[0], 2 * cand[0]), not cand[1])
+            return (cand[0] in common, out_dim in (cand[0], 2 * cand[0]), not cand[1])
         ranked = sorted(candidates, key=likely, reverse=True)
         choice = ranked[0]
         alt = reading(*ranked[1])
@@ -361,7 +319,7 @@ def _channels_reading(in_ch, out_dim, diffusion, report):
     r = reading(*choice)
     if r['learned_variance']:
         report['ambiguous']['learned_variance'] = (
-            f'out_dim = 2*channels: learned_variance=True and out_dim={out_dim} build the same network')
+            f'out_dim = 2*channels: learned_variance=True and out_dim={out_dim} build the same {net}')
     return r
 
 
