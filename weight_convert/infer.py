@@ -152,20 +152,8 @@ def infer_diffusion_config(buffers):
     cfg['timesteps'] = T
     report['inferred'].append('timesteps')
 
-    alphas_cumprod = None
-    for name, fn in _schedules().items():
-        b = fn(T)
-        if _close(b.astype(np.float32), betas, 1e-6):
-            cfg['beta_schedule'] = name
-            alphas_cumprod = np.cumprod(1. - b)
-            report['inferred'].append('beta_schedule')
-            break
-    else:
-        cfg['beta_schedule'] = 'linear'
-        report['not_inferred']['beta_schedule'] = (
-            'betas match none of linear/cosine/sigmoid with default schedule_fn_kwargs; the model is built '
-            'with beta_schedule=linear and the checkpoint\'s buffers replace its schedule, so it computes the same')
-        alphas_cumprod = np.asarray(buffers['alphas_cumprod'], np.float64)
+    alphas_cumprod = _match_schedule(betas, buffers, _schedules(), cfg, report,
+                                     'none of linear/cosine/sigmoid with default schedule_fn_kwargs')
 
     snr = alphas_cumprod / (1 - alphas_cumprod)
     lw = buffers.get('loss_weight')
@@ -261,6 +249,23 @@ def infer_unet1d_config(shapes, diffusion=False):
     return cfg, report
 
 
+def _match_schedule(betas, buffers, schedules, cfg, report, none_of):
+    """``beta_schedule``: the schedule of ``schedules`` ({name: fn(T)}) whose float32 betas are
+    the checkpoint's; else 'linear', reported (the checkpoint's buffers replace the schedule, so
+    the model computes the same).  Returns alphas_cumprod in float64."""
+    for name, fn in schedules.items():
+        b = fn(int(betas.shape[0]))
+        if _close(b.astype(np.float32), betas, 1e-6):
+            cfg['beta_schedule'] = name
+            report['inferred'].append('beta_schedule')
+            return np.cumprod(1. - b)
+    cfg['beta_schedule'] = 'linear'
+    report['not_inferred']['beta_schedule'] = (
+        f'betas match {none_of}; the model is built with beta_schedule=linear and the '
+        'checkpoint\'s buffers replace its schedule, so it computes the same')
+    return np.asarray(buffers['alphas_cumprod'], np.float64)
+
+
 def _stem(shapes, cfg, report, net):
     """What Unet and Unet1D share: ``dim`` and ``init_dim`` (``time_mlp.3`` is 4*dim wide,
     ``init_conv`` has init_dim outputs), the learned/random sinusoidal time embedding, and the
@@ -335,19 +340,8 @@ def infer_diffusion1d_config(buffers):
     T = int(betas.shape[0])
     cfg['timesteps'] = T
     report['inferred'].append('timesteps')
-    for name, fn in (('linear', linear_beta_schedule), ('cosine', cosine_beta_schedule)):
-        b = fn(T)
-        if _close(b.astype(np.float32), betas, 1e-6):
-            cfg['beta_schedule'] = name
-            alphas_cumprod = np.cumprod(1. - b)
-            report['inferred'].append('beta_schedule')
-            break
-    else:
-        cfg['beta_schedule'] = 'linear'
-        report['not_inferred']['beta_schedule'] = (
-            'betas match neither linear nor cosine; the model is built with beta_schedule=linear and the '
-            'checkpoint\'s buffers replace its schedule, so it computes the same')
-        alphas_cumprod = np.asarray(buffers['alphas_cumprod'], np.float64)
+    alphas_cumprod = _match_schedule(betas, buffers, {'linear': linear_beta_schedule, 'cosine': cosine_beta_schedule},
+                                     cfg, report, 'neither linear nor cosine')
     snr = alphas_cumprod / (1 - alphas_cumprod)
     lw = buffers.get('loss_weight')
     weights = {'pred_noise': np.ones_like(snr), 'pred_x0': snr, 'pred_v': snr / (snr + 1)}
