@@ -876,3 +876,43 @@ def interpolate_bilinear(x, size):
     x = ops.matmul(x, ops.transpose(mw, (1, 0)))
     return ops.matmul(mh, x)
 # === end of FID InceptionV3 (issue 16) =========================================================
+
+
+# === classifier-free guidance (classifier_free_guidance, issue 14) ==========================
+
+class Embedding(nn.Cell):
+    """``torch.nn.Embedding(num, dim)``: a ``weight`` of shape (num, dim) drawn N(0, 1) as torch
+    does (MindSpore's ``nn.Embedding`` names it ``embedding_table``); a lookup is a gather."""
+
+    def __init__(self, num_embeddings, embedding_dim):
+        super().__init__()
+        self.weight = Parameter(initializer(Normal(sigma=1.0), (num_embeddings, embedding_dim), ms.float32), name='weight')
+
+    def construct(self, idx):
+        return ops.gather(self.weight, idx, 0)
+
+
+def std_unbiased(x):
+    """``torch.std(x, dim=(1, ..., n-1), keepdim=True)`` (Bessel-corrected, as torch's default)."""
+    b = x.shape[0]
+    flat = x.reshape(b, -1)
+    n = flat.shape[1]
+    mean = flat.mean(1, keep_dims=True)
+    var = ops.sum(ops.square(flat - mean), 1, keepdim=True) / (n - 1)
+    return ops.sqrt(var).reshape((b,) + (1,) * (x.ndim - 1))
+
+
+def project_float64(x, y):
+    """The reference's ``project(x, y)``: per sample, the parts of ``x`` parallel and orthogonal
+    to ``y``, computed in float64 (as the reference does) and cast back."""
+    b = x.shape[0]
+    dtype = x.dtype
+    xf = x.reshape(b, -1).astype(ms.float64)
+    yf = y.reshape(b, -1).astype(ms.float64)
+    norm = ops.sqrt(ops.sum(yf * yf, 1, keepdim=True))
+    unit = yf / ops.clamp(norm, min=1e-12)
+    parallel = ops.sum(xf * unit, 1, keepdim=True) * unit
+    orthogonal = xf - parallel
+    return parallel.reshape(x.shape).astype(dtype), orthogonal.reshape(x.shape).astype(dtype)
+
+# === end of classifier-free guidance (issue 14) ===============================================
