@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -c constraints.txt -e '.[torch,test]'
+	$(PY) -m pip install -c constraints.txt -e '.[torch,test,fast]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,214 @@
+"""An optional fast CPU convolution path: oneDNN 3.x direct convolutions as MindSpore Custom ops.
+
+MindSpore 2.8 runs CPU convolutions as im2col + GEMM on plain NCHW memory (2.9 / 2.10 fall back
+to oneDNN's reference convolution, ~200x slower); torch runs oneDNN's blocked direct kernels.
+This package ships ``onednn_conv.cc`` (forward, backward-data and backward-weights for 1D / 2D /
+3D convolutions, primitives cached per shape, ``format_tag::any`` + reorders), compiles it with
+g++ on first use into the cache folder (``$MS_DDPM_CACHE`` or ``~/.cache/ms_ddpm``; built under a
+temporary name and renamed into place) against the oneDNN of the pip extra ``ms_ddpm[fast]``
+(``onednn-cpu-gomp`` + ``onednn-devel-cpu-gomp``), and wraps the kernels as
+``ops.Custom(func_type='aot')`` with a bprop, so they run in PyNative and inside ``ms.jit``.
+
+Switched on with ``MS_DDPM_CPU_CONV=onednn`` (or ``set_enabled(True)``, which the commands'
+``--fast-cpu`` calls) when the device target is CPU; ``ms_ddpm.ms_compat``'s conv layers built
+while it is on dispatch here.  MindSpore's own kernels stay the default.  Asked for but not
+usable (no compiler, no oneDNN package, a failed build): one warning line and the stock path.
+See docs/fastconv.md.
+"""
+
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops, Tensor
+
+__all__ = ['requested', 'set_enabled', 'active', 'library', 'status', 'conv_op', 'FastConvError', 'ENV']
+
+ENV = 'MS_DDPM_CPU_CONV'
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'onednn_conv.cc')
+_PACKAGES = ('onednn-cpu-gomp', 'onednn-devel-cpu-gomp')
+
+_override = None      # set_enabled(): True / False beats the environment variable; None reads it
+_state = {}           # 'lib': path of the built library, 'error': why it is unusable
+_ops = {}             # (nsp, stride, padding) -> _ConvOps
+
+
+class FastConvError(RuntimeError):
+    """The fast path was asked for strictly (``library(strict=True)``) and cannot be built."""
+
+
+def requested():
+    """Is the oneDNN path asked for (``set_enabled`` or ``MS_DDPM_CPU_CONV=onednn``)?"""
+    if _override is not None:
+        return _override
+    value = os.environ.get(ENV, '').strip().lower()
+    if value in ('', 'stock', 'mindspore', '0'):
+        return False
+    if value != 'onednn':
+        _warn_once('env', f"{ENV}={os.environ.get(ENV)!r} is not 'onednn' or 'stock': using MindSpore's own convolutions")
+        return False
+    return True
+
+
+def set_enabled(flag):
+    """Switch the path on (True), off (False) or back to the environment variable (None) for the
+    conv layers built from now on."""
+    global _override
+    _override = flag
+
+
+def _cache_dir():
+    return os.environ.get('MS_DDPM_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'ms_ddpm')
+
+
+def _find_onednn():
+    """(include dir, lib dir, version) of the pip-installed oneDNN; raises FastConvError."""
+    found = {}
+    for name in _PACKAGES:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise FastConvError(f"package {name} is not installed (pip install 'ms_ddpm[fast]')") from None
+        for f in dist.files or ():
+            base = os.path.basename(str(f))
+            if base == 'dnnl.hpp' and 'oneapi' in str(f):
+                found['include'] = os.path.dirname(os.path.dirname(os.path.dirname(str(dist.locate_file(f)))))
+            elif base.startswith('libdnnl.so'):
+                found['lib'] = os.path.dirname(str(dist.locate_file(f)))
+        found.setdefault('version', dist.version)
+    if 'include' not in found or 'lib' not in found:
+        raise FastConvError(f"oneDNN headers or libdnnl.so not found in the packages {', '.join(_PACKAGES)}")
+    return os.path.realpath(found['include']), os.path.realpath(found['lib']), found['version']
+
+
+def _build():
+    include, lib, version = _find_onednn()
+    cxx = os.environ.get('CXX') or shutil.which('g++')
+    if not cxx:
+        raise FastConvError('no C++ compiler (g++) on PATH')
+    with open(SOURCE, 'rb') as f:
+        src = f.read()
+    tag = hashlib.sha256(src + f'|{version}|{include}|{lib}|{cxx}'.encode()).hexdigest()[:16]
+    folder = os.path.join(_cache_dir(), 'fastconv')
+    target = os.path.join(folder, f'ms_ddpm_onednn_conv_{tag}.so')
+    if os.path.exists(target):
+        return target
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.build-', suffix='.so', dir=folder)
+    os.close(fd)
+    cmd = [cxx, '-O2', '-std=c++17', '-shared', '-fPIC', '-I' + include, SOURCE, '-o', tmp,
+           '-L' + lib, '-ldnnl', '-Wl,-rpath,' + lib]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            first = (done.stderr.strip().splitlines() or ['?'])[0]
+            raise FastConvError(f'compiling {os.path.basename(SOURCE)} failed: {first}')
+        os.replace(tmp, target)          # atomic: a reader sees no library or the whole one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def library(strict=False):
+    """Path of the compiled kernel library (built on first call), or None with one warning line
+    saying why not (``strict=True``: raise FastConvError instead)."""
+    if 'lib' not in _state and 'error' not in _state:
+        try:
+            _state['lib'] = _build()
+        except (FastConvError, OSError) as e:
+            _state['error'] = str(e)
+    if 'error' in _state:
+        if strict:
+            raise FastConvError(_state['error'])
+        _warn_once('build', f"ms_ddpm fast CPU convolutions unavailable ({_state['error']}): using MindSpore's own")
+        return None
+    return _state['lib']
+
+
+def active():
+    """Will conv layers built now use the oneDNN path?  (asked for, CPU target, library built)"""
+    if not requested():
+        return False
+    if ms.get_context('device_target') != 'CPU':
+        return False
+    return library() is not None
+
+
+def status():
+    """One line for reports: which convolution path conv layers built now take."""
+    if not requested():
+        return 'mindspore'
+    if ms.get_context('device_target') != 'CPU':
+        return 'mindspore (oneDNN path is CPU only)'
+    return 'onednn' if library() is not None else f"mindspore (oneDNN path unavailable: {_state.get('error')})"
+
+
+_warned = set()
+
+
+def _warn_once(key, line):
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(line, RuntimeWarning, stacklevel=3)
+        print('warning: ' + line, file=sys.stderr)
+
+
+def _out_shape(stride, padding):
+    def shape(x, w, cfg):
+        return [x[0], w[0]] + [(x[2 + i] + 2 * padding[i] - w[2 + i]) // stride[i] + 1 for i in range(len(stride))]
+    return shape
+
+
+class _ConvOps:
+    """The three Custom ops of one (spatial dims, stride, padding) configuration."""
+
+    def __init__(self, lib, nsp, stride, padding):
+        self.cfg = Tensor(np.array((nsp,) + tuple(stride) + tuple(padding), np.int64))
+        first = lambda *types: types[0]
+        bwd_data = ops.Custom(lib + ':ms_ddpm_conv_bwd_data', out_shape=lambda dy, w, x, c: x,
+                              out_dtype=lambda dy, w, x, c: x, func_type='aot')
+        bwd_weights = ops.Custom(lib + ':ms_ddpm_conv_bwd_weights', out_shape=lambda dy, x, w, c: w,
+                                 out_dtype=lambda dy, x, w, c: w, func_type='aot')
+
+        def bprop(x, w, cfg, out, dout):
+            return bwd_data(dout, w, x, cfg), bwd_weights(dout, x, w, cfg), ops.zeros_like(cfg)
+
+        self.fwd = ops.Custom(lib + ':ms_ddpm_conv_fwd', out_shape=_out_shape(stride, padding),
+                              out_dtype=first, func_type='aot', bprop=bprop)
+        self.bwd_data, self.bwd_weights = bwd_data, bwd_weights
+
+
+def _tuple(v, n):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+class FastConv(nn.Cell):
+    """``F.conv{1,2,3}d(x, weight, stride=s, padding=p)`` (float32, zero padding, torch-shaped
+    weight, no bias) through the oneDNN kernels."""
+
+    def __init__(self, ops_):
+        super().__init__()
+        self.fwd = ops_.fwd
+        self.cfg = ops_.cfg
+
+    def construct(self, x, weight):
+        return self.fwd(x, weight, self.cfg)
+
+
+def conv_op(nsp, stride=1, padding=0):
+    """A FastConv cell for ``nsp`` spatial dims, or None when the path is not active."""
+    if not active():
+        return None
+    stride, padding = _tuple(stride, nsp), _tuple(padding, nsp)
+    key = (nsp, stride, padding)
+    if key not in _ops:
+        _ops[key] = _ConvOps(_state['lib'], nsp, stride, padding)
+    return FastConv(_ops[key])

@@ -1,0 +1,226 @@
+// oneDNN 3.x direct convolution (1D / 2D / 3D; forward, backward-data, backward-weights) as
+// MindSpore Custom(func_type='aot') CPU kernels.  Part of ms_ddpm's optional fast CPU path
+// (docs/fastconv.md); compiled on first use by ms_ddpm/fastconv/__init__.py.
+//
+// Every kernel takes, after its tensors, a 1-D int64 "cfg" tensor: [nsp, stride_1..stride_nsp,
+// pad_1..pad_nsp] (nsp = number of spatial dims, torch's symmetric zero padding).  Tensors are
+// float32 in torch's plain layouts (x: N,C,spatial; w: O,I,kernel).  The convolution itself uses
+// format_tag::any, so oneDNN picks its blocked kernel (brgconv on AVX-512 machines); reorders
+// in and out are cached with the primitive, one entry per (kind, shapes, cfg).
+//
+//   ms_ddpm_conv_fwd(x, w, cfg) -> y
+//   ms_ddpm_conv_bwd_data(dy, w, x, cfg) -> dx          (x only gives dx's shape)
+//   ms_ddpm_conv_bwd_weights(dy, x, w, cfg) -> dw       (w only gives dw's shape)
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+dnnl::engine &eng() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::stream &strm() {
+  static dnnl::stream s(eng());
+  return s;
+}
+
+tag plain(size_t ndims) {
+  switch (ndims) {
+    case 3: return tag::abc;
+    case 4: return tag::abcd;
+    default: return tag::abcde;
+  }
+}
+
+memory::dims dims_of(int nd, const int64_t *shape) {
+  return memory::dims(shape, shape + nd);
+}
+
+// One cached convolution: the primitive plus, for each of its three arguments, the
+// user (plain) descriptor and, when the primitive wants another layout, a scratch memory and
+// the reorder into / out of it.
+struct Arg {
+  memory::desc user;
+  memory::desc want;
+  bool reorder = false;
+  memory scratch;
+  dnnl::reorder to_want, to_user;
+};
+
+struct Entry {
+  dnnl::primitive prim;
+  Arg a[3];        // meaning depends on kind: fwd (src, wei, dst), bwd_data (ddst, wei, dsrc), bwd_w (ddst, src, dwei)
+  int arg_id[3];
+  memory scratchpad;
+};
+
+void init_arg(Arg &g, const memory::desc &user, const memory::desc &want, bool is_output) {
+  g.user = user;
+  g.want = want;
+  g.reorder = (user != want);
+  if (g.reorder) {
+    g.scratch = memory(want, eng());
+    memory u(user, eng(), DNNL_MEMORY_NONE);
+    if (is_output)
+      g.to_user = dnnl::reorder(g.scratch, u);
+    else
+      g.to_want = dnnl::reorder(u, g.scratch);
+  }
+}
+
+std::mutex mu;
+std::map<std::string, std::unique_ptr<Entry>> cache;
+
+struct Cfg {
+  memory::dims strides, pad;
+};
+
+bool read_cfg(int nd_cfg, const int64_t *cfg_shape, const int64_t *cfg, int nsp_expected, Cfg &c) {
+  if (nd_cfg != 1) return false;
+  int64_t n = cfg[0];
+  if (n != nsp_expected || cfg_shape[0] != 1 + 2 * n) return false;
+  c.strides.assign(cfg + 1, cfg + 1 + n);
+  c.pad.assign(cfg + 1 + n, cfg + 1 + 2 * n);
+  return true;
+}
+
+std::string key_of(int kind, const memory::dims &x, const memory::dims &w, const memory::dims &y, const Cfg &c) {
+  std::string k = std::to_string(kind);
+  for (const auto *v : {&x, &w, &y, &c.strides, &c.pad}) {
+    k += '|';
+    for (auto d : *v) { k += std::to_string(d); k += ','; }
+  }
+  return k;
+}
+
+// kind 0: forward, 1: backward data, 2: backward weights.
+std::unique_ptr<Entry> build(int kind, const memory::dims &xd, const memory::dims &wd, const memory::dims &yd, const Cfg &c) {
+  auto e = std::make_unique<Entry>();
+  memory::desc xu(xd, dt::f32, plain(xd.size())), wu(wd, dt::f32, plain(wd.size())), yu(yd, dt::f32, plain(yd.size()));
+  memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto algo = dnnl::algorithm::convolution_direct;
+  dnnl::convolution_forward::primitive_desc fwd(eng(), dnnl::prop_kind::forward_training, algo, xa, wa, ya,
+                                                c.strides, c.pad, c.pad, kind == 0 ? attr : dnnl::primitive_attr());
+  if (kind == 0) {
+    init_arg(e->a[0], xu, fwd.src_desc(), false);
+    init_arg(e->a[1], wu, fwd.weights_desc(), false);
+    init_arg(e->a[2], yu, fwd.dst_desc(), true);
+    e->arg_id[0] = DNNL_ARG_SRC; e->arg_id[1] = DNNL_ARG_WEIGHTS; e->arg_id[2] = DNNL_ARG_DST;
+    e->scratchpad = memory(fwd.scratchpad_desc(), eng());
+    e->prim = dnnl::convolution_forward(fwd);
+  } else if (kind == 1) {
+    dnnl::convolution_backward_data::primitive_desc bd(eng(), algo, xa, wa, ya, c.strides, c.pad, c.pad, fwd, attr);
+    init_arg(e->a[0], yu, bd.diff_dst_desc(), false);
+    init_arg(e->a[1], wu, bd.weights_desc(), false);
+    init_arg(e->a[2], xu, bd.diff_src_desc(), true);
+    e->arg_id[0] = DNNL_ARG_DIFF_DST; e->arg_id[1] = DNNL_ARG_WEIGHTS; e->arg_id[2] = DNNL_ARG_DIFF_SRC;
+    e->scratchpad = memory(bd.scratchpad_desc(), eng());
+    e->prim = dnnl::convolution_backward_data(bd);
+  } else {
+    dnnl::convolution_backward_weights::primitive_desc bw(eng(), algo, xa, wa, ya, c.strides, c.pad, c.pad, fwd, attr);
+    init_arg(e->a[0], yu, bw.diff_dst_desc(), false);
+    init_arg(e->a[1], xu, bw.src_desc(), false);
+    init_arg(e->a[2], wu, bw.diff_weights_desc(), true);
+    e->arg_id[0] = DNNL_ARG_DIFF_DST; e->arg_id[1] = DNNL_ARG_SRC; e->arg_id[2] = DNNL_ARG_DIFF_WEIGHTS;
+    e->scratchpad = memory(bw.scratchpad_desc(), eng());
+    e->prim = dnnl::convolution_backward_weights(bw);
+  }
+  return e;
+}
+
+void run(Entry &e, void *in0, void *in1, void *out) {
+  auto &s = strm();
+  void *ptrs[3] = {in0, in1, out};
+  std::unordered_map<int, memory> args;
+  memory user[3];
+  for (int i = 0; i < 3; ++i) {
+    user[i] = memory(e.a[i].user, eng(), ptrs[i]);
+    if (e.a[i].reorder) {
+      if (i < 2) e.a[i].to_want.execute(s, user[i], e.a[i].scratch);
+      args[e.arg_id[i]] = e.a[i].scratch;
+    } else {
+      args[e.arg_id[i]] = user[i];
+    }
+  }
+  args[DNNL_ARG_SCRATCHPAD] = e.scratchpad;
+  e.prim.execute(s, args);
+  if (e.a[2].reorder) e.a[2].to_user.execute(s, e.a[2].scratch, user[2]);
+  s.wait();
+}
+
+// params: inputs then the output.  order: which of (x, w, y) dims each of the three tensor
+// inputs/outputs holds, so that the cache key and descriptors are built from (x, w, y) dims.
+int launch(int kind, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  // fwd: x, w, cfg, y.  bwd_data: dy, w, x, cfg, dx.  bwd_w: dy, x, w, cfg, dw.
+  int want = kind == 0 ? 4 : 5;
+  if (nparam != want) return 1;
+  int icfg = kind == 0 ? 2 : 3;
+  for (int i = 0; i < nparam; ++i)
+    if (i != icfg && std::strcmp(dtypes[i], "float32") != 0) return 2;
+  int ix, iw, iy;
+  if (kind == 0) { ix = 0; iw = 1; iy = 3; }
+  else if (kind == 1) { iy = 0; iw = 1; ix = 2; }
+  else { iy = 0; ix = 1; iw = 2; }
+  int nd = ndims[ix];
+  if (nd < 3 || nd > 5 || ndims[iw] != nd || ndims[iy] != nd) return 3;
+  Cfg c;
+  if (!read_cfg(ndims[icfg], shapes[icfg], static_cast<const int64_t *>(params[icfg]), nd - 2, c)) return 4;
+  memory::dims xd = dims_of(nd, shapes[ix]), wd = dims_of(nd, shapes[iw]), yd = dims_of(nd, shapes[iy]);
+  for (auto v : {&xd, &wd, &yd})
+    for (auto d : *v)
+      if (d == 0) return 0;  // empty tensors: nothing to compute
+  try {
+    std::lock_guard<std::mutex> lock(mu);
+    std::string k = key_of(kind, xd, wd, yd, c);
+    auto it = cache.find(k);
+    if (it == cache.end()) it = cache.emplace(k, build(kind, xd, wd, yd, c)).first;
+    Entry &e = *it->second;
+    void *out = params[nparam - 1];
+    if (kind == 0) run(e, params[ix], params[iw], out);
+    else if (kind == 1) run(e, params[iy], params[iw], out);
+    else run(e, params[iy], params[ix], out);
+  } catch (const dnnl::error &) {
+    return 5;
+  }
+  return 0;
+}
+
+}  // namespace
+
+extern "C" int ms_ddpm_conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                void *stream_, void *extra) {
+  return launch(0, nparam, params, ndims, shapes, dtypes);
+}
+
+extern "C" int ms_ddpm_conv_bwd_data(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                     void *stream_, void *extra) {
+  return launch(1, nparam, params, ndims, shapes, dtypes);
+}
+
+extern "C" int ms_ddpm_conv_bwd_weights(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                        void *stream_, void *extra) {
+  return launch(2, nparam, params, ndims, shapes, dtypes);
+}
+
+// For the Python side's self-check after loading: the oneDNN version this library runs.
+extern "C" int ms_ddpm_onednn_version() {
+  const dnnl_version_t *v = dnnl_version();
+  return v->major * 10000 + v->minor * 100 + v->patch;
+}
