@@ -59,6 +59,10 @@ def _parser():
                    help='architecture arguments: inline JSON or a JSON file; Unet and GaussianDiffusion keyword '
                         'arguments, flat or under "unet"/"diffusion"; they override inferred values')
     p.add_argument('--image-size', type=int, metavar='N', help='GaussianDiffusion image_size (cannot be inferred)')
+    p.add_argument('--model', metavar='CLASS',
+                   help='the process the weights are of, where the keys cannot tell (e.g. '
+                        'VParamContinuousTimeGaussianDiffusion vs ContinuousTimeGaussianDiffusion); default: '
+                        'the config stored with the file, else inferred (weight_convert.families)')
     p.add_argument('--trainer', action='store_true',
                    help='write a reference Trainer-style checkpoint (step, model, opt, ema, scaler, version) '
                         'that Trainer.load accepts (DST must be .pt)')
@@ -103,6 +107,8 @@ def _main(argv=None):
         explicit = parse_explicit_config(args.config)
         if args.image_size is not None:
             explicit['diffusion']['image_size'] = args.image_size
+        if args.model is not None:
+            explicit['model'] = args.model
         progress = Progress(enabled=not args.quiet)
         try:
             summary = convert(args.src, args.dst, ema=args.ema, config=explicit, trainer=args.trainer,

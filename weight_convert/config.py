@@ -20,7 +20,8 @@ import os
 from collections.abc import Mapping
 
 from ms_ddpm.io.errors import ConvertError
-from weight_convert.rules import DIFFUSION_DEFAULTS, UNET_DEFAULTS, DIFFUSION1D_DEFAULTS, UNET1D_DEFAULTS
+from weight_convert.rules import (DIFFUSION_DEFAULTS, UNET_DEFAULTS, DIFFUSION1D_DEFAULTS, UNET1D_DEFAULTS,
+                                  PROCESS_ARGUMENTS, XM_DEFAULTS)
 
 CONFIG_FORMAT = 'ms_ddpm-config'
 CONFIG_VERSION = 1
@@ -110,22 +111,34 @@ def parse_explicit_config(text_or_path):
         raise ConfigError('--config: expected a JSON object')
     unet = dict(raw.get('unet') or {})
     diffusion = dict(raw.get('diffusion') or {})
+    xm = dict(raw.get('xm') or {})
     unknown = []
     for k, v in raw.items():
-        if k in ('unet', 'diffusion', 'format', 'version', 'model', 'source', 'notes', 'weights'):
+        if k in ('unet', 'diffusion', 'xm', 'flow', 'format', 'version', 'model', 'source', 'notes', 'weights'):
             continue
         if k in UNET_DEFAULTS or k in UNET1D_DEFAULTS:          # (1D: Unet1D / GaussianDiffusion1D)
             unet[k] = v
-        elif k in DIFFUSION_DEFAULTS or k in DIFFUSION1D_DEFAULTS:
+        elif k in PROCESS_ARGUMENTS:      # any family's process (issue 13: weight_convert.families)
             diffusion[k] = v
+        elif k in XM_DEFAULTS:
+            xm[k] = v
         else:
             unknown.append(k)
     unknown += [f'unet.{k}' for k in unet if k not in UNET_DEFAULTS and k not in UNET1D_DEFAULTS]
-    unknown += [f'diffusion.{k}' for k in diffusion if k not in DIFFUSION_DEFAULTS and k not in DIFFUSION1D_DEFAULTS]
+    unknown += [f'diffusion.{k}' for k in diffusion if k not in PROCESS_ARGUMENTS]
+    unknown += [f'xm.{k}' for k in xm if k not in XM_DEFAULTS]
     if unknown:
         raise ConfigError(f'--config: unknown argument(s) {", ".join(unknown)}; Unet takes '
                           f'{", ".join(UNET_DEFAULTS)}; GaussianDiffusion takes {", ".join(DIFFUSION_DEFAULTS)}')
-    return {'unet': unet, 'diffusion': diffusion}
+    out = {'unet': unet, 'diffusion': diffusion}
+    if xm:
+        out['xm'] = xm
+    for k in ('model', 'flow'):          # which family (where the weights cannot tell: weight_convert.families)
+        if raw.get(k) is not None:
+            if not isinstance(raw[k], str):
+                raise ConfigError(f'--config: "{k}" must be a class name (a string), not {raw[k]!r}')
+            out[k] = raw[k]
+    return out
 
 
 # --- keyword arguments of the models -----------------------------------------------------------
@@ -166,3 +179,21 @@ def diffusion1d_kwargs(cfg, require_seq_length=True):
         raise ConfigError('GaussianDiffusion1D: seq_length cannot be inferred from the weights; '
                           'pass it in --config (e.g. \'{"seq_length": 128}\')')
     return d
+
+
+def process_kwargs(cfg, require_image_size=True):
+    """``<Process>(unet, **process_kwargs(cfg))`` for the processes of issue 13 (Learned,
+    WeightedObjective, ContinuousTime, VParamContinuousTime, Elucidated); without
+    ``image_size`` raises :class:`ConfigError` unless ``require_image_size=False``."""
+    d = kwargs_of(cfg.get('diffusion') or {})
+    if d.get('image_size') is None and require_image_size:
+        raise ConfigError(f'{cfg.get("flow") or cfg.get("model")}: image_size cannot be inferred from the weights; '
+                          f'pass --image-size N (or "image_size" in --config)')
+    if 'schedule_fn_kwargs' in d:
+        d['schedule_fn_kwargs'] = dict(d.get('schedule_fn_kwargs') or {})
+    return d
+
+
+def xm_kwargs(cfg):
+    """``XMWrapper(process, **xm_kwargs(cfg))``."""
+    return dict(XM_DEFAULTS, **kwargs_of(cfg.get('xm') or {}))

@@ -22,7 +22,7 @@ from weight_convert.background import Background
 from weight_convert.config import (  # noqa: F401  (re-exported: weight_convert.converter.* as before)
     CONFIG_FORMAT, CONFIG_VERSION, ConfigError, as_tuple, config_belongs, config_path, diffusion_kwargs,
     legacy_config_belongs, legacy_config_path, parse_explicit_config, read_config_file, tensor_index_hash, unet_kwargs,
-    diffusion1d_kwargs,
+    diffusion1d_kwargs, process_kwargs, xm_kwargs,
 )
 from weight_convert.core import StateDictMismatchError, load_torch_state_dict, torch_to_ms_name
 from weight_convert.formats import WRITERS, format_of, read_file
@@ -31,7 +31,11 @@ from weight_convert.infer import InferenceError, infer_diffusion_config, infer_u
 from weight_convert.inception import KIND as INCEPTION_KIND, convert_inception, is_inception
 from weight_convert.rules import (
     DIFFUSION_BUFFERS, DIFFUSION_DEFAULTS, DIFFUSION_MODEL_PREFIX, EMA_PREFIX, ONLINE_PREFIX,
-    TRAINER_KEYS, UNET_DEFAULTS, WRAPPER_PREFIXES, DIFFUSION_KINDS, KINDS_1D, DIFFUSION1D_DEFAULTS, UNET1D_DEFAULTS,
+    TRAINER_KEYS, UNET_DEFAULTS, WRAPPER_PREFIXES, DIFFUSION1D_DEFAULTS, UNET1D_DEFAULTS,
+)
+from weight_convert import infer as _infer
+from weight_convert.families import (
+    BY_DIFFUSION, DIFFUSION_KINDS, KINDS_1D, PROCESS_KINDS, WRAPPER_KINDS, detect_kind,
 )
 
 SAFETENSORS_CONFIG_KEY = 'ms_ddpm_config'     # the config inside a file: safetensors metadata key, .ckpt string entry
@@ -52,8 +56,10 @@ class Source:
     ('Unet' | 'GaussianDiffusion'), ``info`` (trainer step, reference version, which
     weights), ``stored_config`` (a config found in/beside the file, or None)."""
 
-    def __init__(self, path, fmt, entries, kind, info, stored_config=None, pending_check=None, ignored_configs=()):
+    def __init__(self, path, fmt, entries, kind, info, stored_config=None, pending_check=None, ignored_configs=(),
+                 flow=None):
         self.path, self.format, self.entries, self.kind = path, fmt, entries, kind
+        self.flow = flow            # XMWrapper: the kind of the process it wraps
         self.info, self.stored_config = info, stored_config
         self.pending_check = pending_check
         self.ignored_configs = list(ignored_configs)    # 'file: why' of side files not read (not for this file)
@@ -121,10 +127,28 @@ def _strip_wrappers(flat):
     return flat
 
 
-def _detect_kind(entries, path):
-    for key, kind in ((DIFFUSION_MODEL_PREFIX + 'init_conv.weight', 'GaussianDiffusion'), ('init_conv.weight', 'Unet')):
-        if key in entries:
-            return kind + ('1D' if len(entries[key].shape) == 3 else '')     # Conv1d weights: (out, in, k)
+MODEL_OPTION = '--model CLASS (or "model" in --config)'
+
+
+def _detect_kind(entries, path, hint=None, flow_hint=None):
+    """(kind, flow kind or None) of ``entries``; one line naming what the keys cannot tell."""
+    found = detect_kind(entries, hint, flow_hint)
+    fam = found.family
+    if fam is not None and not fam.supported:
+        raise ConvertError(f'{path}: a {fam.diffusion} checkpoint ({fam.note}); '
+                           f'convert and verify do not support this family yet')
+    if found.candidates:
+        where = 'the process inside an XMWrapper (flow_model.*): ' if fam is not None and fam.wraps else ''
+        notes = '; '.join(f'{c}: {BY_DIFFUSION[c].note}' for c in found.candidates)
+        raise ConvertError(f'{path}: {where}{" or ".join(found.candidates)}: not inferable from the weights '
+                           f'(the same keys and shapes: {notes}); pass {MODEL_OPTION}')
+    if found.kind is not None:
+        if hint is not None and hint != found.kind and hint in BY_DIFFUSION and found.kind in BY_DIFFUSION \
+                and not (found.flow is not None and hint == found.flow.kind) \
+                and not (found.kind in ('Unet', 'Unet1D') and BY_DIFFUSION[hint].network == found.kind):
+            raise ConvertError(f'{path}: holds a {found.kind} state dict ({BY_DIFFUSION[found.kind].note}), '
+                               f'not a {hint} one (as the model option or the stored config says)')
+        return found.kind, (found.flow.kind if found.flow is not None else None)
     if is_inception(entries):
         return INCEPTION_KIND
     first = ', '.join(list(entries)[:5])
@@ -163,8 +187,10 @@ def _stored_config(path, fmt, meta, entries, dtype_counts):
     return None, ignored
 
 
-def read_weights(path, ema=False, background_check=False):
-    """Read a weights file of any supported format into a :class:`Source`.  With
+def read_weights(path, ema=False, background_check=False, model=None, flow=None):
+    """Read a weights file of any supported format into a :class:`Source`.  ``model``: the
+    class the weights are of, where the keys cannot tell (``--model``; else the config stored
+    with the file says it; ``weight_convert.families``).  With
     ``background_check`` a torch file's CRC-32 check runs alongside (from
     ``source.start_check()`` if it is 'deferred'); call ``source.check_integrity()`` before
     trusting (committing) anything made from it."""
@@ -177,16 +203,20 @@ def read_weights(path, ema=False, background_check=False):
     entries = _select_weights(obj, path, ema, info)
     entries = _strip_wrappers(entries)
     entries = OrderedDict((torch_to_ms_name(k), v) for k, v in entries.items())
-    kind = _detect_kind(entries, path)
     counts = {}
     for e in entries.values():
         counts[e.dtype] = counts.get(e.dtype, 0) + 1
     stored, ignored = _stored_config(path, fmt, meta, entries, counts)
+    hint, flow_hint = model, flow
+    if isinstance(stored, Mapping) and stored.get('format') == CONFIG_FORMAT:
+        hint = hint or (stored.get('model') if isinstance(stored.get('model'), str) else None)
+        flow_hint = flow_hint or (stored.get('flow') if isinstance(stored.get('flow'), str) else None)
+    kind, flow = _detect_kind(entries, path, hint, flow_hint)
     if isinstance(stored, Mapping) and isinstance(stored.get('source'), Mapping):
         for k in ('trainer_step', 'reference_version'):    # provenance travels with the weights
             if stored['source'].get(k) is not None:
                 info.setdefault(k, stored['source'][k])
-    return Source(path, fmt, entries, kind, info, stored, pending, ignored)
+    return Source(path, fmt, entries, kind, info, stored, pending, ignored, flow=flow)
 
 
 def _torch_state_dict(obj, path, ema, info):
@@ -223,6 +253,8 @@ def resolve_config(source, explicit=None):
     of model), else one inferred from its keys and shapes; then ``explicit``
     (``parse_explicit_config`` output) on top."""
     explicit = explicit or {'unet': {}, 'diffusion': {}}
+    if source.kind in PROCESS_KINDS:
+        return _resolve_process(source, explicit)
     diffusion = source.kind in DIFFUSION_KINDS
     one_d = source.kind in KINDS_1D
     unet_defaults, diffusion_defaults = (UNET1D_DEFAULTS, DIFFUSION1D_DEFAULTS) if one_d else (UNET_DEFAULTS, DIFFUSION_DEFAULTS)
@@ -282,6 +314,117 @@ def resolve_config(source, explicit=None):
     return cfg
 
 
+def _resolve_process(source, explicit):
+    """``resolve_config`` for the processes of issue 13 (a row of ``weight_convert.families``
+    each): the network inferred under the row's prefix, the process's arguments by the row's
+    ``infer_diffusion`` function; an XMWrapper's own arguments (candidates, ...) leave no trace
+    in the weights.  The config: ``{'model', 'unet', 'diffusion', ['flow', 'xm'], 'notes'}``."""
+    wrapper = BY_DIFFUSION[source.kind] if source.kind in WRAPPER_KINDS else None
+    inner_kind = source.flow if wrapper else source.kind
+    fam = BY_DIFFUSION[inner_kind]
+    outer = wrapper.prefix if wrapper else ''
+    inner = OrderedDict((k[len(outer):], e) for k, e in source.entries.items())
+    notes = {'inferred': [], 'not_inferred': {}, 'ambiguous': {}, 'given': []}
+    if source.ignored_configs:
+        notes['ignored_configs'] = list(source.ignored_configs)
+    stored = source.stored_config
+    xm = None
+    if stored and stored.get('format') == CONFIG_FORMAT and stored.get('model') == source.kind and (
+            wrapper is None or stored.get('flow') == inner_kind):
+        unet = dict(fam.network_defaults, **stored.get('unet', {}))
+        diff = dict(fam.diffusion_defaults, **(stored.get('diffusion') or {}))
+        if wrapper is not None:
+            xm = dict(wrapper.diffusion_defaults, **(stored.get('xm') or {}))
+        notes['from_file'] = f'read from {stored.get("_origin", "the weights file")}'
+    else:
+        n = len(fam.prefix)
+        shapes = {k[n:]: e.shape for k, e in inner.items() if k.startswith(fam.prefix)}
+        try:
+            unet, rep = getattr(_infer, fam.infer_network)(shapes, diffusion=fam.out_dim_is_channels)
+        except InferenceError as e:
+            if 'dim' not in explicit['unet']:
+                raise ConvertError(f'{source.path}: cannot infer the Unet config of the {inner_kind}: {e}; '
+                                   f'pass it with --config') from None
+            unet, rep = dict(fam.network_defaults), {'not_inferred': {'*': f'inference failed ({e}); --config used'}}
+        for k in ('inferred', 'not_inferred', 'ambiguous', 'given', 'contradictions'):
+            if k in rep:
+                notes[k] = rep[k] if k != 'not_inferred' else dict(rep[k])
+        buffers = {}
+        if fam.buffers:
+            missing = [b for b in ('betas', 'alphas_cumprod') if b not in inner]
+            if missing:
+                raise ConvertError(f'{source.path}: {inner_kind} state dict without {", ".join(missing)}')
+            buffers = {b: inner[b].value() for b in DIFFUSION_BUFFERS if b in inner}
+        try:
+            infer = getattr(_infer, fam.infer_diffusion)
+            if fam.verify == 'gaussian':       # an XMWrapper around GaussianDiffusion(1D): its buffers tell
+                diff, drep = infer(buffers)
+            else:
+                diff, drep = infer({k: e.shape for k, e in inner.items()}, buffers, unet)
+        except InferenceError as e:
+            raise ConvertError(f'{source.path}: cannot infer the {inner_kind} config: {e}; pass it with --config') from None
+        notes['inferred'] += drep['inferred']
+        notes['not_inferred'].update(drep['not_inferred'])
+        notes['ambiguous'].update(drep['ambiguous'])
+        if wrapper is not None:
+            xm = dict(wrapper.diffusion_defaults)
+            notes['not_inferred'].update(wrapper.diffusion_not_inferable)
+    base_unet = dict(unet)
+    for k, v in explicit['unet'].items():
+        unet[k] = v
+        notes['given'].append(k)
+    for k, v in explicit['diffusion'].items():
+        if k not in fam.diffusion_defaults:
+            raise ConfigError(f'{source.path}: holds a {inner_kind}; {k} is not one of its arguments '
+                              f'({", ".join(fam.diffusion_defaults)})')
+        diff[k] = v
+        notes['given'].append(k)
+    if 'channels' in diff and 'channels' not in explicit['diffusion']:
+        diff['channels'] = unet.get('channels', diff['channels'])      # the process's channels are the Unet's
+    for k, v in (explicit.get('xm') or {}).items():
+        if wrapper is None:
+            raise ConfigError(f'{source.path}: holds a {inner_kind}, not an XMWrapper; "xm" arguments do not apply')
+        xm[k] = v
+        notes['given'].append(k)
+    for k in notes['given']:
+        notes['not_inferred'].pop(k, None)
+        notes['ambiguous'].pop(k, None)
+    cfg = {'format': CONFIG_FORMAT, 'version': CONFIG_VERSION, 'model': source.kind,
+           'unet': jsonable(unet), 'diffusion': jsonable(diff), 'notes': notes}
+    if wrapper is not None:
+        cfg.update(flow=inner_kind, xm=jsonable(xm))
+    implied = 'the stored config says' if notes.get('from_file') else 'the weights imply'
+    cfg['_conflicts'] = [f'{k}: given {explicit["unet"][k]!r}, {implied} {base_unet.get(k)!r}'
+                         for k in explicit['unet'] if jsonable(explicit['unet'][k]) != jsonable(base_unet.get(k))
+                         and k not in ('dropout', 'sinusoidal_pos_emb_theta', 'flash_attn')]
+    if notes.get('from_file'):
+        cfg['_conflicts'].append(f'(config {notes["from_file"]}; pass --config to override it)')
+    return cfg
+
+
+def process_of(cfg):
+    """(the family row of the process, the XMWrapper row or None) of a process config."""
+    if cfg['model'] in WRAPPER_KINDS:
+        return BY_DIFFUSION[cfg['flow']], BY_DIFFUSION[cfg['model']]
+    return BY_DIFFUSION[cfg['model']], None
+
+
+def build_process(cfg, framework='ms', unet=None):
+    """The process of a config (issue 13's families) in ``framework`` ('ms' = ms_ddpm, 'torch' =
+    the reference), around ``unet`` (default: a new one)."""
+    import importlib
+    root = 'ms_ddpm' if framework == 'ms' else 'denoising_diffusion_pytorch'
+    fam, wrapper = process_of(cfg)
+    net_module = fam.module if fam.dims == 1 else 'denoising_diffusion_pytorch'
+    net_cls = getattr(importlib.import_module(f'{root}.{net_module}'), fam.network)
+    unet = net_cls(**unet_kwargs(cfg)) if unet is None else unet
+    proc = getattr(importlib.import_module(f'{root}.{fam.module}'), fam.diffusion)(
+        unet, **process_kwargs(cfg, require_image_size=False))
+    if wrapper is not None:
+        proc = getattr(importlib.import_module(f'{root}.{wrapper.module}'), wrapper.diffusion)(proc, **xm_kwargs(cfg))
+    return proc
+
+
 # --- the target network ------------------------------------------------------------------------
 
 def build_ms_model(cfg, init=True):
@@ -291,6 +434,8 @@ def build_ms_model(cfg, init=True):
     from mindspore.nn.utils import no_init_parameters
 
     def build():
+        if cfg['model'] in PROCESS_KINDS:
+            return build_process(cfg)
         if cfg['model'] in KINDS_1D:
             unet = ms_ddpm.Unet1D(**unet_kwargs(cfg))
             if cfg['model'] == 'GaussianDiffusion1D':
@@ -406,7 +551,8 @@ def convert(src, dst, ema=False, config=None, trainer=False, step=None, progress
 def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0, phases, phase, force=False):
     # The source's CRC-32 check is deferred until its bytes are copied: it then runs while the
     # output is fsynced (I/O), instead of competing with the copy and the key check for the CPU.
-    source = read_weights(src, ema=ema, background_check='deferred')
+    source = read_weights(src, ema=ema, background_check='deferred', model=explicit.get('model'),
+                          flow=explicit.get('flow'))
     phase('read')
     log(f'read {src}: {source.format}, {source.kind}, {len(source.entries)} tensors, '
         f'{source.nbytes / 2**20:.1f} MiB, dtypes {source.dtype_counts()}'
@@ -436,6 +582,8 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
             diffusion_kwargs(cfg)   # the config beside the weights must be enough to build the model
         elif cfg['model'] == 'GaussianDiffusion1D':
             diffusion1d_kwargs(cfg)
+        elif cfg['model'] in PROCESS_KINDS:
+            process_kwargs(cfg)
         entries = source.entries
     else:
         entries = check_against(source, target_spec(cfg), cfg)
@@ -448,6 +596,8 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
                 cfg['diffusion'] = jsonable(dict(DIFFUSION_DEFAULTS, **explicit['diffusion']))
                 cfg['model'] = 'GaussianDiffusion'
                 entries = diffusion_entries_for_unet(entries, cfg)
+            elif cfg['model'] in PROCESS_KINDS:
+                process_kwargs(cfg)     # image_size is needed to use the Trainer
             else:
                 diffusion_kwargs(cfg)   # image_size is needed to use the Trainer
         elif cfg['model'] == 'GaussianDiffusion':
@@ -532,8 +682,9 @@ def load_model(path, config=None, ema=False, train=False):
     ``config={'image_size': N}``).
     ``config`` (dict / JSON / file) overrides.  Values are cast exactly to the network's
     float32 parameters (fp16 and bf16 widen without rounding)."""
-    source = read_weights(path, ema=ema)
-    cfg = resolve_config(source, parse_explicit_config(config))
+    explicit = parse_explicit_config(config)
+    source = read_weights(path, ema=ema, model=explicit.get('model'), flow=explicit.get('flow'))
+    cfg = resolve_config(source, explicit)
     try:
         net = build_ms_model(cfg, init=False)
     except ConfigError as e:

@@ -352,3 +352,61 @@ def infer_diffusion1d_config(buffers):
     else:
         report['not_inferred']['objective'] = 'loss_weight matches no objective (pred_noise, pred_x0, pred_v): pass it with --config'
     return cfg, report
+
+
+# === the other processes (issue 13) ==========================================================
+#
+# ``infer_<process>_config(entries_shapes, buffers, unet)`` -> (config, report) of the process's
+# own arguments; ``unet`` is the network's inferred config (its ``channels`` is the process's).
+# - Learned / WeightedObjective: the GaussianDiffusion buffers, read as for GaussianDiffusion;
+#   their loss weights (vb_loss_weight, pred_*_loss_weight) are not stored.
+# - ContinuousTime: ``log_snr.*`` present -> noise_schedule='learned', its hidden width from
+#   ``log_snr.net.2.fn.0.net.weight`` (hidden_dim, 1); else 'linear' or 'cosine' (functions, not
+#   parameters): not inferable, the default ('linear') used.
+# - VParamContinuousTime, Elucidated: only ``channels``; the rest are constants of the process.
+
+def _process_report(defaults, not_inferable, unet, extra_inferred=()):
+    cfg = dict(defaults)
+    report = {'inferred': list(extra_inferred), 'not_inferred': dict(not_inferable), 'ambiguous': {}}
+    if 'channels' in cfg:
+        cfg['channels'] = unet.get('channels', cfg['channels'])
+        report['inferred'].append('channels')
+    return cfg, report
+
+
+def infer_learned_config(shapes, buffers, unet):
+    from weight_convert.rules import LEARNED_DEFAULTS, LEARNED_NOT_INFERABLE
+    cfg, report = infer_diffusion_config(buffers)
+    report['not_inferred'].update({k: v for k, v in LEARNED_NOT_INFERABLE.items() if k not in report['inferred']})
+    return dict(LEARNED_DEFAULTS, **cfg), report
+
+
+def infer_weighted_config(shapes, buffers, unet):
+    from weight_convert.rules import WEIGHTED_DEFAULTS, WEIGHTED_NOT_INFERABLE
+    cfg, report = infer_diffusion_config(buffers)
+    report['not_inferred'].update({k: v for k, v in WEIGHTED_NOT_INFERABLE.items() if k not in report['inferred']})
+    return dict(WEIGHTED_DEFAULTS, **cfg), report
+
+
+def infer_continuous_config(shapes, buffers, unet):
+    from weight_convert.rules import (CONTINUOUS_DEFAULTS, CONTINUOUS_NOT_INFERABLE, LEARNED_SCHEDULE_HIDDEN_KEY,
+                                      LEARNED_SCHEDULE_PREFIX)
+    cfg, report = _process_report(CONTINUOUS_DEFAULTS, CONTINUOUS_NOT_INFERABLE, unet)
+    if any(k.startswith(LEARNED_SCHEDULE_PREFIX) for k in shapes):
+        if LEARNED_SCHEDULE_HIDDEN_KEY not in shapes:
+            raise InferenceError(f'a learned noise schedule (log_snr.*) without {LEARNED_SCHEDULE_HIDDEN_KEY}')
+        cfg['noise_schedule'] = 'learned'
+        cfg['learned_schedule_net_hidden_dim'] = int(shapes[LEARNED_SCHEDULE_HIDDEN_KEY][0])
+        report['not_inferred'].pop('noise_schedule', None)
+        report['inferred'] += ['noise_schedule', 'learned_schedule_net_hidden_dim']
+    return cfg, report
+
+
+def infer_vparam_config(shapes, buffers, unet):
+    from weight_convert.rules import VPARAM_DEFAULTS, VPARAM_NOT_INFERABLE
+    return _process_report(VPARAM_DEFAULTS, VPARAM_NOT_INFERABLE, unet)
+
+
+def infer_elucidated_config(shapes, buffers, unet):
+    from weight_convert.rules import ELUCIDATED_DEFAULTS, ELUCIDATED_NOT_INFERABLE
+    return _process_report(ELUCIDATED_DEFAULTS, ELUCIDATED_NOT_INFERABLE, unet)

@@ -120,6 +120,57 @@ DIFFUSION1D_NOT_INFERABLE = {
     'channel_first': 'no parameters (the data layout)',
 }
 
-# the kinds of model a state dict can be, and which are diffusion processes / 1D
-DIFFUSION_KINDS = ('GaussianDiffusion', 'GaussianDiffusion1D')
-KINDS_1D = ('Unet1D', 'GaussianDiffusion1D')
+# the kinds of model a state dict can be (DIFFUSION_KINDS, KINDS_1D): weight_convert.families
+
+
+# --- the other diffusion processes (issue 13) ----------------------------------------------
+# Their constructor arguments and reference defaults (2.3.4).  Learned and WeightedObjective
+# are GaussianDiffusion subclasses (the same 13 buffers, the Unet under model.); the
+# continuous-time processes keep the Unet under model. and no buffers (the learned noise
+# schedule's parameters under log_snr.); ElucidatedDiffusion keeps it under net.; XMWrapper
+# keeps the process it wraps under flow_model.
+
+LEARNED_DEFAULTS = dict(DIFFUSION_DEFAULTS, vb_loss_weight=0.001)
+WEIGHTED_DEFAULTS = dict(DIFFUSION_DEFAULTS, pred_noise_loss_weight=0.1, pred_x_start_loss_weight=0.1)
+CONTINUOUS_DEFAULTS = dict(
+    image_size=None, channels=3, noise_schedule='linear', num_sample_steps=500, clip_sample_denoised=True,
+    learned_schedule_net_hidden_dim=1024, learned_noise_schedule_frac_gradient=1., min_snr_loss_weight=False,
+    min_snr_gamma=5,
+)
+VPARAM_DEFAULTS = dict(image_size=None, channels=3, num_sample_steps=500, clip_sample_denoised=True)
+ELUCIDATED_DEFAULTS = dict(
+    image_size=None, channels=3, num_sample_steps=32, sigma_min=0.002, sigma_max=80, sigma_data=0.5, rho=7,
+    P_mean=-1.2, P_std=1.2, S_churn=80, S_tmin=0.05, S_tmax=50, S_noise=1.003,
+)
+XM_DEFAULTS = dict(candidates=1, max_batch_size=None, random_time_method='random_times', random_time_kwarg='times')
+
+ELUCIDATED_PREFIX = 'net.'
+XM_PREFIX = 'flow_model.'
+LEARNED_SCHEDULE_PREFIX = 'log_snr.'
+# learned_noise_schedule: net = Sequential(Rearrange, MonotonicLinear(1, 1), Residual(Sequential(
+# MonotonicLinear(1, hidden_dim), Sigmoid, MonotonicLinear(hidden_dim, 1))), Rearrange)
+LEARNED_SCHEDULE_HIDDEN_KEY = 'log_snr.net.2.fn.0.net.weight'
+
+SAMPLING_NOT_INFERABLE = 'sampling-time choice, not stored'
+TRAINING_NOT_INFERABLE = 'training-time choice (a loss weight or draw), not stored'
+LEARNED_NOT_INFERABLE = dict(DIFFUSION_NOT_INFERABLE, vb_loss_weight=TRAINING_NOT_INFERABLE)
+WEIGHTED_NOT_INFERABLE = dict(DIFFUSION_NOT_INFERABLE, pred_noise_loss_weight=TRAINING_NOT_INFERABLE,
+                              pred_x_start_loss_weight=TRAINING_NOT_INFERABLE)
+CONTINUOUS_NOT_INFERABLE = {
+    'image_size': DIFFUSION_NOT_INFERABLE['image_size'],
+    'noise_schedule': "'linear' and 'cosine' are functions, not parameters ('learned' stores log_snr.*)",
+    'num_sample_steps': SAMPLING_NOT_INFERABLE, 'clip_sample_denoised': SAMPLING_NOT_INFERABLE,
+    'learned_noise_schedule_frac_gradient': TRAINING_NOT_INFERABLE, 'min_snr_loss_weight': TRAINING_NOT_INFERABLE,
+    'min_snr_gamma': TRAINING_NOT_INFERABLE,
+}
+VPARAM_NOT_INFERABLE = {k: CONTINUOUS_NOT_INFERABLE[k] for k in ('image_size', 'num_sample_steps', 'clip_sample_denoised')}
+ELUCIDATED_NOT_INFERABLE = dict(
+    {k: 'a constant of the preconditioning / sampler, not stored' for k in ELUCIDATED_DEFAULTS
+     if k not in ('image_size', 'channels')},
+    image_size=DIFFUSION_NOT_INFERABLE['image_size'])
+XM_NOT_INFERABLE = {k: 'XMWrapper has no parameters of its own' for k in XM_DEFAULTS}
+
+# every process argument --config may name (any family)
+PROCESS_ARGUMENTS = frozenset(DIFFUSION_DEFAULTS) | frozenset(DIFFUSION1D_DEFAULTS) | frozenset(LEARNED_DEFAULTS) | \
+    frozenset(WEIGHTED_DEFAULTS) | frozenset(CONTINUOUS_DEFAULTS) | frozenset(VPARAM_DEFAULTS) | \
+    frozenset(ELUCIDATED_DEFAULTS)

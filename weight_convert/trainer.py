@@ -26,7 +26,7 @@ from ms_ddpm.io.checkpoint import Entry
 from ms_ddpm.training.checkpoint import (
     TRAINER_CKPT_FORMAT, TRAINER_CKPT_VERSION, read_trainer_checkpoint, write_trainer_checkpoint,
 )
-from weight_convert.rules import DIFFUSION_BUFFERS, EMA_PREFIX, ONLINE_PREFIX, TRAINER_ADAM_GROUP
+from weight_convert.rules import DIFFUSION_BUFFERS, EMA_PREFIX, ONLINE_PREFIX, TRAINER_ADAM_GROUP, XM_PREFIX
 
 __all__ = ['trainer_checkpoint', 'to_reference_trainer_checkpoint', 'from_reference_trainer_checkpoint',
            'torch_param_names']
@@ -34,7 +34,8 @@ __all__ = ['trainer_checkpoint', 'to_reference_trainer_checkpoint', 'from_refere
 
 def torch_param_names(model_keys):
     """The names of ``GaussianDiffusion.parameters()`` in order (Adam's parameter indices)."""
-    return [k for k in model_keys if k not in DIFFUSION_BUFFERS]
+    return [k for k in model_keys if k not in DIFFUSION_BUFFERS
+            and not (k.startswith(XM_PREFIX) and k[len(XM_PREFIX):] in DIFFUSION_BUFFERS)]   # XMWrapper's process
 
 
 _torch_param_names = torch_param_names     # the old name

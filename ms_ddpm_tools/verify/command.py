@@ -38,6 +38,10 @@ def _parser():
     p.add_argument('--ema', action='store_true', help="a Trainer checkpoint's EMA weights (default: its online model)")
     p.add_argument('--config', help='architecture as JSON text or file (as for ms-ddpm convert); default: stored or inferred')
     p.add_argument('--image-size', type=int, help='image size (when it cannot be read from the weights)')
+    p.add_argument('--model', metavar='CLASS',
+                   help='the process the weights are of, where the keys cannot tell (e.g. '
+                        'VParamContinuousTimeGaussianDiffusion vs ContinuousTimeGaussianDiffusion); default: '
+                        'the config stored with the file, else inferred')
     p.add_argument('--seq-length', type=int, help='sequence length of a 1D model (GaussianDiffusion1D(seq_length); '
                                                   'it cannot be read from the weights)')
     p.add_argument('--sampling-timesteps', type=int,
@@ -64,7 +68,11 @@ def _parser():
 def run(args, log=print):
     """Everything ``verify`` does; returns the report dict (also written to args.out)."""
     from ms_ddpm_tools.verify.engine import verify
-    return verify(args.checkpoint, against=args.against, ema=args.ema, config=args.config,
+    config = args.config
+    if getattr(args, 'model', None):
+        from weight_convert.config import parse_explicit_config
+        config = dict(parse_explicit_config(config), model=args.model)
+    return verify(args.checkpoint, against=args.against, ema=args.ema, config=config,
                   image_size=args.image_size, seq_length=args.seq_length, sampling_timesteps=args.sampling_timesteps, batch=args.batch,
                   sample_batch=args.sample_batch, seed=args.seed, graph=not args.no_graph, fixture=args.fixture,
                   recipe=args.recipe, threads=args.threads, out=args.out, progress=not args.quiet, log=log)

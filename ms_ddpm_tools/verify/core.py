@@ -22,16 +22,17 @@ from collections import OrderedDict
 import numpy as np
 
 from ms_ddpm.denoising_diffusion_pytorch import DIFFUSION_BUFFERS as BUFFERS
+from weight_convert.families import SUPPORTED as _SUPPORTED
+from ms_ddpm_tools.verify import processes
 
 OBJECTIVES = ('pred_noise', 'pred_x0', 'pred_v')
 
-# the families verify knows: diffusion class -> (reference module = twin module, network class,
-# data dims); a bare network's checkpoint is verified inside its family's diffusion process
-FAMILIES = {
-    'GaussianDiffusion': ('denoising_diffusion_pytorch', 'Unet', 2),
-    'GaussianDiffusion1D': ('denoising_diffusion_pytorch_1d', 'Unet1D', 1),
-}
-NETWORK_OF = {diffusion: net for diffusion, (_, net, _) in FAMILIES.items()}
+# the families verify knows (read off weight_convert.families, the one table): diffusion class ->
+# (reference module = twin module, network class, data dims); a bare network's checkpoint is
+# verified inside its family's diffusion process
+FAMILIES = {f.diffusion: (f.module, f.network, f.dims) for f in _SUPPORTED}
+# a bare network is verified inside the first family of its network (Unet: GaussianDiffusion)
+NETWORK_OF = {f.diffusion: f.network for f in _SUPPORTED if f.verify == 'gaussian'}
 DIFFUSION_OF = {net: diffusion for diffusion, net in NETWORK_OF.items()}
 
 
@@ -106,7 +107,11 @@ def diffusion_kwargs(cfg, **override):
 
 def public_config(cfg):
     """The architecture part of a config (what ``--config`` takes)."""
-    return {'unet': dict(cfg['unet']), 'diffusion': dict(cfg['diffusion'])}
+    out = {'unet': dict(cfg['unet']), 'diffusion': dict(cfg['diffusion'])}
+    for k in ('model', 'flow', 'xm'):        # the processes of issue 13: which one (ms_ddpm_tools.verify.processes)
+        if cfg.get(k) is not None and processes.is_process(cfg):
+            out[k] = cfg[k]
+    return out
 
 
 def image_hw(cfg):
@@ -267,10 +272,12 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None, parts=None):
     import torch
     from reference.draws import injected_draws
     timer = timer or Timer()
-    _, Diffusion = classes(cfg, 'torch')
+    process = processes.is_process(cfg)
+    if not process:
+        _, Diffusion = classes(cfg, 'torch')
     one_d = family(cfg)[3] == 1
     torch.manual_seed(0)
-    tu, td = build_torch(cfg, state_dict)
+    tu, td = processes.build(cfg, state_dict, 'torch') if process else build_torch(cfg, state_dict)
     out = OrderedDict()
     bar = _progress(4, 'PyTorch', progress)
     t = torch.from_numpy
@@ -305,6 +312,13 @@ def torch_side(cfg, state_dict, inp, progress=True, timer=None, parts=None):
         timer.median('U-Net forward', lambda: tu(*map(t, _unet_args(inp, 'unet'))))
         out['unet/all'] = y
         bar.update()
+        if process:       # issue 13's processes: their own loss and sampler
+            notes = []
+            processes.torch_rest(cfg, td, inp, timer, parts, out, notes)
+            if notes:
+                out['notes'] = notes
+            bar.close()
+            return out
         if 'buffers' in parts:
             for b in BUFFERS:
                 if hasattr(td, b):
@@ -355,8 +369,10 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True, parts=N
     import mindspore as ms
     timer = timer or Timer()
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    _, Diffusion = classes(cfg, 'ms')
-    mu, md = build_ms(cfg, state_dict)
+    process = processes.is_process(cfg)
+    if not process:
+        _, Diffusion = classes(cfg, 'ms')
+    mu, md = processes.build(cfg, state_dict, 'ms') if process else build_ms(cfg, state_dict)
     out = OrderedDict()
     bar = _progress(4 + graph, 'MindSpore', progress)
     T = ms.Tensor
@@ -383,6 +399,10 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True, parts=N
         out['unet/all[graph]'] = compiled(*args).asnumpy()
         timer.median('U-Net forward [graph]', lambda: compiled(*args).asnumpy())
         bar.update()
+    if process:           # issue 13's processes: their own loss and sampler
+        processes.ms_rest(cfg, md, inp, timer, parts, out, graph)
+        bar.close()
+        return out
     params = dict(md.parameters_and_names())
     for b in (BUFFERS if 'buffers' in parts else ()):
         if b in params:
@@ -541,7 +561,7 @@ def load_checkpoint(path, ema=False, config=None, image_size=None, seq_length=No
     from weight_convert.converter import parse_explicit_config, read_weights, resolve_config
     from weight_convert.rules import DIFFUSION1D_DEFAULTS, DIFFUSION_DEFAULTS
     explicit = parse_explicit_config(config)
-    source = read_weights(path, ema=ema)
+    source = read_weights(path, ema=ema, model=explicit.get('model'), flow=explicit.get('flow'))
     one_d = source.kind.endswith('1D')
     if seq_length is not None and not one_d:
         raise VerifyError(f'{path}: a 2D checkpoint ({source.kind}, image weights); --seq-length applies to 1D models '
@@ -565,6 +585,9 @@ def load_checkpoint(path, ema=False, config=None, image_size=None, seq_length=No
         raise VerifyError(f'{path}: the image size cannot be read from the weights; pass --image-size N')
     sd = OrderedDict((k, np.asarray(e.value())) for k, e in source.entries.items())
     public = {'unet': cfg['unet'], 'diffusion': cfg['diffusion'], 'model': source.kind}
+    for k in ('flow', 'xm'):                 # an XMWrapper: the process it wraps, its own arguments
+        if cfg.get(k) is not None:
+            public[k] = cfg[k]
     return public, sd, dict(source.info, format=source.format, kind=source.kind)
 
 

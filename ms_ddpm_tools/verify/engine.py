@@ -71,10 +71,15 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
                                                  seq_length=seq_length)
         source = source or _source_line(info)
         weights_label = core.weights_label(info, ema)
-        if sampling_timesteps:
-            cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
-        inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch,
-                                   sample_batch=sample_batch, seed=seed)
+        if core.processes.is_process(cfg):        # issue 13's processes (ms_ddpm_tools.verify.processes)
+            if sampling_timesteps:
+                core.processes.set_steps(cfg, sampling_timesteps)
+            inp, ts = core.processes.make_inputs(cfg, sd, batch=batch, sample_batch=sample_batch, seed=seed)
+        else:
+            if sampling_timesteps:
+                cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
+            inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch,
+                                       sample_batch=sample_batch, seed=seed)
     ms_sd, against_info = sd, None
     if against is not None:                 # read (and check) the converted file before any long work
         with t_ms('read --against'):
@@ -86,6 +91,7 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         torch.set_num_threads(threads)
         log(f'{checkpoint}: {source}; comparing ...')
         expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=parts)
+    reference_notes = expected.pop('notes', []) if isinstance(expected, dict) else []
     actual = core.ms_side(cfg, ms_sd, inp, progress=progress, timer=t_ms, graph=graph and 'unet' in parts,
                           parts=parts)
     expected_s = core.split_unet(expected, ts, batch)
@@ -109,7 +115,10 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         verdict.update(differing_tensors=differing[:50], differing_tensor_count=len(differing),
                        tensors_only_in_source=missing.get('only_source', [])[:50],
                        tensors_only_in_against=missing.get('only_against', [])[:50])
-    steps = core.sampling_steps(cfg)
+    process = core.processes.is_process(cfg)
+    steps = core.processes.sampling_steps(cfg) if process else core.sampling_steps(cfg)
+    sampler = core.processes.sampler_name(cfg) if process else (
+        'DDIM' if steps < cfg['diffusion'].get('timesteps', 1000) else 'DDPM')
     rep = OrderedDict(
         format='ms_ddpm-verify', version=1,
         checkpoint=os.path.abspath(checkpoint) if os.path.exists(checkpoint) else checkpoint,
@@ -117,7 +126,8 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         against=(os.path.abspath(against) if against is not None else None),
         against_source=_source_line(against_info) if against_info else None,
         parts=list(parts), config=cfg, timesteps_compared=ts, batch=batch, seed=seed,
-        sampling={'steps': steps, 'sampler': 'DDIM' if steps < cfg['diffusion'].get('timesteps', 1000) else 'DDPM',
+        reference_notes=reference_notes if not fixture else [],
+        sampling={'steps': steps, 'sampler': sampler,
                   'batch': int(inp['sample_noise'].shape[1])} if 'sample' in parts else None,
         verdict=verdict,
         results=[dict(r.as_dict(), at_t=getattr(r, 'at_t', None), gate=r.gate, float64=getattr(r, 'f64', None))

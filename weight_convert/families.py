@@ -1,0 +1,210 @@
+"""The families ``convert`` and ``verify`` know, as data: the one table.
+
+One row per family: the reference module (= twin module), its diffusion class and network
+class, the data dims, how a state dict of it is recognised (a marker key, the rank of that
+key's weight, the prefix its network's keys carry inside the process, and ``match``: what else
+the state dict must (not) hold), the constructor defaults of both classes, the inference
+functions (names in ``weight_convert.infer``), what a state dict cannot tell (and why, in one
+line), and which comparisons ``verify`` runs (``verify``: 'gaussian' = the GaussianDiffusion
+engine, 'process' = the network, the process's own loss with injected draws, its sampler with
+shared noise).  The converter's kinds (``DIFFUSION_KINDS``, ``KINDS_1D``, ``detect_kind``), its
+config resolution and model building, and verify's ``FAMILIES`` are read off this table; a new
+family is a new row (+ its infer / match functions), not a new if-branch.
+
+How the processes of issue 13 are told apart (wrapper prefixes already stripped):
+
+=====================================  =====================================================
+``flow_model.`` on every key           XMWrapper around the process the rest describes
+``net.init_conv.weight``               ElucidatedDiffusion
+``model.`` + the 13 schedule buffers   GaussianDiffusion (final_conv gives ``channels``),
+                                       LearnedGaussianDiffusion (``2 * channels``),
+                                       WeightedObjectiveGaussianDiffusion (``2 * channels + 2``)
+``model.``, no buffers, ``log_snr.*``  ContinuousTimeGaussianDiffusion(noise_schedule='learned')
+``model.``, no buffers, no log_snr     ContinuousTime (linear / cosine) or VParamContinuousTime:
+                                       the same keys -> not inferable, named; the config stored
+                                       with the file or ``--model`` decides
+=====================================  =====================================================
+"""
+
+from collections import namedtuple
+
+from weight_convert.rules import (
+    CONTINUOUS_DEFAULTS, CONTINUOUS_NOT_INFERABLE, DIFFUSION1D_DEFAULTS, DIFFUSION1D_NOT_INFERABLE,
+    DIFFUSION_DEFAULTS, DIFFUSION_MODEL_PREFIX, DIFFUSION_NOT_INFERABLE, ELUCIDATED_DEFAULTS,
+    ELUCIDATED_NOT_INFERABLE, ELUCIDATED_PREFIX, LEARNED_DEFAULTS, LEARNED_NOT_INFERABLE,
+    LEARNED_SCHEDULE_PREFIX, UNET1D_DEFAULTS, UNET1D_NOT_INFERABLE, UNET_DEFAULTS, UNET_NOT_INFERABLE,
+    VPARAM_DEFAULTS, VPARAM_NOT_INFERABLE, WEIGHTED_DEFAULTS, WEIGHTED_NOT_INFERABLE, XM_DEFAULTS,
+    XM_NOT_INFERABLE, XM_PREFIX,
+)
+
+Family = namedtuple('Family', [
+    'diffusion',        # diffusion class name (a checkpoint of it: network under `prefix` (+ buffers))
+    'network',          # network class name (a bare network checkpoint)
+    'module',           # reference module = twin module (ms_ddpm.<module>)
+    'dims',             # data dims: 2 images, 1 sequences
+    'marker',           # network key that is always present (recognition), and ...
+    'marker_ndim',      # ... the rank of its weight (Conv2d 4, Conv1d 3)
+    'prefix',           # the network's key prefix inside the diffusion process
+    'buffers',          # whether the process stores schedule buffers (betas, alphas_cumprod, ...)
+    'network_defaults', 'diffusion_defaults',
+    'infer_network', 'infer_diffusion',     # names in weight_convert.infer
+    'network_not_inferable', 'diffusion_not_inferable',
+    'comparisons',      # what verify compares (verify.core KINDS prefixes)
+    'supported',        # convert/verify build it (False: recognised and named only)
+    'requires',         # a key prefix the state dict must also hold (None: the marker suffices)
+    'note',             # what the checkpoint is, in words (messages)
+    'match',            # entries -> bool: the rest of the recognition (None: marker + buffers suffice)
+    'out_dim_is_channels',  # the process needs Unet out_dim == channels (the channels reading)
+    'verify',           # 'gaussian' (the GaussianDiffusion engine) | 'process' (per-process loss/sampler)
+    'wraps',            # a wrapper of another process (XMWrapper): the rest of the keys under `prefix`
+], defaults=(None, '', None, True, 'gaussian', False))
+
+VERIFY_ALL = ('layer/', 'unet/', 'loss/', 'sample/', 'buffer/', 'noising/')
+VERIFY_PROCESS = ('layer/', 'unet/', 'loss/', 'sample/')
+VERIFY_PROCESS_BUFFERS = VERIFY_PROCESS + ('buffer/',)
+
+TIME_WEIGHTS = 'time_mlp.0.weights'         # RandomOrLearnedSinusoidalPosEmb: the continuous processes need it
+
+
+def _conv_io(entries, prefix):
+    """(init_conv inputs, final_conv outputs) of the Unet under ``prefix``."""
+    return entries[prefix + 'init_conv.weight'].shape[1], entries[prefix + 'final_conv.weight'].shape[0]
+
+
+def _gaussian(entries):
+    if prefix_missing(entries, DIFFUSION_MODEL_PREFIX + 'final_conv.weight'):
+        return True
+    i, o = _conv_io(entries, DIFFUSION_MODEL_PREFIX)
+    if o == 2 * i or o == 2 * i + 2:
+        return False            # Learned / WeightedObjective
+    # without its buffers a GaussianDiffusion is only taken for one when the continuous
+    # processes cannot be it (they need learned/random sinusoidal times): then resolve_config
+    # names the missing buffers
+    return 'betas' in entries or DIFFUSION_MODEL_PREFIX + TIME_WEIGHTS not in entries
+
+
+def _learned(entries):
+    i, o = _conv_io(entries, DIFFUSION_MODEL_PREFIX)
+    return 'betas' in entries and o == 2 * i
+
+
+def _weighted(entries):
+    i, o = _conv_io(entries, DIFFUSION_MODEL_PREFIX)
+    return 'betas' in entries and o == 2 * i + 2
+
+
+def _continuous(entries):
+    return 'betas' not in entries and DIFFUSION_MODEL_PREFIX + TIME_WEIGHTS in entries
+
+
+def _vparam(entries):
+    return _continuous(entries) and not any(k.startswith(LEARNED_SCHEDULE_PREFIX) for k in entries)
+
+
+def prefix_missing(entries, key):
+    return key not in entries
+
+
+FAMILIES = (
+    Family('GaussianDiffusion', 'Unet', 'denoising_diffusion_pytorch', 2, 'init_conv.weight', 4,
+           DIFFUSION_MODEL_PREFIX, True, UNET_DEFAULTS, DIFFUSION_DEFAULTS,
+           'infer_unet_config', 'infer_diffusion_config', UNET_NOT_INFERABLE, DIFFUSION_NOT_INFERABLE,
+           VERIFY_ALL, True, match=_gaussian, note='the Unet under model. and the 13 schedule buffers'),
+    Family('GaussianDiffusion1D', 'Unet1D', 'denoising_diffusion_pytorch_1d', 1, 'init_conv.weight', 3,
+           DIFFUSION_MODEL_PREFIX, True, UNET1D_DEFAULTS, DIFFUSION1D_DEFAULTS,
+           'infer_unet1d_config', 'infer_diffusion1d_config', UNET1D_NOT_INFERABLE, DIFFUSION1D_NOT_INFERABLE,
+           VERIFY_ALL, True),
+    # issue 13's processes: they wrap the 2D Unet
+    Family('LearnedGaussianDiffusion', 'Unet', 'learned_gaussian_diffusion', 2, 'init_conv.weight', 4,
+           DIFFUSION_MODEL_PREFIX, True, UNET_DEFAULTS, LEARNED_DEFAULTS,
+           'infer_unet_config', 'infer_learned_config', UNET_NOT_INFERABLE, LEARNED_NOT_INFERABLE,
+           VERIFY_PROCESS_BUFFERS, True, note='the Unet under model. (out_dim = 2 * channels) and the schedule buffers',
+           match=_learned, out_dim_is_channels=False, verify='process'),
+    Family('WeightedObjectiveGaussianDiffusion', 'Unet', 'weighted_objective_gaussian_diffusion', 2,
+           'init_conv.weight', 4, DIFFUSION_MODEL_PREFIX, True, UNET_DEFAULTS, WEIGHTED_DEFAULTS,
+           'infer_unet_config', 'infer_weighted_config', UNET_NOT_INFERABLE, WEIGHTED_NOT_INFERABLE,
+           VERIFY_PROCESS_BUFFERS, True,
+           note='the Unet under model. (out_dim = 2 * channels + 2) and the schedule buffers',
+           match=_weighted, out_dim_is_channels=False, verify='process'),
+    Family('ContinuousTimeGaussianDiffusion', 'Unet', 'continuous_time_gaussian_diffusion', 2, 'init_conv.weight', 4,
+           DIFFUSION_MODEL_PREFIX, False, UNET_DEFAULTS, CONTINUOUS_DEFAULTS,
+           'infer_unet_config', 'infer_continuous_config', UNET_NOT_INFERABLE, CONTINUOUS_NOT_INFERABLE,
+           VERIFY_PROCESS, True,
+           note='the Unet under model., no schedule buffers (a learned noise schedule: log_snr.*)',
+           match=_continuous, verify='process'),
+    Family('VParamContinuousTimeGaussianDiffusion', 'Unet', 'v_param_continuous_time_gaussian_diffusion', 2,
+           'init_conv.weight', 4, DIFFUSION_MODEL_PREFIX, False, UNET_DEFAULTS, VPARAM_DEFAULTS,
+           'infer_unet_config', 'infer_vparam_config', UNET_NOT_INFERABLE, VPARAM_NOT_INFERABLE,
+           VERIFY_PROCESS, True, note='the Unet under model., no schedule buffers',
+           match=_vparam, verify='process'),
+    Family('ElucidatedDiffusion', 'Unet', 'elucidated_diffusion', 2, 'init_conv.weight', 4,
+           ELUCIDATED_PREFIX, False, UNET_DEFAULTS, ELUCIDATED_DEFAULTS,
+           'infer_unet_config', 'infer_elucidated_config', UNET_NOT_INFERABLE, ELUCIDATED_NOT_INFERABLE,
+           VERIFY_PROCESS, True, note='the Unet under net., no schedule buffers', verify='process'),
+    Family('XMWrapper', None, 'xm', 2, None, None, XM_PREFIX, False, {}, XM_DEFAULTS,
+           None, None, {}, XM_NOT_INFERABLE, VERIFY_PROCESS, True,
+           note='the wrapped process under flow_model.', verify='process', wraps=True),
+)
+
+BY_DIFFUSION = {f.diffusion: f for f in FAMILIES}
+SUPPORTED = tuple(f for f in FAMILIES if f.supported)
+# kind (what read_weights reports) -> family: the diffusion class, or a bare network (whose
+# family is the first row with that network: Unet -> GaussianDiffusion)
+KIND_FAMILY = dict([(f.network, f) for f in reversed(SUPPORTED) if f.network] + [(f.diffusion, f) for f in SUPPORTED])
+DIFFUSION_KINDS = tuple(f.diffusion for f in SUPPORTED)
+KINDS_1D = tuple(k for k, f in KIND_FAMILY.items() if f.dims == 1)
+# the kinds of the GaussianDiffusion engine (the converter's and verify's original paths)
+GAUSSIAN_KINDS = ('GaussianDiffusion', 'GaussianDiffusion1D', 'Unet', 'Unet1D')
+PROCESS_KINDS = tuple(f.diffusion for f in SUPPORTED if f.diffusion not in GAUSSIAN_KINDS)
+WRAPPER_KINDS = tuple(f.diffusion for f in SUPPORTED if f.wraps)
+
+Detected = namedtuple('Detected', ['kind', 'family', 'flow', 'candidates'], defaults=(None, ()))
+
+
+def _processes(entries):
+    """The non-wrapper process rows whose layout ``entries`` has."""
+    out = []
+    for f in FAMILIES:
+        if f.wraps or f.marker is None:
+            continue
+        key = f.prefix + f.marker
+        if key not in entries or len(entries[key].shape) != f.marker_ndim:
+            continue
+        if f.requires is not None and not any(k.startswith(f.requires) for k in entries):
+            continue
+        if f.match is not None and f.dims == 2 and not f.match(entries):
+            continue
+        out.append(f)
+    return out
+
+
+def detect_kind(entries, hint=None, flow_hint=None):
+    """What a state dict (wrapper prefixes already stripped) is: ``Detected(kind, family,
+    flow, candidates)``; ``kind`` None if it is none of the families (``candidates``: the
+    families it could be when the keys cannot tell, ``hint`` (a kind: the stored config's,
+    ``--model``; ``flow_hint``: the wrapped process's) not deciding).  ``flow``: the detection of the process an XMWrapper wraps."""
+    wrappers = [f for f in FAMILIES if f.wraps]
+    for w in wrappers:
+        if entries and all(k.startswith(w.prefix) for k in entries):
+            inner = {k[len(w.prefix):]: v for k, v in entries.items()}
+            flow = detect_kind(inner, flow_hint or (hint if hint not in WRAPPER_KINDS else None))
+            if flow.kind is None:
+                return Detected(None, w, flow, flow.candidates)
+            return Detected(w.diffusion, w, flow)
+    found = _processes(entries)
+    if hint is not None:
+        picked = [f for f in found if f.diffusion == hint]
+        if picked:
+            found = picked
+    if len(found) == 1:
+        return Detected(found[0].diffusion, found[0])
+    if len(found) > 1:
+        return Detected(None, None, None, tuple(f.diffusion for f in found))
+    for f in SUPPORTED:
+        if f.network and f.marker in entries and len(entries[f.marker].shape) == f.marker_ndim:
+            return Detected(f.network, KIND_FAMILY[f.network])
+    return Detected(None, None)
+
+
+def family_of(kind):
+    return KIND_FAMILY[kind]
