@@ -88,11 +88,53 @@ def Conv2d(in_channels, out_channels, kernel_size, padding=0, bias=True):
     """``torch.nn.Conv2d(in, out, k, padding=p, bias=...)`` (stride 1) with PyTorch's init."""
     fan_in = in_channels * kernel_size * kernel_size
     kwargs = dict(pad_mode='pad', padding=padding) if padding else dict(pad_mode='valid')
-    return nn.Conv2d(
-        in_channels, out_channels, kernel_size, has_bias=bias,
+    return _conv2d_cell(
+        _fast_conv(2, 1, padding), in_channels, out_channels, kernel_size, has_bias=bias,
         weight_init=HeUniform(negative_slope=math.sqrt(5)),
         bias_init=_torch_like_bias(fan_in) if bias else None,
         **kwargs)
+
+
+# === fast CPU convolutions (ms_ddpm.fastconv, issue 18) ========================================
+# With MS_DDPM_CPU_CONV=onednn (or fastconv.set_enabled(True), the commands' --fast-cpu) on a CPU
+# target, the conv layers below (Conv2d, Conv1d, TorchConv2d, ConvSame) built from then on run
+# their float32 forward and backward through ms_ddpm.fastconv's oneDNN direct convolutions (the
+# kernels torch runs) instead of MindSpore's im2col + GEMM.  Same parameters, names and shapes;
+# the bias is added after the convolution (as oneDNN does in its kernel: one rounding either
+# way).  Other dtypes, other targets, or the path not buildable: MindSpore's own kernels.
+
+from . import fastconv as _fastconv
+
+
+def _fast_conv(nsp, stride, padding):
+    """A ``fastconv.FastConv`` cell for this configuration when the oneDNN path is active, else None."""
+    return _fastconv.conv_op(nsp, stride, padding)
+
+
+def _fast_apply(fast, x, weight, bias):
+    y = fast(x, weight)
+    if bias is not None:
+        y = ops.bias_add(y, bias)
+    return y
+
+
+class _FastConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (the same parameters) whose float32 forward runs the oneDNN kernel."""
+
+    def __init__(self, fast, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fast = fast
+
+    def construct(self, x):
+        if x.dtype == ms.float32:
+            return _fast_apply(self.fast, x, self.weight, self.bias if self.has_bias else None)
+        return super().construct(x)
+
+
+def _conv2d_cell(fast, *args, **kwargs):
+    return _FastConv2d(fast, *args, **kwargs) if fast is not None else nn.Conv2d(*args, **kwargs)
+
+# === end of fast CPU convolutions (issue 18) ====================================================
 
 
 def Linear(in_features, out_features, bias=True):
@@ -449,8 +491,11 @@ class Conv1d(nn.Cell):
         self.bias = Parameter(initializer(_torch_like_bias(fan_in), (out_channels,), ms.float32),
                               name='bias') if bias else None
         self.pad = dict(pad_mode='pad', padding=(0, padding)) if padding else dict(pad_mode='valid')
+        self.fast = _fast_conv(1, stride, padding)   # issue 18: the oneDNN path when active
 
     def construct(self, x):
+        if self.fast is not None and x.dtype == ms.float32:
+            return _fast_apply(self.fast, x, self.weight, self.bias)
         y = ops.conv2d(ops.expand_dims(x, 2), ops.expand_dims(self.weight, 2), self.bias, stride=(1, self.stride), **self.pad)
         return ops.squeeze(y, 2)
 
@@ -712,8 +757,11 @@ class ConvSame(nn.Cell):
             self.conv = ops.Conv3D(out_channels, k, **pad)
         else:
             self.conv = ops.Conv2D(out_channels, k if dims == 2 else (1, k), **pad)
+        self.fast = _fast_conv(dims, 1, p)   # issue 18: the oneDNN path when active
 
     def construct(self, x, weight):
+        if self.fast is not None and x.dtype == ms.float32:
+            return self.fast(x, weight)
         if self.dims == 1:
             return ops.squeeze(self.conv(ops.expand_dims(x, 2), ops.expand_dims(weight, 2)), 2)
         return self.conv(x, weight)
@@ -814,7 +862,7 @@ def TorchConv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, bia
     ph, pw = _pair(padding)
     fan_in = in_channels * kh * kw
     kwargs = dict(pad_mode='pad', padding=(ph, ph, pw, pw)) if (ph or pw) else dict(pad_mode='valid')
-    return nn.Conv2d(in_channels, out_channels, (kh, kw), stride=stride, has_bias=bias,
+    return _conv2d_cell(_fast_conv(2, _pair(stride), (ph, pw)), in_channels, out_channels, (kh, kw), stride=stride, has_bias=bias,
                      weight_init=HeUniform(negative_slope=math.sqrt(5)),
                      bias_init=_torch_like_bias(fan_in) if bias else None, **kwargs)
 

@@ -1,0 +1,94 @@
+"""The optional oneDNN convolution path (``ms_ddpm.fastconv``, ``MS_DDPM_CPU_CONV=onednn``)
+against the reference, at the stock path's tolerances: conv building blocks (2D and 1D), a small
+Unet forward, and the loss + gradients of every parameter of a GaussianDiffusion train step,
+PyNative and (on representative rows) GRAPH.  The rows are the existing parity rows; only the
+conv path of the MindSpore side differs.  The oneDNN packages are part of the test install
+(``make setup`` installs ``ms_ddpm[fast]``): if the library cannot be built this file FAILS."""
+
+import numpy as np
+import pytest
+import mindspore as ms
+
+from ms_ddpm import fastconv
+from parity.cases import rows, TRAIN_CASES
+from parity.cases_1d import rows_1d
+from parity.compare import assert_parity
+from parity.harness import build_pair, build_diffusion_pair, case_inputs, run_torch, run_ms, loss_inputs, ms_loss_fn, torch_loss
+
+# conv-bearing building blocks: (row, modes).  GRAPH on one 3x3 block and one strided conv.
+_LAYERS_2D = {'Block': ('pynative', 'graph'), 'ResnetBlock-time': ('pynative',), 'ResnetBlock-notime': ('pynative',),
+              'LinearAttention': ('pynative',), 'Attention': ('pynative',), 'Upsample': ('pynative',),
+              'Downsample': ('pynative',)}
+_LAYERS_1D = {'1d/Block': ('pynative',), '1d/ResnetBlock-time': ('pynative',), '1d/Downsample': ('pynative', 'graph'),
+              '1d/Upsample': ('pynative',)}
+
+LAYER_RUNS = ([(c, m) for c in rows('forward', not_kind='unet') if c.id in _LAYERS_2D for m in _LAYERS_2D[c.id]]
+              + [(c, m) for c in rows_1d('forward') if c.id in _LAYERS_1D for m in _LAYERS_1D[c.id]])
+# PyNative only: the GRAPH gradient test below compiles the same Unet's forward inside it
+UNET_RUNS = [(c, m) for c in rows('forward', kind='unet') if c.id == 'small' for m in ('pynative',)]
+GRAD_CASE = TRAIN_CASES[0]
+
+
+@pytest.fixture(scope='module', autouse=True)
+def fast_path():
+    """The oneDNN path on for every cell this file builds; built strictly (fails, never skips)."""
+    fastconv.library(strict=True)
+    fastconv.set_enabled(True)
+    assert fastconv.active(), fastconv.status()
+    yield
+    fastconv.set_enabled(None)
+
+
+def _assert_on_fast_path(cell):
+    n = sum(isinstance(c, fastconv.FastConv) for _, c in cell.cells_and_names())
+    assert n > 0, 'the MindSpore cell was built without the oneDNN convolutions'
+
+
+def _ids(runs):
+    return [f'{c.id}-{m}' for c, m in runs]
+
+
+@pytest.mark.parametrize('case,mode', LAYER_RUNS, ids=_ids(LAYER_RUNS))
+def test_fast_layer(case, mode, record):
+    t, m = build_pair(case)
+    _assert_on_fast_path(m)
+    inputs = case_inputs(case)
+    record(assert_parity(f'fastconv layer {case.id} [{mode}]', run_torch(t, inputs), run_ms(m, inputs, mode), case.kind))
+
+
+@pytest.mark.parametrize('case,mode', UNET_RUNS, ids=_ids(UNET_RUNS))
+def test_fast_unet(case, mode, record):
+    t, m = build_pair(case)
+    _assert_on_fast_path(m)
+    inputs = case_inputs(case)
+    record(assert_parity(f'fastconv unet {case.id} [{mode}]', run_torch(t, inputs), run_ms(m, inputs, mode), case.kind))
+
+
+@pytest.mark.parametrize('mode', ('pynative', 'graph'))
+def test_fast_gradients_every_parameter(mode, record):
+    case_id, unet_cfg, kw, extra = GRAD_CASE
+    td, md = build_diffusion_pair(unet_cfg, kw)
+    _assert_on_fast_path(md)
+    d = loss_inputs(kw, extra, seed=11)
+    td.zero_grad()
+    t_loss = torch_loss(td, d, 'mean')
+    t_loss.backward()
+    t_grads = {n: p.grad.numpy() for n, p in td.named_parameters()}
+
+    fn, args = ms_loss_fn(md, d, 'mean')
+    weights = md.trainable_params()
+    grad_fn = ms.value_and_grad(fn, None, weights)
+    if mode == 'graph':
+        grad_fn = ms.jit(grad_fn)
+    m_loss, m_grads = grad_fn(*[ms.Tensor(a) for a in args])
+    names = [p.name for p in weights]
+    assert set(names) == set(t_grads), 'gradient sets differ'
+    record(assert_parity(f'fastconv train loss {case_id} [{mode}]', t_loss.detach().numpy(), m_loss.asnumpy(), 'loss'))
+    worst = None
+    for name, g in zip(names, m_grads):
+        r = assert_parity(f'fastconv grad {name} {case_id} [{mode}]', t_grads[name], g.asnumpy(), 'grad')
+        worst = r if worst is None or r.rel_fro > worst.rel_fro else worst
+    record(worst)
+    flat_t = np.concatenate([t_grads[n].ravel() for n in names])
+    flat_m = np.concatenate([g.asnumpy().ravel() for g in m_grads])
+    record(assert_parity(f'fastconv grad all parameters {case_id} [{mode}]', flat_t, flat_m, 'grad'))
