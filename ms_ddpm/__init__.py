@@ -40,3 +40,6 @@ from ms_ddpm.karras_unet import (
     KarrasUnet,
     InvSqrtDecayLRSched
 )
+
+from ms_ddpm.karras_unet_1d import KarrasUnet1D
+from ms_ddpm.karras_unet_3d import KarrasUnet3D

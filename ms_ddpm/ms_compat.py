@@ -28,6 +28,7 @@ __all__ = [
     'Conv1d', 'NearestUpsample1d', 'normalize1d', 'heads_split1d', 'heads_merge1d', 'SqueezeLast', 'UnsqueezeLast', 'is_tensor', 'tree_map', 'tree_flatten', 'repeat_batch',
     'TorchBatchNorm2d', 'TorchConv2d', 'MaxPool2d', 'max_pool2d', 'avg_pool2d', 'AdaptiveAvgPool2d1x1', 'interpolate_bilinear',
     'ConvSame', 'sin', 'pad_ones_channel', 'interpolate_half', 'interpolate_double',
+    'dirac_', 'heads_split_nc', 'heads_merge_nd', 'interpolate_half_axes', 'interpolate_double_axes',
 ]
 
 Module = nn.Cell
@@ -824,6 +825,64 @@ def interpolate_double(x):
         return _double(_double(x, 3), 2)
     return _double(x, 2)
 # === end of magnitude-preserving U-Nets and simple diffusion (issue 15) =======================
+
+
+# === KarrasUnet1D and KarrasUnet3D (issue 15: karras_unet_1d, karras_unet_3d) ==================
+# What the 1D and 3D magnitude-preserving U-Nets need beyond the issue-15 section above (whose
+# ConvSame(1 | 3, ...) and interpolate_half / interpolate_double they use): torch's
+# nn.init.dirac_ on a torch-shaped weight, the head splits of rearrange 'b (h c) ... -> b h (...) c'
+# for any number of trailing axes, and trilinear halving / doubling along a chosen subset of
+# (t, h, w) (KarrasUnet3D's downsample_types: torch interpolates the other axes with weights 1 and
+# 0, which is exact, so only the chosen axes are interpolated, the last axis first as before).
+
+def dirac_(param):
+    """``torch.nn.init.dirac_(weight)`` (groups 1) on a (out, in, *k) Parameter: zeros, and 1 at
+    ``[d, d, k0 // 2, ...]`` for ``d < min(out, in)``."""
+    shape = tuple(param.shape)
+    w = np.zeros(shape, np.float32)
+    centre = tuple(k // 2 for k in shape[2:])
+    for d in range(min(shape[0], shape[1])):
+        w[(d, d) + centre] = 1.
+    param.set_data(Tensor(w, param.dtype))
+    return param
+
+
+def heads_split_nc(t, heads):
+    """``rearrange(t, 'b (h c) ... -> b h (...) c', h=heads)``."""
+    b, hc = t.shape[0], t.shape[1]
+    n = math.prod(tuple(t.shape[2:]))
+    t = ops.reshape(t, (b, heads, hc // heads, n))
+    return ops.transpose(t, (0, 1, 3, 2))
+
+
+def heads_merge_nd(t):
+    """``rearrange(t, 'b h n d -> b (h d) n')``."""
+    b, h, n, d = t.shape
+    return ops.reshape(ops.transpose(t, (0, 1, 3, 2)), (b, h * d, n))
+
+
+def interpolate_half_axes(x, config):
+    """``F.interpolate(x, (t // ft, h // fh, w // fw), mode='trilinear')`` on (b, c, t, h, w),
+    ``f = 2 if config[i] else 1`` for ``config = (frame, height, width)``."""
+    if config[2]:
+        x = _halve(x, 4)
+    if config[1]:
+        x = _halve(x, 3)
+    if config[0]:
+        x = _halve(x, 2)
+    return x
+
+
+def interpolate_double_axes(x, config):
+    """``F.interpolate(x, (t * ft, h * fh, w * fw), mode='trilinear')``, as above."""
+    if config[2]:
+        x = _double(x, 4)
+    if config[1]:
+        x = _double(x, 3)
+    if config[0]:
+        x = _double(x, 2)
+    return x
+# === end of KarrasUnet1D and KarrasUnet3D (issue 15) =============================================
 
 
 # === FID InceptionV3 (pytorch-fid, ms_ddpm.fid_evaluation, issue 16) ==========================
