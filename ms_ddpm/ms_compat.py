@@ -29,6 +29,9 @@ __all__ = [
     'TorchBatchNorm2d', 'TorchConv2d', 'MaxPool2d', 'max_pool2d', 'avg_pool2d', 'AdaptiveAvgPool2d1x1', 'interpolate_bilinear',
     'ConvSame', 'sin', 'pad_ones_channel', 'interpolate_half', 'interpolate_double',
     'dirac_', 'heads_split_nc', 'heads_merge_nd', 'interpolate_half_axes', 'interpolate_double_axes',
+    'repaint_mask', 'log_softmax_select', 'input_gradient',
+    'tan', 'LayerNorm', 'PatchConvTranspose2d', 'PixelShuffle', 'SpaceToDepth', 'PatchesChannelsLast', 'ChannelsFirst',
+    'heads_split_tokens', 'heads_merge_tokens', 'kaiming_uniform_repeated',
 ]
 
 Module = nn.Cell
@@ -1023,3 +1026,160 @@ def project_float64(x, y):
     return parallel.reshape(x.shape).astype(dtype), orthogonal.reshape(x.shape).astype(dtype)
 
 # === end of classifier-free guidance (issue 14) ===============================================
+
+
+# === classifier guidance and RePaint (guided_diffusion, repaint; issue 14) =====================
+
+def repaint_mask(mask):
+    """The reference's ``mask.to(x.device)``: a RePaint mask (1 = known pixel) as a float32
+    Tensor (a NumPy array or a bool/int Tensor is accepted); None stays None."""
+    if mask is None:
+        return None
+    if not isinstance(mask, ms.Tensor):
+        mask = ms.Tensor(np.asarray(mask))
+    return mask.astype(ms.float32)
+
+
+def log_softmax_select(logits, y):
+    """``F.log_softmax(logits, dim=-1)[range(len(logits)), y.view(-1)]``: each row's log
+    probability of its label (a gather instead of torch's advanced indexing)."""
+    log_probs = ops.log_softmax(logits, axis=-1)
+    idx = y.reshape(-1, 1).astype(ms.int32)
+    return ops.gather_elements(log_probs, 1, idx).reshape(-1)
+
+
+def input_gradient(fn, x):
+    """``torch.autograd.grad(fn(x_in), x_in)[0]`` with ``x_in = x.detach().requires_grad_()``
+    under ``torch.enable_grad()``: MindSpore differentiates the function (``ms.grad``)."""
+    return ms.grad(fn)(ops.stop_gradient(x))
+
+# === end of classifier guidance and RePaint (issue 14) =========================================
+
+
+# === simple diffusion (simple_diffusion: UViT and its GaussianDiffusion, issue 15) =============
+# What UViT needs beyond the layers above: torch.nn.LayerNorm with torch's names and eps,
+# nn.ConvTranspose2d for the unpatchify (kernel = stride = patch size, torch's (in, out, p, p)
+# weight), nn.PixelShuffle and the 'b c (h p1) (w p2) -> b (c p1 p2) h w' rearrange for any
+# factor, the token head split of 'b n (h d) -> b h n d', and a correctly rounded tan (the
+# cosine log-SNR schedule; MindSpore's float32 tan is not correctly rounded, torch's Sleef
+# tanf is within 1 ulp).
+
+def tan(x):
+    """``torch.tan``, correctly rounded (float64, rounded once)."""
+    return _precise(ops.tan, x)
+
+
+class LayerNorm(nn.Cell):
+    """``torch.nn.LayerNorm(dim)`` over the last axis: ``weight`` (ones) and ``bias`` (zeros)
+    named as torch names them (MindSpore's own: gamma / beta) and torch's eps 1e-5 (MindSpore's
+    default 1e-7); the biased variance, as torch."""
+
+    def __init__(self, dim, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = Parameter(Tensor(np.ones(dim, np.float32)), name='weight')
+        self.bias = Parameter(Tensor(np.zeros(dim, np.float32)), name='bias')
+
+    def construct(self, x):
+        mean = ops.mean(x, -1, keep_dims=True)
+        xc = x - mean
+        var = ops.mean(xc * xc, -1, keep_dims=True)
+        return xc / ops.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class PatchConvTranspose2d(nn.Cell):
+    """``torch.nn.ConvTranspose2d(in, out, p, stride=p)`` (kernel = stride: the patches do not
+    overlap, so every output pixel is one dot product over the input channels) as a matmul and
+    a rearrange; ``weight`` (in, out, p, p) and ``bias`` (out,) as torch stores them, with
+    torch's init (kaiming-uniform(a=sqrt(5)) with fan_in = out * p * p, bias uniform(+-1/sqrt(fan_in)))."""
+
+    def __init__(self, in_channels, out_channels, patch_size):
+        super().__init__()
+        p = patch_size
+        self.in_channels, self.out_channels, self.patch_size = in_channels, out_channels, p
+        fan_in = out_channels * p * p
+        self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), (in_channels, out_channels, p, p),
+                                            ms.float32), name='weight')
+        self.bias = Parameter(initializer(_torch_like_bias(fan_in), (out_channels,), ms.float32), name='bias')
+
+    def construct(self, x):
+        b, c, h, w = x.shape
+        o, p = self.out_channels, self.patch_size
+        y = ops.matmul(ops.transpose(x, (0, 2, 3, 1)), ops.reshape(self.weight, (c, o * p * p)))   # (b, h, w, o p p)
+        y = ops.transpose(ops.reshape(y, (b, h, w, o, p, p)), (0, 3, 1, 4, 2, 5))
+        return ops.reshape(y, (b, o, h * p, w * p)) + ops.reshape(self.bias, (1, o, 1, 1))
+
+
+class PixelShuffle(nn.Cell):
+    """``torch.nn.PixelShuffle(factor)``: 'b (c r1 r2) h w -> b c (h r1) (w r2)' (exact)."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def construct(self, x):
+        b, c, h, w = x.shape
+        f = self.factor
+        x = ops.reshape(x, (b, c // (f * f), f, f, h, w))
+        x = ops.transpose(x, (0, 1, 4, 2, 5, 3))
+        return ops.reshape(x, (b, c // (f * f), h * f, w * f))
+
+
+class SpaceToDepth(nn.Cell):
+    """``Rearrange('b c (h p1) (w p2) -> b (c p1 p2) h w', p1=factor, p2=factor)`` (exact)."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def construct(self, x):
+        b, c, h, w = x.shape
+        f = self.factor
+        x = ops.reshape(x, (b, c, h // f, f, w // f, f))
+        x = ops.transpose(x, (0, 1, 3, 5, 2, 4))
+        return ops.reshape(x, (b, c * f * f, h // f, w // f))
+
+
+class PatchesChannelsLast(nn.Cell):
+    """``Rearrange('b c (h p1) (w p2) -> b h w (c p1 p2)', p1=p, p2=p)`` (exact)."""
+
+    def __init__(self, patch_size):
+        super().__init__()
+        self.patch_size = patch_size
+
+    def construct(self, x):
+        b, c, h, w = x.shape
+        p = self.patch_size
+        x = ops.reshape(x, (b, c, h // p, p, w // p, p))
+        x = ops.transpose(x, (0, 2, 4, 1, 3, 5))
+        return ops.reshape(x, (b, h // p, w // p, c * p * p))
+
+
+class ChannelsFirst(nn.Cell):
+    """``Rearrange('b h w c -> b c h w')`` (exact)."""
+
+    def construct(self, x):
+        return ops.transpose(x, (0, 3, 1, 2))
+
+
+def heads_split_tokens(t, heads):
+    """``rearrange(t, 'b n (h d) -> b h n d', h=heads)``."""
+    b, n, hd = t.shape
+    return ops.transpose(ops.reshape(t, (b, n, heads, hd // heads)), (0, 2, 1, 3))
+
+
+def heads_merge_tokens(t):
+    """``rearrange(t, 'b h n d -> b n (h d)')``."""
+    b, h, n, d = t.shape
+    return ops.reshape(ops.transpose(t, (0, 2, 1, 3)), (b, n, h * d))
+
+
+def kaiming_uniform_repeated(param, factor_squared):
+    """The reference's ``Upsample.init_conv_``: ``kaiming_uniform_`` (a = 0, fan_in) on a
+    (o // r, i, h, w) weight, each output filter repeated r = factor ** 2 times in a row
+    (``repeat(w, 'o ... -> (o r) ...')``), written into the (o, i, h, w) ``param``."""
+    o, i, h, w = param.shape
+    base = initializer(HeUniform(negative_slope=0.), (o // factor_squared, i, h, w), ms.float32).init_data().asnumpy()
+    param.set_data(Tensor(np.repeat(base, factor_squared, axis=0), param.dtype))
+    return param
+# === end of simple diffusion (issue 15) ==========================================================
