@@ -20,12 +20,17 @@ SUBCOMMANDS = {
     'bench':   ('bench.run', 'benchmark the MindSpore port against PyTorch on this machine'),
 }
 
+# issue 18: ``--fast-cpu`` on these runs their convolutions through ms_ddpm.fastconv's oneDNN
+# kernels (as MS_DDPM_CPU_CONV=onednn does; ``bench`` parses its own --fast-cpu)
+FAST_CPU_COMMANDS = ('train', 'sample')
+
 
 def usage():
     lines = ['usage: ms-ddpm <command> [options]   (ms-ddpm <command> --help for details)',
              '       ms-ddpm --version', '', 'commands:']
     lines += [f'  {name:9s} {help_}' for name, (_, help_) in SUBCOMMANDS.items()]
-    lines += ['', EPILOG]
+    lines += ['', f'  --fast-cpu (with {"/".join(FAST_CPU_COMMANDS)}/bench): oneDNN convolutions on CPU (pip extra ms_ddpm[fast],',
+              '    or MS_DDPM_CPU_CONV=onednn); if they cannot be built: one warning line and MindSpore\'s own', '', EPILOG]
     return '\n'.join(lines)
 
 
@@ -45,6 +50,10 @@ def main(argv=None):
     if cmd not in SUBCOMMANDS:
         print(f'ms-ddpm: unknown command {cmd!r}\n\n{usage()}', file=sys.stderr)
         return EXIT_USAGE
+    if cmd in FAST_CPU_COMMANDS and '--fast-cpu' in rest:
+        rest = [a for a in rest if a != '--fast-cpu']
+        from ms_ddpm import fastconv
+        fastconv.set_enabled(True)
     module = importlib.import_module(SUBCOMMANDS[cmd][0])
     entry = getattr(module, f'main_{cmd}', None) or module.main
     try:

@@ -5,6 +5,8 @@ PyNative and (on representative rows) GRAPH.  The rows are the existing parity r
 conv path of the MindSpore side differs.  The oneDNN packages are part of the test install
 (``make setup`` installs ``ms_ddpm[fast]``): if the library cannot be built this file FAILS."""
 
+import os
+
 import numpy as np
 import pytest
 import mindspore as ms
@@ -92,3 +94,33 @@ def test_fast_gradients_every_parameter(mode, record):
     flat_t = np.concatenate([t_grads[n].ravel() for n in names])
     flat_m = np.concatenate([g.asnumpy().ravel() for g in m_grads])
     record(assert_parity(f'fastconv grad all parameters {case_id} [{mode}]', flat_t, flat_m, 'grad'))
+
+
+# --- building and falling back ---------------------------------------------------------------
+
+def test_builds_into_the_cache_folder_atomically(monkeypatch, tmp_path):
+    """A fresh cache folder: the library is compiled there (under a temporary name, then
+    renamed: no temporary is left) and loads."""
+    monkeypatch.setenv('MS_DDPM_CACHE', str(tmp_path))
+    monkeypatch.setattr(fastconv, '_state', {})
+    path = fastconv.library(strict=True)
+    assert path.startswith(str(tmp_path)) and os.path.isfile(path)
+    assert [f for f in os.listdir(os.path.dirname(path))] == [os.path.basename(path)]
+    import ctypes
+    assert ctypes.CDLL(path).ms_ddpm_onednn_version() // 10000 == 3
+
+
+def test_unbuildable_is_one_warning_and_the_stock_path(monkeypatch, tmp_path, capsys):
+    """No compiler: one warning line naming the problem, and the conv layers stay MindSpore's own."""
+    from mindspore import nn
+    from ms_ddpm.ms_compat import Conv2d, Conv1d
+    monkeypatch.setenv('MS_DDPM_CACHE', str(tmp_path))
+    monkeypatch.setenv('CXX', str(tmp_path / 'no-such-g++'))
+    monkeypatch.setattr(fastconv, '_state', {})
+    monkeypatch.setattr(fastconv, '_warned', set())
+    assert fastconv.library() is None
+    assert type(Conv2d(2, 2, 3, padding=1)) is nn.Conv2d and Conv1d(2, 2, 3).fast is None
+    lines = [line for line in capsys.readouterr().err.splitlines() if 'fast CPU convolutions unavailable' in line]
+    assert len(lines) == 1 and 'no-such-g++' in lines[0], lines
+    with pytest.raises(fastconv.FastConvError):
+        fastconv.library(strict=True)

@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
 
 import numpy as np
 import mindspore as ms
@@ -90,9 +89,10 @@ def _find_onednn():
 
 def _build():
     include, lib, version = _find_onednn()
-    cxx = os.environ.get('CXX') or shutil.which('g++')
-    if not cxx:
-        raise FastConvError('no C++ compiler (g++) on PATH')
+    cxx = os.environ.get('CXX') or 'g++'
+    if not shutil.which(cxx):
+        raise FastConvError(f'no C++ compiler {cxx!r} (g++ on PATH, or $CXX)')
+    cxx = shutil.which(cxx)
     with open(SOURCE, 'rb') as f:
         src = f.read()
     tag = hashlib.sha256(src + f'|{version}|{include}|{lib}|{cxx}'.encode()).hexdigest()[:16]
@@ -157,8 +157,7 @@ _warned = set()
 def _warn_once(key, line):
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(line, RuntimeWarning, stacklevel=3)
-        print('warning: ' + line, file=sys.stderr)
+        print('warning: ' + line, file=sys.stderr, flush=True)   # one line, on stderr
 
 
 def _out_shape(stride, padding):
