@@ -96,6 +96,54 @@ def test_fast_gradients_every_parameter(mode, record):
     record(assert_parity(f'fastconv grad all parameters {case_id} [{mode}]', flat_t, flat_m, 'grad'))
 
 
+# --- the kernels alone: F.conv{1,2,3}d and its two gradients --------------------------------
+
+CONV_OPS = [(1, 2, 1, 4, 'pynative'), (2, 1, 1, 3, 'pynative'), (2, 1, 0, 1, 'pynative'), (2, 2, 1, 4, 'graph'),
+            (3, 1, 1, 3, 'pynative')]
+
+
+@pytest.mark.parametrize('nsp,stride,pad,k,mode', CONV_OPS, ids=[f'{n}d-s{s}-p{p}-k{k}-{m}' for n, s, p, k, m in CONV_OPS])
+def test_fast_conv_op(nsp, stride, pad, k, mode, record):
+    """``F.conv{nsp}d(x, w, stride, padding)``, dx and dw of ``sum(y * g)`` (3D: the ConvSame
+    path of karras_unet_3d) against torch."""
+    import torch
+    rng = np.random.default_rng(nsp * 10 + k)
+    x = rng.standard_normal((2, 5) + (8,) * nsp).astype(np.float32)
+    w = rng.standard_normal((6, 5) + (k,) * nsp).astype(np.float32)
+    f = getattr(torch.nn.functional, f'conv{nsp}d')
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    yt = f(xt, wt, stride=stride, padding=pad)
+    g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.from_numpy(g))
+    conv, gm = fastconv.conv_op(nsp, stride, pad), ms.Tensor(g)
+
+    def loss(a, b):
+        return (conv(a, b) * gm).sum()
+
+    def fwd(a, b):
+        return conv(a, b)
+    grad = ms.grad(loss, grad_position=(0, 1))
+    if mode == 'graph':
+        fwd, grad = ms.jit(fwd), ms.jit(grad)
+    y = fwd(ms.Tensor(x), ms.Tensor(w))
+    dx, dw = grad(ms.Tensor(x), ms.Tensor(w))
+    name = f'fastconv conv{nsp}d s{stride} p{pad} k{k} [{mode}]'
+    record(assert_parity(name, yt.detach().numpy(), y.asnumpy(), 'layer'))
+    record(assert_parity(name + ' dx', xt.grad.numpy(), dx.asnumpy(), 'grad'))
+    record(assert_parity(name + ' dw', wt.grad.numpy(), dw.asnumpy(), 'grad'))
+
+
+def test_cli_fast_cpu_flag_switches_it_on():
+    """``ms-ddpm sample --fast-cpu`` turns the path on before the command builds its model."""
+    from ms_ddpm_tools.cli import main
+    fastconv.set_enabled(None)
+    try:
+        assert main(['sample', '--fast-cpu', '--help']) == 0
+        assert fastconv.requested()
+    finally:
+        fastconv.set_enabled(True)
+
+
 # --- building and falling back ---------------------------------------------------------------
 
 def test_builds_into_the_cache_folder_atomically(monkeypatch, tmp_path):
