@@ -341,6 +341,12 @@ def _sample_parser():
     p.add_argument('--image-size', type=int, default=None, help='for weights without a stored config')
     p.add_argument('--config', default=None, help='architecture config (JSON text or file) for plain weights')
     p.add_argument('--quiet', action='store_true', help='no progress bar (also TQDM_DISABLE=1)')
+    r = p.add_argument_group('RePaint inpainting (ms_ddpm.repaint; writes masked input | output, a row per sample)')
+    r.add_argument('--inpaint', default=None, metavar='IMAGE', help='the known image, at the model\'s size')
+    r.add_argument('--mask', default=None, metavar='MASK', help='greyscale, same height and width: white = known, black = paint')
+    r.add_argument('--resample-iter', type=int, default=10, help='RePaint resample_iter')
+    r.add_argument('--resample-jump', type=int, default=10, help='RePaint resample_jump')
+    r.add_argument('--resample-every', type=int, default=50, help='RePaint resample_every')
     return p
 
 
@@ -422,7 +428,15 @@ def _sample(args):
     for out in (args.out, args.gif):
         if out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
             raise InputError(f'{out}: folder {os.path.dirname(os.path.abspath(out))} does not exist')
+    if (args.inpaint is None) != (args.mask is None):
+        raise InputError('--inpaint IMAGE and --mask MASK go together')
     md, step, which = load_for_sampling(args.checkpoint, ema=args.ema, image_size=args.image_size, config=args.config)
+    if args.inpaint is not None:
+        from ms_ddpm_tools.inpaint import inpaint
+        ms.set_seed(args.seed)
+        inpaint(md, args)
+        print(f'wrote {args.out} (RePaint, {which} weights, seed {args.seed})', file=sys.stderr)
+        return 0
     if args.ddim_steps is not None:
         if not 0 < args.ddim_steps <= md.num_timesteps:
             raise InputError(f'--ddim-steps must be in 1..{md.num_timesteps}')
