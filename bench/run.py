@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ITEMS = ('convs', 'unet_dim64', 'unet_small', 'train_dim64', 'ddim', 'ddpm_small', 'unet1d', 'train1d', 'ddim1d',
-         'convert', 'fid_features', 'suite')
+         'karras_unet', 'train_karras', 'uvit', 'train_uvit', 'convert', 'fid_features', 'suite')
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Settings:
     ddpm_steps: int = 1000
     modes: tuple = ('pynative', 'graph')
     extras: tuple = ('nn_adam',)
+    fast_cpu: bool = False     # --fast-cpu: also time the oneDNN conv path (ms_ddpm.fastconv), side by side
 
 
 def set_threads(n):
@@ -71,6 +72,9 @@ def parse_args(argv):
                    help='CPU threads for both frameworks (default: 2, or fewer cores)')
     p.add_argument('--repeats', type=int, default=None, help='timed repeats per item (after warm-up)')
     p.add_argument('--no-pynative', action='store_true', help='skip MindSpore PyNative timings (GRAPH only)')
+    p.add_argument('--fast-cpu', action='store_true',
+                   help="also time MindSpore with the oneDNN convolutions (ms_ddpm.fastconv, pip extra ms_ddpm[fast]) "
+                        "beside the stock kernels: the conv items and the train steps")
     p.add_argument('--out', default=None, help='JSON output path (default: bench/results/bench-ms<version>.json)')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)   # internal: run one item, print its JSON
     return p.parse_args(argv)
@@ -86,6 +90,7 @@ def settings_from(args):
         s.train_repeats = s.sample_repeats = max(1, min(args.repeats, 3))
     if args.no_pynative:
         s.modes = ('graph',)
+    s.fast_cpu = args.fast_cpu
     return s
 
 
@@ -120,6 +125,10 @@ def run_item(name, s):
     if name == 'ddim1d':
         return it.sampling(s, name, it.UNET1D, image_size=256, batch=4, timesteps=1000, sampling_timesteps=s.ddim_steps,
                            dims=1)
+    if name in ('karras_unet', 'uvit'):     # issue 15: KarrasUnet and simple diffusion's UViT, 32x32, batch 8
+        return it.family_forward(s, name, 'karras' if name == 'karras_unet' else 'uvit')
+    if name in ('train_karras', 'train_uvit'):
+        return it.family_train(s, name, 'karras' if name == 'train_karras' else 'uvit')
     if name == 'convert':
         return it.convert(s, ROOT)
     if name == 'fid_features':
@@ -148,6 +157,7 @@ def table(results):
             if 'ms_graph_nn_adam' in f:
                 lines.append(f'{"  (nn.Adam)":13s} {"":>10s} {"":>12s} {_ms(f["ms_graph_nn_adam"]["median_s"]):>10s} '
                              f'{_ms(r["compile_s"].get("ms_graph_nn_adam")):>9s} {_r(r["ratios"].get("ms_graph_nn_adam")):>12s}')
+            lines += _fast_lines('  (fast conv)', f, r)
             if 'steps' in r:
                 lines.append(f'{"  per step":13s} {_ms(f["torch"]["per_step_s"]):>10s} {"":>12s} {_ms(f["ms_graph"]["per_step_s"]):>10s}')
         elif r['item'] == 'convs':
@@ -156,6 +166,7 @@ def table(results):
                 lines.append(f'{"conv " + k:13s} {_ms(kf["torch"]["median_s"]):>10s} {_ms(kf.get("ms_pynative", {}).get("median_s")):>12s} '
                              f'{_ms(kf["ms_graph"]["median_s"]):>10s} {_ms(kr["compile_s"]["ms_graph"]):>9s} '
                              f'{_r(kr["ratios"].get("ms_graph")):>12s} {_r(kr["ratios"].get("ms_pynative")):>10s}')
+                lines += _fast_lines('  (fast conv)', kf, kr)
         elif r['item'] == 'convert':
             lines.append(f'{"convert":13s} ' + (r.get('skipped') or _convert_line(r.get('convert_bench', {}))))
         elif r['item'] == 'suite':
@@ -163,6 +174,18 @@ def table(results):
         elif 'error' in r:
             lines.append(f'{r["item"]:13s} FAILED: {r["error"]}')
     return '\n'.join(lines)
+
+
+def _fast_lines(label, f, r):
+    """The oneDNN-conv figures (``--fast-cpu``) under the stock ones: times, ratios to torch,
+    and fast / stock."""
+    if 'ms_graph_fast' not in f and 'ms_pynative_fast' not in f:
+        return []
+    g, p = f.get('ms_graph_fast', {}).get('median_s'), f.get('ms_pynative_fast', {}).get('median_s')
+    sg, sp = f.get('ms_graph', {}).get('median_s'), f.get('ms_pynative', {}).get('median_s')
+    vs = ', '.join(f'{k} fast/stock {a / b:.2f}' for k, a, b in (('graph', g, sg), ('pyn', p, sp)) if a and b)
+    return [f'{label:13s} {"":>10s} {_ms(p):>12s} {_ms(g):>10s} {_ms(r.get("compile_s", {}).get("ms_graph_fast")):>9s} '
+            f'{_r(r["ratios"].get("ms_graph_fast")):>12s} {_r(r["ratios"].get("ms_pynative_fast")):>10s}  ({vs})']
 
 
 def _r(x):
@@ -198,6 +221,8 @@ def _worker_argv(args, name):
         argv += ['--repeats', str(args.repeats)]
     if args.no_pynative:
         argv.append('--no-pynative')
+    if args.fast_cpu:
+        argv.append('--fast-cpu')
     return argv
 
 
@@ -236,7 +261,7 @@ def main(argv=None):
     from bench.timing import load, versions
     data = {'started': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'versions': versions(),
             'threads': None, 'settings': vars(s) | {'modes': list(s.modes), 'extras': list(s.extras)},
-            'env': {k: os.environ.get(k) for k in ('MS_DDPM_FAST_MATH', 'OMP_NUM_THREADS', 'PYTHONPATH')},
+            'env': {k: os.environ.get(k) for k in ('MS_DDPM_FAST_MATH', 'MS_DDPM_CPU_CONV', 'OMP_NUM_THREADS', 'PYTHONPATH')},
             'load_start': load(), 'results': []}
     out = args.out or os.path.join(ROOT, 'bench', 'results', f'bench-ms{data["versions"]["mindspore"]}.json')
     print(f'ms-ddpm bench: mindspore {data["versions"]["mindspore"]}, torch {data["versions"]["torch"]}, '
