@@ -11,7 +11,7 @@ from dataclasses import dataclass, asdict
 
 import numpy as np
 
-from parity.tolerances import tolerance
+from parity.tolerances import accuracy, tolerance
 
 
 @dataclass
@@ -28,6 +28,8 @@ class Diff:
     ok: bool = None
     metric: str = None   # the gated metric ('rel_fro' or 'max_abs'), set by check()
     why: str = None      # one line, set by check() when not ok
+    torch_vs_float64: float = None       # with a float64 reference (check(..., expected64=)): rel_fro of
+    mindspore_vs_float64: float = None   # each float32 result from it, the figures the accuracy gate compares
 
     def as_dict(self):
         d = asdict(self)
@@ -38,7 +40,17 @@ class Diff:
         verdict = '' if self.ok is None else ('ok' if self.ok else 'FAIL')
         return (f'{self.name}: shape={tuple(self.shape)} rel_fro={self.rel_fro:.3e} max_abs={self.max_abs:.3e} '
                 f'max_rel={self.max_rel:.3e} cosine={self.cosine:.9f} within_1e-3={self.within_1e3:.4%} '
-                f'nonfinite={self.nonfinite} tol={self.tol} {verdict}')
+                f'nonfinite={self.nonfinite} tol={self.tol}{self._f64()} {verdict}')
+
+    def _f64(self):
+        if self.torch_vs_float64 is None:
+            return ''
+        return (f' | vs float64: mindspore={self.mindspore_vs_float64:.3e} torch={self.torch_vs_float64:.3e}'
+                f' (ratio {_ratio(self.mindspore_vs_float64, self.torch_vs_float64):.2f})')
+
+
+def _ratio(a, b):
+    return a / b if b > 0 else (0.0 if a == 0 else np.inf)
 
 
 def _np(x):
@@ -72,12 +84,43 @@ def diff(name, expected, actual):
     return Diff(name, a.shape, rel_fro, float(d.max()), max_rel, cosine, within, nonfinite)
 
 
-def check(name, expected, actual, kind, dtype='float32'):
+def check(name, expected, actual, kind, dtype='float32', expected64=None):
     """The one gate: metrics of ``actual`` against ``expected`` and the verdict under the
     tolerance of ``kind`` (``parity.tolerances``), which bounds its own metric (``tol.metric``).
     NaN/Inf fail whatever the figures.  Returns the Diff with ``tol``, ``metric``, ``ok`` and,
-    when not ok, ``why``.  A shape mismatch raises AssertionError."""
-    return gate(diff(name, expected, actual), kind, dtype)
+    when not ok, ``why``.  A shape mismatch raises AssertionError.
+
+    With ``expected64`` (the reference run in float64 on the same weights and inputs) the
+    verdict is the ACCURACY gate instead (``accuracy_gate``): the float32 figures of ``actual``
+    against ``expected`` are still measured and reported, ``kind`` only names what is compared."""
+    r = diff(name, expected, actual)
+    if expected64 is not None:
+        return accuracy_gate(r, expected, actual, expected64, dtype)
+    return gate(r, kind, dtype)
+
+
+def accuracy_gate(r, expected, actual, expected64, dtype='float32'):
+    """The error-model verdict on ``r`` (the float32 Diff of ``actual`` against ``expected``):
+    both float32 results against the reference's float64 result ``expected64``.  PASS when
+    MindSpore's distance from it is at most FACTOR x the reference's own float32 distance
+    (rel_fro; a distance under REL_FLOOR, a few ulps, counts as REL_FLOOR: closer is luck), or,
+    for tensors that are zero or tiny in exact arithmetic, when its largest absolute distance
+    is under the FLOOR (``parity.tolerances.ACCURACY``).  Sets
+    ``torch_vs_float64``, ``mindspore_vs_float64``, ``tol`` (the factor), ``metric``
+    ('vs_float64'), ``ok`` and ``why``; returns ``r``."""
+    acc = accuracy(dtype)
+    t = diff(r.name, expected64, expected)
+    m = diff(r.name, expected64, actual)
+    r.torch_vs_float64, r.mindspore_vs_float64 = t.rel_fro, m.rel_fro
+    r.tol, r.metric = acc.factor, 'vs_float64'
+    nonfinite = r.nonfinite or t.nonfinite or m.nonfinite
+    within = m.rel_fro <= acc.factor * max(t.rel_fro, acc.rel_floor) or m.max_abs <= acc.floor
+    r.ok = (not nonfinite) and bool(within)
+    r.why = None if r.ok else ('NaN/Inf present' if nonfinite else
+                               f'MindSpore is {m.rel_fro:.3e} from the float64 result (max_abs {m.max_abs:.1e}), '
+                               f'the reference {t.rel_fro:.3e}: more than {acc.factor:g}x max(that, {acc.rel_floor:.1e}) and above the floor '
+                               f'{acc.floor:.0e} ({acc.reason})')
+    return r
 
 
 def gate(r, kind, dtype='float32'):
@@ -93,9 +136,10 @@ def gate(r, kind, dtype='float32'):
     return r
 
 
-def assert_parity(name, expected, actual, kind, dtype='float32'):
-    """``check`` that fails (with every metric in the message) unless within ``kind``'s tolerance."""
-    r = check(name, expected, actual, kind, dtype)
+def assert_parity(name, expected, actual, kind, dtype='float32', expected64=None):
+    """``check`` that fails (with every metric in the message) unless within ``kind``'s tolerance
+    (with ``expected64``: unless it passes the accuracy gate)."""
+    r = check(name, expected, actual, kind, dtype, expected64)
     if not r.ok:
         raise AssertionError(f'{r}\n  -> {r.why}')
     return r

@@ -6,7 +6,9 @@ A row's (``module``, ``cls``) resolves to ``denoising_diffusion_pytorch.<module>
 ``net_cls``, ``net_kwargs``).  The MindSpore twin carries the reference's weights, loaded
 strictly by name (``weight_convert.load_torch_state_dict``)."""
 
+import copy
 import importlib
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import mindspore as ms
@@ -152,3 +154,50 @@ def ms_loss_fn(md, d, reduction):
 def draws_of(case, count, b=B):
     """``count`` standard-normal draws of a diffusion row's image shape, from its input seed."""
     return np.random.default_rng(case.input_seed).standard_normal((count,) + image_shape(case.kwargs, b)).astype(np.float32)
+
+
+# --- the reference's gradients, in float32 and in float64 (the accuracy gate's yardstick) -------
+
+def as_float64(x):
+    """``x`` with every floating NumPy array (in dicts, lists, tuples) cast to float64."""
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) else x
+    if isinstance(x, dict):
+        return {k: as_float64(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(as_float64(v) for v in x)
+    return x
+
+
+@contextmanager
+def torch_float64():
+    """torch's default dtype float64 for the block (tensors the reference creates inside its
+    methods, e.g. torch.tensor / linspace / zeros, follow the float64 model)."""
+    import torch
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
+def float64_copy(module):
+    """A float64 copy of a torch module: the same weights and buffers, upcast exactly."""
+    return copy.deepcopy(module).double()
+
+
+def reference_grads(module, loss_of, float64=False):
+    """(loss, {parameter name: gradient}) of the torch ``module``: ``loss_of(module, cast)``
+    returns the scalar loss, ``cast`` applied to its NumPy inputs.  With ``float64`` on a
+    float64 copy of the module (taken now: call it before any in-place training forward),
+    inputs cast to float64, torch's default dtype float64; otherwise on the module itself,
+    inputs as they are.  A trainable parameter without a gradient gets zeros."""
+    m = float64_copy(module) if float64 else module
+    m.zero_grad()
+    with torch_float64() if float64 else nullcontext():
+        loss = loss_of(m, as_float64 if float64 else (lambda x: x))
+        loss.backward()
+    grads = {n: (p.grad.detach().numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape), np.float64 if float64 else np.float32))
+             for n, p in m.named_parameters() if p.requires_grad}
+    return loss.detach().numpy(), grads
