@@ -26,6 +26,7 @@ from ms_ddpm.attend import Attend
 from ms_ddpm.ema import EMA
 from ms_ddpm.io.images import save_image
 from ms_ddpm.training import TrainerCore
+from ms_ddpm.training.draws import process_attr
 
 # constants
 
@@ -1119,8 +1120,11 @@ class Trainer(TrainerCore):
         # model
 
         self.model = diffusion_model
-        self.channels = diffusion_model.channels
-        is_ddim_sampling = diffusion_model.is_ddim_sampling
+        # the reference reads these off the model: the continuous-time, Elucidated and XM
+        # processes have no is_ddim_sampling (AttributeError there), XMWrapper no channels or
+        # image_size (read off its flow model here; docs/parity.md)
+        self.channels = process_attr(diffusion_model, 'channels')
+        is_ddim_sampling = process_attr(diffusion_model, 'is_ddim_sampling', False)
 
         # default convert_image_to depending on channels
 
@@ -1138,7 +1142,7 @@ class Trainer(TrainerCore):
         assert (train_batch_size * gradient_accumulate_every) >= 16, f'your effective batch size (train_batch_size x gradient_accumulate_every) should be at least 16 or above'
 
         self.train_num_steps = train_num_steps
-        self.image_size = diffusion_model.image_size
+        self.image_size = process_attr(diffusion_model, 'image_size')
 
         self.max_grad_norm = max_grad_norm
 

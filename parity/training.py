@@ -7,7 +7,7 @@ reference Trainer exactly those (its ``dl`` replaced by the recorded batches, it
 
 import numpy as np
 
-__all__ = ['write_digits', 'RefRun', 'ms_trainer', 'Recorder', 'train_ms', 'continue_both', 'flat_params']
+__all__ = ['write_digits', 'RefRun', 'reference_draws', 'ms_trainer', 'Recorder', 'train_ms', 'continue_both', 'flat_params']
 
 
 def write_digits(folder, n):
@@ -40,10 +40,22 @@ class RefRun:
         t = self.trainer
         t.dl = iter([torch.from_numpy(b) for b in batches])
         t.train_num_steps = steps
-        randn = [x for d in draws for x in [d['noise']] + ([d['offset_noise']] if 'offset_noise' in d else [])]
-        coins = [float(d['coin']) for d in draws if 'coin' in d]
-        with injected_draws(randn=randn, randint=[d['times'] for d in draws], coins=coins):
+        with injected_draws(**reference_draws(draws)):
             t.train()
+
+
+def reference_draws(draws):
+    """``injected_draws`` keywords for the reference of the MindSpore Trainer's ``draws`` (per
+    micro-batch, in order; ``ms_ddpm.training.draws``): ElucidatedDiffusion's sigma ``randn``
+    before the noise; integer times are ``randint``, continuous ones ``uniform_``; the noise,
+    then the offset noise, ``randn``; the self-conditioning coin ``random``.  (XMWrapper: its
+    flow model's draws, the noise of all candidates in one chunk.)"""
+    randn = [x for d in draws for x in ([d['sigma_randn']] if 'sigma_randn' in d else []) + [d['noise']]
+             + ([d['offset_noise']] if 'offset_noise' in d else [])]
+    times = [d['times'] for d in draws if 'sigma_randn' not in d]
+    return dict(randn=randn, coins=[float(d['coin']) for d in draws if 'coin' in d],
+                randint=[x for x in times if np.issubdtype(np.asarray(x).dtype, np.integer)],
+                uniform=[x for x in times if np.issubdtype(np.asarray(x).dtype, np.floating)])
 
 
 def ms_trainer(folder, results, model, batch, accum, max_grad_norm, seed, **kw):

@@ -40,16 +40,18 @@ def _shape_of(size):
 
 
 @contextmanager
-def injected_draws(randn=(), coins=(), randint=(), strict=True):
+def injected_draws(randn=(), coins=(), randint=(), strict=True, uniform=()):
     """Within the block the reference's ``torch.randn``/``torch.randn_like`` return the arrays
     of ``randn`` in order, ``random()`` the floats of ``coins``, ``torch.randint`` the arrays
-    of ``randint``.  With ``strict`` every supplied draw must be used."""
+    of ``randint``, ``Tensor.uniform_`` (the continuous-time processes' ``random_times``) fills
+    its tensor with the arrays of ``uniform``.  With ``strict`` every supplied draw must be used."""
     import torch
     import denoising_diffusion_pytorch.denoising_diffusion_pytorch as ddp_mod
     import denoising_diffusion_pytorch.elucidated_diffusion as edm_mod   # its own `from random import random` (issue 13)
     import denoising_diffusion_pytorch.denoising_diffusion_pytorch_1d as ddp1d_mod   # its own `from random import random`
 
     qn, qc, qi = _Queue('randn', randn), _Queue('coin', coins), _Queue('randint', randint)
+    qu = _Queue('uniform', uniform)
     saved = (torch.randn, torch.randn_like, torch.randint, ddp_mod.random, ddp1d_mod.random)
 
     def randn_(*size, dtype=None, device=None, **kw):
@@ -67,15 +69,26 @@ def injected_draws(randn=(), coins=(), randint=(), strict=True):
     def random_():
         return float(qc.take())
 
+    def uniform_(self, *a, **kw):
+        with torch.no_grad():
+            self.copy_(torch.as_tensor(np.asarray(qu.take(tuple(self.shape))), dtype=self.dtype))
+        return self
+
     torch.randn, torch.randn_like, torch.randint, ddp_mod.random, ddp1d_mod.random = randn_, randn_like_, randint_, random_, random_
     saved_edm, edm_mod.random = edm_mod.random, random_
+    saved_uniform = torch.Tensor.__dict__.get('uniform_')
+    torch.Tensor.uniform_ = uniform_
     try:
         yield
     finally:
         torch.randn, torch.randn_like, torch.randint, ddp_mod.random, ddp1d_mod.random = saved
         edm_mod.random = saved_edm
+        if saved_uniform is None:
+            del torch.Tensor.uniform_
+        else:
+            torch.Tensor.uniform_ = saved_uniform
     if strict:
-        for q in (qn, qc, qi):
+        for q in (qn, qc, qi, qu):
             if q.used != len(q.items):
                 raise DrawError(f'{len(q.items) - q.used} of {len(q.items)} supplied {q.kind} draws were not used '
                                 f'by the reference: the test and the reference disagree on the draws')

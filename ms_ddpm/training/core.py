@@ -23,7 +23,9 @@ from ms_ddpm.training.checkpoint import (
     write_trainer_checkpoint,
 )
 from ms_ddpm.training.data import Batches, DataOrder, distributed
-from ms_ddpm.training.draws import draws_for
+from ms_ddpm.training.draws import (
+    GAUSSIAN, draws_for, forward_kwargs, process_draws, share_of, spec_for, uses_offset_coin,
+)
 from ms_ddpm.training.fid import FIDScorer, fid_weights_path
 from ms_ddpm.training.step import Adam, TrainStep
 
@@ -79,8 +81,12 @@ class TrainerCore:
             self.scaler.counter.name = 'scaler.counter'
 
     def _init_train_step(self):
+        # GaussianDiffusion (and the twins built on TrainerCore for it) keep its positional
+        # forward; the other processes (issue 13) are called with their draws by keyword
+        spec, self._candidates = self._process_spec()
+        call_for = None if spec is GAUSSIAN and self._candidates == 1 else (lambda o, c: forward_kwargs(spec, o, c))
         self._train_steps = TrainStep(self.train_model, self.opt, self.params, self.max_grad_norm, self.scaler,
-                                      self.world_size, self.jit)
+                                      self.world_size, self.jit, call_for)
         self._steps = self._train_steps.steps
         self.skipped_steps = 0
         self.last_grad_norm = None
@@ -107,12 +113,27 @@ class TrainerCore:
 
     # --- one optimiser step -------------------------------------------------------------
 
+    def _process_spec(self):
+        """(how the model draws, candidates): ``ms_ddpm.training.draws.PROCESS_DRAWS``; a model
+        of no listed process (the 1D, guided, RePaint twins' GaussianDiffusion-likes) draws as
+        GaussianDiffusion."""
+        try:
+            return spec_for(self.model)
+        except TypeError:
+            return GAUSSIAN, 1
+
+    def _uses_offset_coin(self):
+        return uses_offset_coin(self.model, self._process_spec()[0])
+
     def _draws(self, step, micro, shape):
         md = self.model
         if _exists(self.draws):
             return self.draws(step, micro, shape)
-        return draws_for(self.seed, step, micro, shape, md.num_timesteps,
-                         offset = getattr(md, 'offset_noise_strength', 0.) > 0., coin = md.self_condition)
+        spec, k = self._process_spec()
+        if spec is GAUSSIAN and k == 1:
+            return draws_for(self.seed, step, micro, shape, md.num_timesteps,
+                             offset = getattr(md, 'offset_noise_strength', 0.) > 0., coin = md.self_condition)
+        return process_draws(md, self.seed, step, micro, shape)
 
     def _train_step_fn(self, accum, offset, coin):
         return self._train_steps.fn(accum, offset, coin)
@@ -129,11 +150,11 @@ class TrainerCore:
             last = getattr(self.dl, 'last', None)
             bounds.append(last if _exists(last) else (0, len(batches[-1]), len(batches[-1])))
         self.batches_consumed += len(batches)
-        offset, coin = getattr(md, 'offset_noise_strength', 0.) > 0., bool(md.self_condition)
+        offset, coin = self._uses_offset_coin()
         draws = []
         for a, (batch, (lo, hi, g)) in enumerate(zip(batches, bounds)):
             d = self._draws(self.step, a, (g,) + batch.shape[1:])      # the whole batch's draws ...
-            draws.append({k: (v[lo:hi] if k in ('times', 'noise', 'offset_noise') else v) for k, v in d.items()})  # ... my share
+            draws.append(share_of(d, lo, hi, self._candidates))        # ... my share
         loss, self.last_grad_norm, finite = self._train_steps(batches, draws, bounds, offset, coin)
         if not finite:
             self.skipped_steps += 1
@@ -149,7 +170,9 @@ class TrainerCore:
         if _exists(seed):
             ms.set_seed(int(seed) % (2 ** 31))
         groups = [self.batch_size] * (n // self.batch_size) + ([n % self.batch_size] if n % self.batch_size else [])
-        out = [model.sample(batch_size = b, return_all_timesteps = return_all_timesteps).asnumpy() for b in groups]
+        # the continuous-time and Elucidated processes' sample() takes no return_all_timesteps
+        kw = dict(return_all_timesteps = True) if return_all_timesteps else {}
+        out = [model.sample(batch_size = b, **kw).asnumpy() for b in groups]
         self.model.set_train(True)
         return np.concatenate(out, axis = 0)
 

@@ -95,13 +95,14 @@ def clip_grad_norm_(grads, max_norm):
 
 
 def build_train_step(net, opt, params, max_grad_norm, accum, offset = False, coin = False, scaler = None,
-                     world = 1, jit = True):
+                     world = 1, jit = True, call = None):
     """``step(imgs, times, noises, offsets, coins, scale, shares) -> (loss, grad norm, finite)``.
 
     ``imgs``/``times``/``noises``/``offsets``: tuples of ``accum`` tensors (one per
     micro-batch, sizes may differ); ``coins``/``shares``: (accum,) tensors; ``scale``: the
     loss scale.  ``net(img, times, 'mean', noise, None, offset_noise, self_cond_coin)`` is the
-    diffusion model's forward.  ``share`` = (its images / the batch's) * world, so the
+    diffusion model's forward, or ``call(net, img, times, noise, offset_noise, coin)`` where
+    given (the other processes' keyword forwards, ``ms_ddpm.training.draws.forward_kwargs``).  ``share`` = (its images / the batch's) * world, so the
     all-reduced mean over processes is the batch mean."""
     from mindspore import amp as ms_amp
     max_norm = float(max_grad_norm)
@@ -109,7 +110,10 @@ def build_train_step(net, opt, params, max_grad_norm, accum, offset = False, coi
     all_reduce = ops.AllReduce() if world > 1 else None
 
     def loss_fn(img, times, noise, offset_noise, self_cond_coin, scale, share):
-        loss = net(img, times, 'mean', noise, None, offset_noise if offset else None, self_cond_coin if coin else None)
+        if call is not None:
+            loss = call(net, img, times, noise, offset_noise, self_cond_coin)
+        else:
+            loss = net(img, times, 'mean', noise, None, offset_noise if offset else None, self_cond_coin if coin else None)
         if world > 1:
             loss = loss * share
         loss = loss / accum
@@ -145,6 +149,12 @@ def build_train_step(net, opt, params, max_grad_norm, accum, offset = False, coi
     return ms.jit(train_step) if jit else train_step
 
 
+def _times(t):
+    """Integer timesteps as int64 (GaussianDiffusion's), continuous times and sigmas as float32."""
+    t = np.asarray(t)
+    return t.astype(np.float32) if np.issubdtype(t.dtype, np.floating) else t.astype(np.int64)
+
+
 class TrainStep:
     """One optimiser step of a Trainer twin, from NumPy micro-batches and their draws.
 
@@ -154,25 +164,27 @@ class TrainStep:
     of each share.  Returns ``(loss, grad norm, finite)`` as Python values.  The compiled step
     is built once per (accum, offset, coin) and kept in ``steps``."""
 
-    def __init__(self, net, opt, params, max_grad_norm, scaler = None, world = 1, jit = True):
+    def __init__(self, net, opt, params, max_grad_norm, scaler = None, world = 1, jit = True, call_for = None):
         self.net, self.opt, self.params = net, opt, params
         self.max_grad_norm, self.scaler, self.world, self.jit = max_grad_norm, scaler, world, jit
+        self.call_for = call_for        # (offset, coin) -> the forward call, or None: GaussianDiffusion's positional one
         self.steps = {}
 
     def fn(self, accum, offset, coin):
         key = (accum, offset, coin)
         if key not in self.steps:
+            call = self.call_for(offset, coin) if self.call_for is not None else None
             self.steps[key] = build_train_step(self.net, self.opt, self.params, self.max_grad_norm, accum, offset, coin,
-                                               self.scaler, self.world, self.jit)
+                                               self.scaler, self.world, self.jit, call)
         return self.steps[key]
 
     def __call__(self, batches, draws, bounds, offset = False, coin = False):
         accum = len(batches)
         imgs = tuple(ms.Tensor(np.ascontiguousarray(b, dtype = np.float32)) for b in batches)
-        times = tuple(ms.Tensor(np.asarray(d['times']).astype(np.int64)) for d in draws)
+        times = tuple(ms.Tensor(_times(d['times'])) for d in draws)
         noises = tuple(ms.Tensor(np.asarray(d['noise'], dtype = np.float32)) for d in draws)
         offsets = tuple(ms.Tensor(np.asarray(d['offset_noise'], dtype = np.float32) if offset
-                                  else np.zeros(b.shape[:2], np.float32)) for b, d in zip(batches, draws))
+                                  else np.zeros(np.shape(d['noise'])[:2], np.float32)) for d in draws)
         coins = ms.Tensor(np.array([d['coin'] if coin else 1. for d in draws], dtype = np.float32))
         shares = ms.Tensor(np.array([(hi - lo) * self.world / g for lo, hi, g in bounds], dtype = np.float32))
         scale = self.scaler.scale_value.value() if self.scaler is not None else ms.Tensor(1., ms.float32)
