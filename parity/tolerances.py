@@ -146,6 +146,52 @@ TOLERANCES = {
 }
 
 
+# --- the accuracy gate (gradients): an error model, not a fitted bound -----------------------------
+# parity.compare.check(..., expected64=) / accuracy_gate.  A gradient's float32 error depends on how
+# much its terms cancel, which differs per tensor and per configuration, so a fixed bound on
+# MindSpore-vs-torch fitted to one grid fails on the next one (an RMSNorm gain's gradient reached
+# 6.1e-6 and 6.7e-6 outside the grid that fitted 'grad' = 6e-6).  The yardstick is instead the
+# reference's own float32 distance from the same computation in float64 (same weights, inputs and
+# draws; parity.harness.reference_grads(..., float64=True)): MindSpore passes when it is at most
+# FACTOR x that far from the float64 result.  FLOOR is an absolute bound for tensors whose exact
+# gradient is zero or fully cancelled (float32 leaves rounding noise, the float64 run ~1e-16, so the
+# relative distances are meaningless there).
+
+@dataclass(frozen=True)
+class Accuracy:
+    factor: float       # MindSpore's distance from float64 <= factor x the reference's (rel_fro)
+    rel_floor: float    # the reference's distance counts as at least this (a few ulps)
+    floor: float        # or: MindSpore's largest absolute distance from float64 is at most this
+    reason: str
+
+
+ACCURACY = {
+    'float32': Accuracy(
+        4.0, 8 * 2.0 ** -24, 1e-9,
+        'two float32 computations of the same gradient, each with its own summation order, are two draws '
+        'from one error distribution; their ratio spreads widely for a small tensor (8-16 elements: a gain, '
+        'a bias) because a few elements dominate its norm. FACTOR: measured ratio MindSpore-vs-float64 / '
+        'torch-vs-float64 over every gradient row (test_training, test_1d, test_processes, test_karras, '
+        'PyNative and GRAPH, 2026-12-02): per tensor (3112 comparisons) median 1.00, p90 1.97, p99 5.5, worst '
+        '11.2 (1D self-cond row, ups.1.1.block1.proj.bias, 8 elements, max abs 2e-10: under FLOOR); all '
+        'parameters together (22 rows) median 0.93, worst 2.80 (the same 1D row, PyNative 2.58). With the '
+        'two floors every tensor passes at 4 except the learned noise schedule\'s 1-element biases (a ratio '
+        'of two roundings of ONE cancelled sum, 5.5 measured), which keep grad_learned_schedule. REL_FLOOR = 8 ulp (4.8e-7): a correctly rounded sum of ~64 '
+        'terms is already that far from exact, so a reference closer than that is luck, not a bar (e.g. '
+        'final_res_block.res_conv.bias: torch 4.6e-8 from float64, MindSpore 3.5e-7). FLOOR 1e-9: a tensor '
+        'whose exact gradient is zero or tiny next to the loss (~1) carries absolute rounding noise of '
+        'eps32 x the gradients flowing past it (~1e-2): ~6e-10 (e.g. the 1D time-MLP weights, |g| ~1e-6, '
+        'max abs error 2e-11; the learned schedule\'s cancelled bias, grad_invariant)'),
+}
+
+
+def accuracy(dtype='float32'):
+    try:
+        return ACCURACY[dtype]
+    except KeyError:
+        raise KeyError(f'no accuracy gate for dtype={dtype!r}; known: {sorted(ACCURACY)}') from None
+
+
 def tolerance(kind, dtype='float32'):
     try:
         return TOLERANCES[dtype][kind]
