@@ -343,3 +343,140 @@ def fid_features(s, name='fid_features', batch=8, size=299):
     result['images_per_s'] = {k: batch / f['median_s'] for k, f in figures.items()}
     result['load_after'] = load()
     return _finish(result, figures)
+
+
+# --- issue 15: KarrasUnet and UViT (simple_diffusion) ------------------------------------------
+# Small but not tiny configurations at 32x32, batch 8: the forward (eval, no gradients) and a
+# training step (KarrasUnet: MSE to a target, its training forward normalising the weights;
+# UViT: simple diffusion's GaussianDiffusion loss) + Adam(lr 1e-4, betas (0.9, 0.99)).
+
+KARRAS_UNET = dict(image_size=32, dim=32, dim_max=128, channels=3, num_downsamples=2, num_blocks_per_stage=1,
+                   attn_res=(8,), attn_dim_head=32)
+UVIT = dict(dim=32, dim_mults=(1, 2, 4), vit_depth=2, attn_dim_head=32, attn_heads=4)
+
+
+def _net_pair(family, seed=0):
+    """(torch, MindSpore) KarrasUnet or UViT with the same weights (loaded strictly by name)."""
+    torch = _torch()
+    from weight_convert import load_torch_state_dict
+    from reference import check_reference_version
+    check_reference_version()
+    if family == 'karras':
+        from denoising_diffusion_pytorch.karras_unet import KarrasUnet as T
+        from ms_ddpm.karras_unet import KarrasUnet as M
+        cfg = KARRAS_UNET
+    else:
+        from denoising_diffusion_pytorch.simple_diffusion import UViT as T
+        from ms_ddpm.simple_diffusion import UViT as M
+        cfg = UVIT
+    torch.manual_seed(seed)
+    t, m = T(**cfg), M(**cfg)
+    if family == 'karras':
+        from ms_ddpm.ms_compat import name_parameters_by_path
+        name_parameters_by_path(m)
+    load_torch_state_dict(m, t.state_dict())
+    return t, m, cfg
+
+
+def family_forward(s, name, family, batch=8):
+    """One KarrasUnet / UViT forward (no gradients), 32x32, batch 8: torch eager, MindSpore PyNative and GRAPH."""
+    torch = _torch()
+    import mindspore as ms
+    t, m, cfg = _net_pair(family)
+    what = ('KarrasUnet' if family == 'karras' else 'UViT') + f'({_cfg_str(cfg)}) forward, batch {batch}, 32x32'
+    result = {'item': name, 'what': what, 'load_before': load()}
+    t.eval()
+    m.set_train(False)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    tm = (rng.random(batch) if family == 'karras' else rng.uniform(-15, 15, batch)).astype(np.float32)
+    xt, tt, xm, tmm = torch.from_numpy(x), torch.from_numpy(tm), ms.Tensor(x), ms.Tensor(tm)
+
+    def run_torch():
+        with torch.no_grad():
+            return t(xt, tt)
+
+    def forward(a, b):
+        return m(a, b)
+    graph = ms.jit(forward)
+    fns = {'torch': run_torch, 'ms_graph': lambda: graph(xm, tmm).asnumpy()}
+    if 'pynative' in s.modes:
+        fns['ms_pynative'] = lambda: m(xm, tmm).asnumpy()
+    first = timed(fns['ms_graph'])
+    figures = interleaved(fns, s.repeats, warmup=1)
+    result['compile_s'] = {'ms_graph': max(first - figures['ms_graph']['median_s'], 0.0)}
+    result['first_call_s'] = {'ms_graph': first}
+    result['load_after'] = load()
+    return _finish(result, figures)
+
+
+def family_train(s, name, family, batch=8):
+    """One training step (loss + backward + Adam) of KarrasUnet (MSE to a target) or of simple
+    diffusion's GaussianDiffusion around UViT (times and noise given), 32x32, batch 8."""
+    torch = _torch()
+    import mindspore as ms
+    from mindspore import ops
+    from ms_ddpm.training import Adam
+    t, m, cfg = _net_pair(family)
+    rng = np.random.default_rng(0)
+    img = rng.random((batch, 3, 32, 32)).astype(np.float32)
+    times = rng.random(batch).astype(np.float32)
+    other = rng.standard_normal(img.shape).astype(np.float32)     # KarrasUnet: the target; UViT: the noise
+    if family == 'karras':
+        what = f'KarrasUnet({_cfg_str(cfg)}) train step (MSE), batch {batch}'
+        t_loss = lambda a, b, c: torch.nn.functional.mse_loss(t(a, b), c)
+        m_loss = lambda a, b, c: ops.mean((m(a, b) - c) ** 2)
+    else:
+        from denoising_diffusion_pytorch.simple_diffusion import GaussianDiffusion as TG
+        from ms_ddpm.simple_diffusion import GaussianDiffusion as MG
+        t, m = TG(t, image_size=32), MG(m, image_size=32)
+        what = f'simple_diffusion.GaussianDiffusion(UViT({_cfg_str(cfg)}), image_size=32) train step, batch {batch}'
+
+        def t_loss(a, b, c):     # the reference's forward with its uniform_ times given: p_losses on the normalised image
+            return t.p_losses(a * 2 - 1, b, noise=c)
+        m_loss = lambda a, b, c: m(a, b, 'mean', c)
+    result = {'item': name, 'what': what, 'load_before': load()}
+    t.train()
+    m.set_train(True)
+    args_t = [torch.from_numpy(a) for a in (img, times, other)]
+    args_m = [ms.Tensor(a) for a in (img, times, other)]
+    t_opt = torch.optim.Adam(t.parameters(), lr=1e-4, betas=(0.9, 0.99))
+
+    def run_torch():
+        loss = t_loss(*args_t)
+        loss.backward()
+        t_opt.step()
+        t_opt.zero_grad()
+        return loss.item()
+
+    def make_step(opt):
+        grad_fn = ms.value_and_grad(m_loss, None, opt.parameters)
+
+        def step(a, b, c):
+            loss, grads = grad_fn(a, b, c)
+            opt(grads)
+            return loss
+        return step
+    params = m.trainable_params()
+    py_step = make_step(Adam(params, lr=1e-4, betas=(0.9, 0.99)))
+    graph_step = ms.jit(make_step(Adam(params, lr=1e-4, betas=(0.9, 0.99))))
+
+    def synced(step):
+        # MindSpore launches asynchronously: reading the loss alone returns while the backward
+        # and the Adam updates still run (and then contend with the next torch call: measured a
+        # torch step at 11 s instead of 0.22 s); every updated parameter is read back too
+        def run():
+            loss = step(*args_m).asnumpy()
+            for p in params:
+                p.asnumpy()
+            return loss
+        return run
+    fns = {'torch': run_torch, 'ms_graph': synced(graph_step)}
+    first = {'ms_graph': timed(fns['ms_graph'])}
+    if 'pynative' in s.modes:
+        fns['ms_pynative'] = synced(py_step)
+    figures = interleaved(fns, s.train_repeats, warmup=1)
+    result['compile_s'] = {k: max(v - figures[k]['median_s'], 0.0) for k, v in first.items()}
+    result['first_call_s'] = first
+    result['load_after'] = load()
+    return _finish(result, figures)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ITEMS = ('convs', 'unet_dim64', 'unet_small', 'train_dim64', 'ddim', 'ddpm_small', 'unet1d', 'train1d', 'ddim1d',
-         'convert', 'fid_features', 'suite')
+         'karras_unet', 'train_karras', 'uvit', 'train_uvit', 'convert', 'fid_features', 'suite')
 
 
 @dataclass
@@ -125,6 +125,10 @@ def run_item(name, s):
     if name == 'ddim1d':
         return it.sampling(s, name, it.UNET1D, image_size=256, batch=4, timesteps=1000, sampling_timesteps=s.ddim_steps,
                            dims=1)
+    if name in ('karras_unet', 'uvit'):     # issue 15: KarrasUnet and simple diffusion's UViT, 32x32, batch 8
+        return it.family_forward(s, name, 'karras' if name == 'karras_unet' else 'uvit')
+    if name in ('train_karras', 'train_uvit'):
+        return it.family_train(s, name, 'karras' if name == 'train_karras' else 'uvit')
     if name == 'convert':
         return it.convert(s, ROOT)
     if name == 'fid_features':
