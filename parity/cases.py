@@ -259,9 +259,9 @@ add(
     # the first DDIM step (a real step with noise) of a 2-step DDIM loop
     *[_gd(f'eta{eta}', 'ddim_step', 'layer', dict(image_size=16, timesteps=100, sampling_timesteps=2, ddim_sampling_eta=eta),
           input_seed=6) for eta in (0.0, 0.7)],
-    _gd('pred_v-eta0', 'ddim_loop', 'sample', dict(image_size=16, timesteps=1000, sampling_timesteps=20, objective='pred_v',
+    _gd('pred_v-eta0', 'ddim_loop', 'sample', dict(image_size=8, timesteps=1000, sampling_timesteps=10, objective='pred_v',
                                                    ddim_sampling_eta=0.0), input_seed=7),
-    _gd('self_cond-pred_noise-eta0.5', 'ddim_loop', 'sample', dict(image_size=16, timesteps=1000, sampling_timesteps=20,
+    _gd('self_cond-pred_noise-eta0.5', 'ddim_loop', 'sample', dict(image_size=8, timesteps=1000, sampling_timesteps=10,
                                                                    objective='pred_noise', ddim_sampling_eta=0.5),
         DIFF_UNET_SC, input_seed=7),
     # the full 1000-step DDPM loop on the small U-Net, compiled steps (the default)

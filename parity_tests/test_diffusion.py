@@ -113,7 +113,7 @@ def test_ddim_time_pairs_match_reference():
 
 
 @pytest.mark.parametrize('case,mode', with_modes(rows('ddim_loop')))
-def test_ddim_loop_20_steps(case, mode, record):
+def test_ddim_loop_10_steps(case, mode, record):
     kw = case.kwargs
     td, md = build_pair(case)
     md.jit_sampling = mode == 'graph'
