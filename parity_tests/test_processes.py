@@ -88,7 +88,12 @@ def _torch_loss(case, t, img, times, noise, k):
         kw['noise'] = torch.from_numpy(noise)
     else:   # Elucidated draws its noise inside forward; XMWrapper's flow models inside each chunk
         randn = _noise_chunks(case, noise, k)
-    with injected_draws(randn=randn, coins=[coin] if coin is not None else []):
+    # the continuous-time processes draw random_times (Tensor.uniform_) even when given times:
+    # default(times, self.random_times(b)) evaluates it first; the value is unused
+    uniform = []
+    if process in (CTG, VPC):   # XMWrapper: once per chunk, of the chunk's size
+        uniform = [np.zeros((len(c),), np.float32) for c in _noise_chunks(case, noise, k)]
+    with injected_draws(randn=randn, coins=[coin] if coin is not None else [], uniform=uniform):
         return t(torch.from_numpy(img), **kw)
 
 
