@@ -84,7 +84,7 @@ def diff(name, expected, actual):
     return Diff(name, a.shape, rel_fro, float(d.max()), max_rel, cosine, within, nonfinite)
 
 
-def check(name, expected, actual, kind, dtype='float32', expected64=None):
+def check(name, expected, actual, kind, dtype='float32', expected64=None, yardstick=None):
     """The one gate: metrics of ``actual`` against ``expected`` and the verdict under the
     tolerance of ``kind`` (``parity.tolerances``), which bounds its own metric (``tol.metric``).
     NaN/Inf fail whatever the figures.  Returns the Diff with ``tol``, ``metric``, ``ok`` and,
@@ -92,20 +92,25 @@ def check(name, expected, actual, kind, dtype='float32', expected64=None):
 
     With ``expected64`` (the reference run in float64 on the same weights and inputs) the
     verdict is the ACCURACY gate instead (``accuracy_gate``): the float32 figures of ``actual``
-    against ``expected`` are still measured and reported, ``kind`` only names what is compared."""
+    against ``expected`` are still measured and reported, ``kind`` only names what is compared.
+    ``yardstick``: the reference's own float32 distance from float64 over the whole computation
+    this tensor is part of (all gradients together), a floor under the tensor's own distance."""
     r = diff(name, expected, actual)
     if expected64 is not None:
-        return accuracy_gate(r, expected, actual, expected64, dtype)
+        return accuracy_gate(r, expected, actual, expected64, dtype, yardstick)
     return gate(r, kind, dtype)
 
 
-def accuracy_gate(r, expected, actual, expected64, dtype='float32'):
+def accuracy_gate(r, expected, actual, expected64, dtype='float32', yardstick=None):
     """The error-model verdict on ``r`` (the float32 Diff of ``actual`` against ``expected``):
     both float32 results against the reference's float64 result ``expected64``.  PASS when
     MindSpore's distance from it is at most FACTOR x the reference's own float32 distance
     (rel_fro; a distance under REL_FLOOR, a few ulps, counts as REL_FLOOR: closer is luck), or,
     for tensors that are zero or tiny in exact arithmetic, when its largest absolute distance
-    is under the FLOOR (``parity.tolerances.ACCURACY``).  Sets
+    is under the FLOOR (``parity.tolerances.ACCURACY``).  ``yardstick`` (the reference's distance
+    over the whole computation, e.g. all gradients of one loss) also floors the reference's
+    distance: one tensor's distance is a single draw from the computation's rounding errors (the
+    reference can be lucky on it), the computation's distance is their level.  Sets
     ``torch_vs_float64``, ``mindspore_vs_float64``, ``tol`` (the factor), ``metric``
     ('vs_float64'), ``ok`` and ``why``; returns ``r``."""
     acc = accuracy(dtype)
@@ -114,11 +119,13 @@ def accuracy_gate(r, expected, actual, expected64, dtype='float32'):
     r.torch_vs_float64, r.mindspore_vs_float64 = t.rel_fro, m.rel_fro
     r.tol, r.metric = acc.factor, 'vs_float64'
     nonfinite = r.nonfinite or t.nonfinite or m.nonfinite
-    within = m.rel_fro <= acc.factor * max(t.rel_fro, acc.rel_floor) or m.max_abs <= acc.floor
+    level = max(t.rel_fro, acc.rel_floor, yardstick or 0.0)
+    within = m.rel_fro <= acc.factor * level or m.max_abs <= acc.floor
     r.ok = (not nonfinite) and bool(within)
     r.why = None if r.ok else ('NaN/Inf present' if nonfinite else
                                f'MindSpore is {m.rel_fro:.3e} from the float64 result (max_abs {m.max_abs:.1e}), '
-                               f'the reference {t.rel_fro:.3e}: more than {acc.factor:g}x max(that, {acc.rel_floor:.1e}) and above the floor '
+                               f'the reference {t.rel_fro:.3e}: more than {acc.factor:g}x max(that, {acc.rel_floor:.1e}, '
+                               f'the computation\'s {yardstick or 0.0:.1e}) and above the floor '
                                f'{acc.floor:.0e} ({acc.reason})')
     return r
 
@@ -136,10 +143,36 @@ def gate(r, kind, dtype='float32'):
     return r
 
 
-def assert_parity(name, expected, actual, kind, dtype='float32', expected64=None):
+def assert_parity(name, expected, actual, kind, dtype='float32', expected64=None, yardstick=None):
     """``check`` that fails (with every metric in the message) unless within ``kind``'s tolerance
     (with ``expected64``: unless it passes the accuracy gate)."""
-    r = check(name, expected, actual, kind, dtype, expected64)
+    r = check(name, expected, actual, kind, dtype, expected64, yardstick)
     if not r.ok:
         raise AssertionError(f'{r}\n  -> {r.why}')
     return r
+
+
+def assert_gradients(label, t_grads, m_grads, t64, kind='grad', kinds=None, record=None):
+    """Every parameter's gradient through the accuracy gate, then all of them together.
+    ``t_grads`` / ``t64``: name -> the reference's float32 / float64 gradient; ``m_grads``: name ->
+    MindSpore's.  Each tensor's yardstick is floored by the reference's distance over all
+    gradients together (the computation's error level, see ``accuracy_gate``).  ``kinds``: name
+    prefix -> a float32 kind gated instead (no float64 gate) for that prefix.  Returns the Diffs,
+    the all-parameters one last; ``record`` is called on each."""
+    names = list(m_grads)
+    assert set(names) == set(t_grads), f'gradient sets differ: {sorted(set(names) ^ set(t_grads))}'
+    flat = lambda g: np.concatenate([np.asarray(_np(g[n]), np.float64).ravel() for n in names])
+    flat_t, flat_m, flat_64 = flat(t_grads), flat(m_grads), flat(t64)
+    level = diff(label, flat_64, flat_t).rel_fro
+    out = []
+    for name in names:
+        prefixes = sorted((p for p in (kinds or {}) if name.startswith(p)), key=len)
+        if prefixes:
+            r = assert_parity(f'grad {name} {label}', t_grads[name], m_grads[name], kinds[prefixes[-1]])
+        else:
+            r = assert_parity(f'grad {name} {label}', t_grads[name], m_grads[name], kind,
+                              expected64=t64[name], yardstick=level)
+        out.append(record(r) if record else r)
+    r = assert_parity(f'grad all parameters {label}', flat_t, flat_m, kind, expected64=flat_64)
+    out.append(record(r) if record else r)
+    return out

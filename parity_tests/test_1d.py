@@ -9,7 +9,7 @@ import mindspore as ms
 
 from parity.cases import with_modes, ids
 from parity.cases_1d import B, D1, N as N_SEQ, rows_1d, seq_shape
-from parity.compare import assert_parity
+from parity.compare import assert_gradients, assert_parity
 from parity.harness import build, build_pair, make_inputs, case_inputs, run_torch, run_ms, call_ms, reference_grads, resolve
 from reference.draws import injected_draws
 
@@ -217,12 +217,8 @@ def test_gradients_every_parameter(case, mode, record):
     m_loss, m_grads = grad_fn(*[ms.Tensor(a) for a in args])
     assert set(names) == set(t_grads), 'gradient sets differ'
     record(assert_parity(f'grad loss {case.id} [{mode}]', t_loss, m_loss.asnumpy(), 'loss'))
-    for name, g in zip(names, m_grads):
-        record(assert_parity(f'grad {name} {case.id} [{mode}]', t_grads[name], g.asnumpy(), 'grad_1d', expected64=t64[name]))
-    flat_t = np.concatenate([t_grads[n].ravel() for n in names])
-    flat_m = np.concatenate([g.asnumpy().ravel() for g in m_grads])
-    flat_64 = np.concatenate([t64[n].ravel() for n in names])
-    record(assert_parity(f'grad all parameters {case.id} [{mode}]', flat_t, flat_m, 'grad', expected64=flat_64))
+    assert_gradients(f'{case.id} [{mode}]', t_grads, dict(zip(names, (g.asnumpy() for g in m_grads))), t64,
+                     record=record)
 
 
 # --- q_sample, p_sample, loops, interpolate -------------------------------------------------

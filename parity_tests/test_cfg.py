@@ -9,8 +9,8 @@ import mindspore as ms
 
 from parity.cases import B, with_modes
 from parity.cases_cfg import rows_cfg
-from parity.compare import assert_parity
-from parity.harness import build_pair, case_inputs
+from parity.compare import assert_gradients, assert_parity
+from parity.harness import build_pair, case_inputs, reference_grads
 from reference.draws import injected_draws
 
 CLASSES = np.array([0, 2], dtype=np.int64)
@@ -112,6 +112,29 @@ def test_loss(case, mode, pairs, record):
     args = [ms.Tensor(d['img']), ms.Tensor(d['times']), ms.Tensor(CLASSES), ms.Tensor(d['noise'])] + extra
     actual = (ms.jit(fn) if mode == 'graph' else fn)(*args).asnumpy()
     record(assert_parity(f'{case.id} [{mode}]', expected, actual, case.kind))
+
+
+@pytest.mark.parametrize('case,mode', with_modes(rows_cfg('grad')))
+def test_gradients_every_parameter(case, mode, pairs, record):
+    """The loss's gradient for every parameter (classes_emb and null_classes_emb too), through the
+    accuracy gate: MindSpore no farther from the reference's float64 gradient than its own float32
+    one, up to ACCURACY's factor (parity.compare.assert_gradients)."""
+    td, md = pairs(case)
+    d = _loss_data(case)
+    loss_of = lambda t, cast: _torch_loss(t, cast(d), case)
+    _, t64 = reference_grads(td, loss_of, float64=True)
+    t_loss, t_grads = reference_grads(td, loss_of)
+    fn, extra = _ms_loss_fn(md, case)
+    weights = md.trainable_params()
+    names = [p.name for p in weights]
+    grad_fn = ms.value_and_grad(fn, None, weights)
+    if mode == 'graph':
+        grad_fn = ms.jit(grad_fn)
+    m_loss, m_grads = grad_fn(ms.Tensor(d['img']), ms.Tensor(d['times']), ms.Tensor(CLASSES), ms.Tensor(d['noise']), *extra)
+    assert {'model.classes_emb.weight', 'model.null_classes_emb'} <= set(names)
+    record(assert_parity(f'{case.id} loss [{mode}]', t_loss, m_loss.asnumpy(), 'loss'))
+    assert_gradients(f'{case.id} [{mode}]', t_grads, dict(zip(names, (g.asnumpy() for g in m_grads))), t64,
+                     record=record)
 
 
 def _draws(case, count, shape=(B, 3, 8, 8)):

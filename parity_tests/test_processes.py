@@ -20,7 +20,7 @@ from parity.cases import Case, with_modes, ids
 from parity.cases_processes import (
     B, IMG, SIZE, DDP, LGD, WOG, CTG, VPC, EDM, XM, CLASS, NET, rows_processes,
 )
-from parity.compare import assert_parity
+from parity.compare import assert_gradients, assert_parity
 from parity.harness import build_pair, reference_grads, resolve
 from reference.draws import injected_draws
 
@@ -147,18 +147,10 @@ def test_gradients_every_parameter(case, mode, record):
         grad_fn = ms.jit(grad_fn)
     m_loss, m_grads = grad_fn(ms.Tensor(img), ms.Tensor(times), ms.Tensor(noise))
     record(assert_parity(f'grad-loss {case.id} [{mode}]', t_loss, m_loss.asnumpy(), 'loss'))
-    kinds = case.call.get('grad_kinds', {})
-    for name, g in zip(names, m_grads):
-        prefixes = sorted((p for p in kinds if name.startswith(p)), key=len)
-        kind = kinds[prefixes[-1]] if prefixes else case.kind
-        # the learned schedule's tensors (1-element biases: one cancelled sum each) keep their float32
-        # kinds: a ratio of two roundings of ONE number is no yardstick (measured up to 5.5)
-        e64 = None if prefixes else t64[name]
-        record(assert_parity(f'grad {name} {case.id} [{mode}]', t_grads[name], g.asnumpy(), kind, expected64=e64))
-    flat_t = np.concatenate([t_grads[n].ravel() for n in names])
-    flat_m = np.concatenate([g.asnumpy().ravel() for g in m_grads])
-    flat_64 = np.concatenate([t64[n].ravel() for n in names])
-    record(assert_parity(f'grad all parameters {case.id} [{mode}]', flat_t, flat_m, case.kind, expected64=flat_64))
+    # the learned schedule's tensors (1-element biases: one cancelled sum each) keep their float32
+    # kinds: a ratio of two roundings of ONE number is no yardstick (measured up to 5.5)
+    assert_gradients(f'{case.id} [{mode}]', t_grads, dict(zip(names, (g.asnumpy() for g in m_grads))), t64,
+                     kind=case.kind, kinds=case.call.get('grad_kinds', {}), record=record)
 
 
 def test_learned_schedule_gradients_are_compared():

@@ -7,7 +7,7 @@ import mindspore as ms
 
 from ms_ddpm.training import Adam
 from parity.cases import ADAM, MODES, TRAIN_CASES
-from parity.compare import assert_parity, diff
+from parity.compare import assert_gradients, assert_parity, diff
 from parity.harness import build_diffusion_pair, loss_inputs, ms_loss_fn, reference_grads, torch_loss
 
 IDS = [c[0] for c in TRAIN_CASES]
@@ -36,14 +36,8 @@ def test_gradients_every_parameter(case, mode, record):
     m_loss, m_grads = grad_fn(*args)
     assert set(names) == set(t_grads), 'gradient sets differ'
     record(assert_parity(f'train loss {case_id} [{mode}]', t_loss, m_loss.asnumpy(), 'loss'))
-    worst = None
-    for name, g in zip(names, m_grads):
-        r = record(assert_parity(f'grad {name} {case_id} [{mode}]', t_grads[name], g.asnumpy(), 'grad', expected64=t64[name]))
-        worst = r if worst is None or r.rel_fro > worst.rel_fro else worst
-    flat_t = np.concatenate([t_grads[n].ravel() for n in names])
-    flat_m = np.concatenate([g.asnumpy().ravel() for g in m_grads])
-    flat_64 = np.concatenate([t64[n].ravel() for n in names])
-    record(assert_parity(f'grad all parameters {case_id} [{mode}]', flat_t, flat_m, 'grad', expected64=flat_64))
+    assert_gradients(f'{case_id} [{mode}]', t_grads, dict(zip(names, (g.asnumpy() for g in m_grads))), t64,
+                     record=record)
 
 
 ADAM_RUNS = [(TRAIN_CASES[0], 'pynative'), (TRAIN_CASES[0], 'graph'), (TRAIN_CASES[1], 'graph')]
