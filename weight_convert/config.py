@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping
 
 from ms_ddpm.io.errors import ConvertError
+from weight_convert.rules import NETWORK_ARGUMENTS  # noqa: E402  (issue 15: any family's network)
 from weight_convert.rules import (DIFFUSION_DEFAULTS, UNET_DEFAULTS, DIFFUSION1D_DEFAULTS, UNET1D_DEFAULTS,
                                   PROCESS_ARGUMENTS, XM_DEFAULTS)
 
@@ -122,9 +123,11 @@ def parse_explicit_config(text_or_path):
             diffusion[k] = v
         elif k in XM_DEFAULTS:
             xm[k] = v
+        elif k in NETWORK_ARGUMENTS:      # a Karras network's own arguments (issue 15)
+            unet[k] = v
         else:
             unknown.append(k)
-    unknown += [f'unet.{k}' for k in unet if k not in UNET_DEFAULTS and k not in UNET1D_DEFAULTS]
+    unknown += [f'unet.{k}' for k in unet if k not in NETWORK_ARGUMENTS]
     unknown += [f'diffusion.{k}' for k in diffusion if k not in PROCESS_ARGUMENTS]
     unknown += [f'xm.{k}' for k in xm if k not in XM_DEFAULTS]
     if unknown:

@@ -37,6 +37,7 @@ from weight_convert import infer as _infer
 from weight_convert.families import (
     BY_DIFFUSION, DIFFUSION_KINDS, KINDS_1D, PROCESS_KINDS, WRAPPER_KINDS, detect_kind,
 )
+from weight_convert.families import KIND_FAMILY, NETWORK_KINDS  # noqa: E402  (issue 15: bare Karras networks)
 
 SAFETENSORS_CONFIG_KEY = 'ms_ddpm_config'     # the config inside a file: safetensors metadata key, .ckpt string entry
 CONFIG_KEY = SAFETENSORS_CONFIG_KEY
@@ -255,6 +256,8 @@ def resolve_config(source, explicit=None):
     explicit = explicit or {'unet': {}, 'diffusion': {}}
     if source.kind in PROCESS_KINDS:
         return _resolve_process(source, explicit)
+    if source.kind in NETWORK_KINDS:
+        return _resolve_network(source, explicit)
     diffusion = source.kind in DIFFUSION_KINDS
     one_d = source.kind in KINDS_1D
     unet_defaults, diffusion_defaults = (UNET1D_DEFAULTS, DIFFUSION1D_DEFAULTS) if one_d else (UNET_DEFAULTS, DIFFUSION_DEFAULTS)
@@ -402,6 +405,63 @@ def _resolve_process(source, explicit):
     return cfg
 
 
+def _resolve_network(source, explicit):
+    """``resolve_config`` for a bare network verified on its own (issue 15: the Karras networks,
+    rows of ``weight_convert.families`` with ``verify='network'``): every argument inferred by
+    the row's ``infer_network`` function, the ones it needs but the weights do not hold
+    (``infer_needs``: ``image_size``) given (``--image-size``, ``--config``) or named in one line.
+    The config: ``{'model': <network>, 'unet': {...}, 'diffusion': None, 'notes'}``."""
+    fam = KIND_FAMILY[source.kind]
+    given = dict(explicit['unet'])
+    for k, v in explicit['diffusion'].items():      # --image-size and top-level keys land there
+        if k not in fam.network_defaults:
+            raise ConfigError(f'{source.path}: holds a bare {source.kind}; {k} is not one of its arguments '
+                              f'({", ".join(fam.network_defaults)})')
+        given.setdefault(k, v)
+    notes = {'inferred': [], 'not_inferred': {}, 'ambiguous': {}, 'given': []}
+    if source.ignored_configs:
+        notes['ignored_configs'] = list(source.ignored_configs)
+    stored = source.stored_config
+    if stored and stored.get('format') == CONFIG_FORMAT and stored.get('model') == source.kind:
+        net = dict(fam.network_defaults, **stored.get('unet', {}))
+        notes['from_file'] = f'read from {stored.get("_origin", "the weights file")}'
+    else:
+        needs = {k: given.get(k) for k in fam.infer_needs}
+        try:
+            net, rep = getattr(_infer, fam.infer_network)({k: e.shape for k, e in source.entries.items()}, **needs)
+        except InferenceError as e:
+            raise ConvertError(f'{source.path}: cannot infer the {source.kind} config: {e}; pass it with --config') from None
+        for k in ('inferred', 'not_inferred', 'ambiguous'):
+            notes[k] = rep[k] if k != 'not_inferred' else dict(rep[k])
+    base = dict(net)
+    for k, v in given.items():
+        net[k] = v
+        notes['given'].append(k)
+    for k in notes['given']:
+        notes['not_inferred'].pop(k, None)
+        notes['ambiguous'].pop(k, None)
+    for k in fam.infer_needs:
+        if net.get(k) is None:
+            raise ConfigError(f'{source.path}: {source.kind}: {k} cannot be inferred from the weights: '
+                              f'{fam.network_not_inferable.get(k, "pass it with --config")}')
+    cfg = {'format': CONFIG_FORMAT, 'version': CONFIG_VERSION, 'model': source.kind,
+           'unet': jsonable(net), 'diffusion': None, 'notes': notes}
+    implied = 'the stored config says' if notes.get('from_file') else 'the weights imply'
+    cfg['_conflicts'] = [f'{k}: given {given[k]!r}, {implied} {base.get(k)!r}' for k in given
+                         if k not in fam.network_not_inferable and jsonable(given[k]) != jsonable(base.get(k))]
+    if notes.get('from_file'):
+        cfg['_conflicts'].append(f'(config {notes["from_file"]}; pass --config to override it)')
+    return cfg
+
+
+def build_network(cfg, framework='ms'):
+    """A bare network of a ``verify='network'`` row (issue 15) in ``framework`` ('ms' | 'torch')."""
+    import importlib
+    fam = KIND_FAMILY[cfg['model']]
+    root = 'ms_ddpm' if framework == 'ms' else 'denoising_diffusion_pytorch'
+    return getattr(importlib.import_module(f'{root}.{fam.network_module or fam.module}'), fam.network)(**unet_kwargs(cfg))
+
+
 def process_of(cfg):
     """(the family row of the process, the XMWrapper row or None) of a process config."""
     if cfg['model'] in WRAPPER_KINDS:
@@ -436,6 +496,8 @@ def build_ms_model(cfg, init=True):
     def build():
         if cfg['model'] in PROCESS_KINDS:
             return build_process(cfg)
+        if cfg['model'] in NETWORK_KINDS:
+            return build_network(cfg)
         if cfg['model'] in KINDS_1D:
             unet = ms_ddpm.Unet1D(**unet_kwargs(cfg))
             if cfg['model'] == 'GaussianDiffusion1D':
@@ -565,6 +627,9 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
         log(f'note: {src} was written by denoising-diffusion-pytorch {written_by}; ms_ddpm mirrors '
             f'{REFERENCE_VERSION} (the keys and shapes are checked all the same)')
     wrap_unet = trainer and source.kind == 'Unet'
+    if trainer and source.kind in NETWORK_KINDS:
+        raise ConfigError(f'{dst}: a Trainer checkpoint holds a diffusion process; {src} is a bare {source.kind} '
+                          f'(wrapping it is not supported)')
     if trainer and source.kind == 'Unet1D':
         raise ConfigError(f'{dst}: a Trainer1D checkpoint holds a GaussianDiffusion1D; {src} is a bare Unet1D '
                           f'(wrapping it is not supported: convert a GaussianDiffusion1D state dict)')

@@ -23,6 +23,7 @@ How the processes of issue 13 are told apart (wrapper prefixes already stripped)
 ``model.``, no buffers, no log_snr     ContinuousTime (linear / cosine) or VParamContinuousTime:
                                        the same keys -> not inferable, named; the config stored
                                        with the file or ``--model`` decides
+``input_block.weight`` (rank 4)        a bare KarrasUnet (issue 15; kind = the network)
 =====================================  =====================================================
 """
 
@@ -34,7 +35,7 @@ from weight_convert.rules import (
     ELUCIDATED_NOT_INFERABLE, ELUCIDATED_PREFIX, LEARNED_DEFAULTS, LEARNED_NOT_INFERABLE,
     LEARNED_SCHEDULE_PREFIX, UNET1D_DEFAULTS, UNET1D_NOT_INFERABLE, UNET_DEFAULTS, UNET_NOT_INFERABLE,
     VPARAM_DEFAULTS, VPARAM_NOT_INFERABLE, WEIGHTED_DEFAULTS, WEIGHTED_NOT_INFERABLE, XM_DEFAULTS,
-    XM_NOT_INFERABLE, XM_PREFIX,
+    XM_NOT_INFERABLE, XM_PREFIX, KARRAS_UNET_DEFAULTS, KARRAS_UNET_NOT_INFERABLE,
 )
 
 Family = namedtuple('Family', [
@@ -56,12 +57,16 @@ Family = namedtuple('Family', [
     'match',            # entries -> bool: the rest of the recognition (None: marker + buffers suffice)
     'out_dim_is_channels',  # the process needs Unet out_dim == channels (the channels reading)
     'verify',           # 'gaussian' (the GaussianDiffusion engine) | 'process' (per-process loss/sampler)
+                        # | 'network' (a bare network on its own: its forward; ms_ddpm_tools.verify.networks)
     'wraps',            # a wrapper of another process (XMWrapper): the rest of the keys under `prefix`
-], defaults=(None, '', None, True, 'gaussian', False))
+    'network_module',   # the network's module when it is not the diffusion's (None: as `module`; issue 15)
+    'infer_needs',      # the config values the network's inference takes (image_size: attn_res is relative to it)
+], defaults=(None, '', None, True, 'gaussian', False, None, ()))
 
 VERIFY_ALL = ('layer/', 'unet/', 'loss/', 'sample/', 'buffer/', 'noising/')
 VERIFY_PROCESS = ('layer/', 'unet/', 'loss/', 'sample/')
 VERIFY_PROCESS_BUFFERS = VERIFY_PROCESS + ('buffer/',)
+VERIFY_NETWORK = ('layer/', 'unet/')        # a bare network (verify='network'): its forward only
 
 TIME_WEIGHTS = 'time_mlp.0.weights'         # RandomOrLearnedSinusoidalPosEmb: the continuous processes need it
 
@@ -144,6 +149,14 @@ FAMILIES = (
     Family('XMWrapper', None, 'xm', 2, None, None, XM_PREFIX, False, {}, XM_DEFAULTS,
            None, None, {}, XM_NOT_INFERABLE, VERIFY_PROCESS, True,
            note='the wrapped process under flow_model.', verify='process', wraps=True),
+    # issue 15: bare Karras networks (no diffusion class: the row's diffusion is the network itself,
+    # verify='network' = the network's forward at a few noise levels, eval mode).  ElucidatedDiffusion(KarrasUnet) is
+    # not a row: both frameworks' ElucidatedDiffusion assert net.random_or_learned_sinusoidal_cond,
+    # which KarrasUnet lacks (docs/convert.md)
+    Family('KarrasUnet', 'KarrasUnet', 'karras_unet', 2, 'input_block.weight', 4, '', False,
+           KARRAS_UNET_DEFAULTS, {}, 'infer_karras_unet_config', None, KARRAS_UNET_NOT_INFERABLE, {},
+           VERIFY_NETWORK, True, note='a bare KarrasUnet (input_block.*, encoders downs.*, decoders ups.*)',
+           verify='network', infer_needs=('image_size',)),
 )
 
 BY_DIFFUSION = {f.diffusion: f for f in FAMILIES}
@@ -152,10 +165,12 @@ SUPPORTED = tuple(f for f in FAMILIES if f.supported)
 # family is the first row with that network: Unet -> GaussianDiffusion)
 KIND_FAMILY = dict([(f.network, f) for f in reversed(SUPPORTED) if f.network] + [(f.diffusion, f) for f in SUPPORTED])
 DIFFUSION_KINDS = tuple(f.diffusion for f in SUPPORTED)
+# bare networks verified on their own (issue 15: the Karras networks): kind = the network class
+NETWORK_KINDS = tuple(f.network for f in SUPPORTED if f.verify == 'network')
 KINDS_1D = tuple(k for k, f in KIND_FAMILY.items() if f.dims == 1)
 # the kinds of the GaussianDiffusion engine (the converter's and verify's original paths)
 GAUSSIAN_KINDS = ('GaussianDiffusion', 'GaussianDiffusion1D', 'Unet', 'Unet1D')
-PROCESS_KINDS = tuple(f.diffusion for f in SUPPORTED if f.diffusion not in GAUSSIAN_KINDS)
+PROCESS_KINDS = tuple(f.diffusion for f in SUPPORTED if f.verify == 'process' and f.diffusion not in GAUSSIAN_KINDS)
 WRAPPER_KINDS = tuple(f.diffusion for f in SUPPORTED if f.wraps)
 
 Detected = namedtuple('Detected', ['kind', 'family', 'flow', 'candidates'], defaults=(None, ()))
@@ -165,7 +180,7 @@ def _processes(entries):
     """The non-wrapper process rows whose layout ``entries`` has."""
     out = []
     for f in FAMILIES:
-        if f.wraps or f.marker is None:
+        if f.wraps or f.marker is None or f.verify == 'network':
             continue
         key = f.prefix + f.marker
         if key not in entries or len(entries[key].shape) != f.marker_ndim:

@@ -410,3 +410,72 @@ def infer_vparam_config(shapes, buffers, unet):
 def infer_elucidated_config(shapes, buffers, unet):
     from weight_convert.rules import ELUCIDATED_DEFAULTS, ELUCIDATED_NOT_INFERABLE
     return _process_report(ELUCIDATED_DEFAULTS, ELUCIDATED_NOT_INFERABLE, unet)
+
+
+# === the Karras networks, bare (issue 15) ====================================================
+#
+# What a KarrasUnet state dict determines (reference 2.3.4, karras_unet.py):
+# - ``dim``: rows of ``input_block.weight``; ``channels``: rows of ``output_block.0.weight``;
+#   ``self_condition``: input_block takes ``channels * (2 if self_condition else 1) + 1`` inputs
+#   (a ones channel is concatenated); ``fourier_dim``: columns of ``to_time_emb.1.weight``;
+#   ``num_classes``: columns of ``to_class_emb.weight`` (absent: None);
+# - ``num_blocks_per_stage``: the encoders before the first ``downs.i.downsample_conv``;
+#   ``num_downsamples``: the number of ``downsample_conv`` encoders;
+# - ``dim_max``: the widths double per downsample up to it: the last stage's width (when no stage
+#   is capped, any larger dim_max builds the same network: reported);
+# - ``attn_res``: which stages hold attention (``attn.mem_kv``), as resolutions of
+#   ``image_size`` (the full resolution's only attention: the first upsampling decoder);
+#   ``attn_dim_head``: the last axis of any ``mem_kv`` (no attention: the default, no trace);
+# - never: ``image_size`` (no parameter depends on it), ``dropout``, ``attn_flash``, the
+#   ``mp_*_t`` constants (``rules.KARRAS_UNET_NOT_INFERABLE``).
+
+def infer_karras_unet_config(shapes, diffusion=False, image_size=None):
+    """``shapes``: {KarrasUnet key: shape}; ``image_size`` (not in the weights) turns the
+    attention stages into ``attn_res``.  Returns ``(config, report)`` like :func:`infer_unet_config`."""
+    from weight_convert.rules import KARRAS_UNET_DEFAULTS, KARRAS_UNET_NOT_INFERABLE
+    report = {'inferred': [], 'not_inferred': dict(KARRAS_UNET_NOT_INFERABLE), 'ambiguous': {}}
+    cfg = dict(KARRAS_UNET_DEFAULTS)
+    w_in = _shape(shapes, 'input_block.weight')
+    if len(w_in) != 4:
+        raise InferenceError(f'input_block.weight has shape {w_in}: not a KarrasUnet (Conv2d weights are (out, in, kh, kw))')
+    dim, n_in = w_in[0], w_in[1] - 1
+    channels = _shape(shapes, 'output_block.0.weight')[0]
+    if n_in not in (channels, 2 * channels):
+        raise InferenceError(f'input_block.weight takes {w_in[1]} channels; output_block.0 gives {channels}: '
+                             f'expected {channels} + 1 or {2 * channels} + 1')
+    cfg.update(dim=dim, channels=channels, self_condition=n_in == 2 * channels,
+               fourier_dim=_shape(shapes, 'to_time_emb.1.weight')[1])
+    cfg['num_classes'] = tuple(shapes['to_class_emb.weight'])[1] if 'to_class_emb.weight' in shapes else None
+    n_downs = len({k.split('.')[1] for k in shapes if k.startswith('downs.')})
+    down_at = sorted(int(k.split('.')[1]) for k in shapes if k.startswith('downs.') and k.endswith('.downsample_conv.weight'))
+    nb = down_at[0] if down_at else n_downs
+    nd = len(down_at)
+    if nb < 1 or n_downs != nb + nd * (1 + nb):
+        raise InferenceError(f'{n_downs} encoders (downs.*), downsampling at {down_at}: not a KarrasUnet layout '
+                             f'(num_blocks_per_stage + num_downsamples * (1 + num_blocks_per_stage))')
+    cfg.update(num_blocks_per_stage=nb, num_downsamples=nd)
+    widths = [dim] + [_shape(shapes, f'downs.{i}.downsample_conv.weight')[0] for i in down_at]
+    cfg['dim_max'] = widths[-1]
+    if nd and widths[-1] == dim * 2 ** nd:
+        report['ambiguous']['dim_max'] = (f'no stage is capped: any dim_max >= {widths[-1]} builds the same network; '
+                                          f'read as {widths[-1]}')
+    # attention: stage k (k = 1..nd: its encoders, downs.(nb + (k-1)(1+nb))...) at image_size / 2**k;
+    # the full resolution's: the upsampling decoder of the first downsample
+    staged = [k for k in range(1, nd + 1) if f'downs.{nb + (k - 1) * (1 + nb)}.attn.mem_kv' in shapes]
+    n_ups = 1 + nb + nd * (2 + nb)
+    full_res = nd > 0 and f'ups.{n_ups - 1 - (1 + nb)}.attn.mem_kv' in shapes
+    mems = [tuple(v) for k, v in shapes.items() if k.endswith('attn.mem_kv')]
+    if mems:
+        cfg['attn_dim_head'] = mems[0][3]
+        report['inferred'].append('attn_dim_head')
+    else:
+        report['not_inferred']['attn_dim_head'] = 'no attention block: leaves no trace'
+    cfg['image_size'] = image_size
+    if image_size is not None:
+        res = sorted({image_size // 2 ** k for k in staged} | ({image_size} if full_res else set()), reverse=True)
+        cfg['attn_res'] = list(res)
+        report['not_inferred'].pop('image_size', None)
+        report['inferred'].append('attn_res')
+    report['inferred'] += ['dim', 'channels', 'self_condition', 'fourier_dim', 'num_classes', 'num_blocks_per_stage',
+                           'num_downsamples', 'dim_max']
+    return cfg, report

@@ -174,3 +174,29 @@ XM_NOT_INFERABLE = {k: 'XMWrapper has no parameters of its own' for k in XM_DEFA
 PROCESS_ARGUMENTS = frozenset(DIFFUSION_DEFAULTS) | frozenset(DIFFUSION1D_DEFAULTS) | frozenset(LEARNED_DEFAULTS) | \
     frozenset(WEIGHTED_DEFAULTS) | frozenset(CONTINUOUS_DEFAULTS) | frozenset(VPARAM_DEFAULTS) | \
     frozenset(ELUCIDATED_DEFAULTS)
+
+
+# --- the Karras networks, bare (issue 15) ---------------------------------------------------
+# KarrasUnet(...) keyword arguments and their reference defaults (2.3.4, karras_unet.py).  A
+# bare KarrasUnet state dict: input_block.weight (dim, in + 1, 3, 3) (a ones channel is
+# concatenated to the input), output_block.0.weight (channels, dim, 3, 3), to_time_emb.1.weight
+# (4 dim, fourier_dim), to_class_emb.weight (4 dim, num_classes), encoders downs.i.*, decoders
+# ups.i.*, mids.0/1.*; attention blocks carry attn.mem_kv (2, heads, 4, attn_dim_head).
+KARRAS_UNET_DEFAULTS = dict(
+    image_size=None, dim=192, dim_max=768, num_classes=None, channels=4, num_downsamples=3,
+    num_blocks_per_stage=4, attn_res=(16, 8), fourier_dim=16, attn_dim_head=64, attn_flash=False,
+    mp_cat_t=0.5, mp_add_emb_t=0.5, attn_res_mp_add_t=0.3, resnet_mp_add_t=0.3, dropout=0.1,
+    self_condition=False,
+)
+KARRAS_IMAGE_SIZE = ('no parameter depends on it (attn_res is relative to it): pass --image-size N '
+                     '(or "image_size" in --config)')
+_NO_PARAMETERS = 'no parameters (a constant of the forward)'
+KARRAS_UNET_NOT_INFERABLE = {
+    'image_size': KARRAS_IMAGE_SIZE,
+    'attn_flash': 'no parameters (a choice of attention kernel)',
+    'dropout': 'no parameters (nn.Dropout; verify runs in eval mode)',
+    'mp_cat_t': _NO_PARAMETERS, 'mp_add_emb_t': _NO_PARAMETERS, 'attn_res_mp_add_t': _NO_PARAMETERS,
+    'resnet_mp_add_t': _NO_PARAMETERS,
+}
+# every network argument --config may name (any family)
+NETWORK_ARGUMENTS = frozenset(UNET_DEFAULTS) | frozenset(UNET1D_DEFAULTS) | frozenset(KARRAS_UNET_DEFAULTS)

@@ -107,7 +107,7 @@ def diffusion_kwargs(cfg, **override):
 
 def public_config(cfg):
     """The architecture part of a config (what ``--config`` takes)."""
-    out = {'unet': dict(cfg['unet']), 'diffusion': dict(cfg['diffusion'])}
+    out = {'unet': dict(cfg['unet']), 'diffusion': dict(cfg['diffusion'] or {})}     # (a bare Karras net: None)
     for k in ('model', 'flow', 'xm'):        # the processes of issue 13: which one (ms_ddpm_tools.verify.processes)
         if cfg.get(k) is not None and processes.is_process(cfg):
             out[k] = cfg[k]
@@ -572,6 +572,12 @@ def load_checkpoint(path, ema=False, config=None, image_size=None, seq_length=No
         explicit['diffusion']['image_size'] = image_size
     if seq_length is not None and one_d:
         explicit['diffusion']['seq_length'] = seq_length
+    from weight_convert.families import NETWORK_KINDS
+    if source.kind in NETWORK_KINDS:        # issue 15: a bare network verified on its own (verify.networks)
+        cfg = resolve_config(source, explicit)
+        sd = OrderedDict((k, np.asarray(e.value())) for k, e in source.entries.items())
+        return ({'unet': cfg['unet'], 'diffusion': None, 'model': source.kind}, sd,
+                dict(source.info, format=source.format, kind=source.kind))
     given_diffusion = explicit['diffusion']
     bare = source.kind in DIFFUSION_OF
     if bare:

@@ -17,6 +17,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ms_ddpm_tools.verify import core
+from ms_ddpm_tools.verify import networks  # noqa: E402  (issue 15: bare Karras networks)
 
 # what can be compared; convert --verify skips the loss and the sampling trajectory
 PARTS = ('weights', 'layers', 'unet', 'loss', 'noising', 'sample', 'buffers')
@@ -71,7 +72,10 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
                                                  seq_length=seq_length)
         source = source or _source_line(info)
         weights_label = core.weights_label(info, ema)
-        if core.processes.is_process(cfg):        # issue 13's processes (ms_ddpm_tools.verify.processes)
+        if networks.is_network(cfg):         # issue 15: a bare network (its forward only)
+            parts = tuple(p for p in parts if p in networks.PARTS)
+            inp, ts = networks.make_inputs(cfg, batch=batch, seed=seed)
+        elif core.processes.is_process(cfg):        # issue 13's processes (ms_ddpm_tools.verify.processes)
             if sampling_timesteps:
                 core.processes.set_steps(cfg, sampling_timesteps)
             inp, ts = core.processes.make_inputs(cfg, sd, batch=batch, sample_batch=sample_batch, seed=seed)
@@ -90,10 +94,19 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         import torch
         torch.set_num_threads(threads)
         log(f'{checkpoint}: {source}; comparing ...')
-        expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=parts)
+        if networks.is_network(cfg):
+            net_notes = []
+            expected = networks.torch_side(cfg, sd, inp, t_torch, net_notes)
+            if net_notes:
+                expected['notes'] = net_notes
+        else:
+            expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=parts)
     reference_notes = expected.pop('notes', []) if isinstance(expected, dict) else []
-    actual = core.ms_side(cfg, ms_sd, inp, progress=progress, timer=t_ms, graph=graph and 'unet' in parts,
-                          parts=parts)
+    if networks.is_network(cfg):
+        actual = networks.ms_side(cfg, ms_sd, inp, t_ms, graph=graph and 'unet' in parts)
+    else:
+        actual = core.ms_side(cfg, ms_sd, inp, progress=progress, timer=t_ms, graph=graph and 'unet' in parts,
+                              parts=parts)
     expected_s = core.split_unet(expected, ts, batch)
     actual_s = core.split_unet(actual, ts, batch)
     results, only_torch, only_ms = core.compare(expected_s, actual_s, ts)
@@ -116,8 +129,9 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
                        tensors_only_in_source=missing.get('only_source', [])[:50],
                        tensors_only_in_against=missing.get('only_against', [])[:50])
     process = core.processes.is_process(cfg)
-    steps = core.processes.sampling_steps(cfg) if process else core.sampling_steps(cfg)
-    sampler = core.processes.sampler_name(cfg) if process else (
+    network = networks.is_network(cfg)
+    steps = None if network else core.processes.sampling_steps(cfg) if process else core.sampling_steps(cfg)
+    sampler = None if network else core.processes.sampler_name(cfg) if process else (
         'DDIM' if steps < cfg['diffusion'].get('timesteps', 1000) else 'DDPM')
     rep = OrderedDict(
         format='ms_ddpm-verify', version=1,
