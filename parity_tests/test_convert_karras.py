@@ -98,7 +98,7 @@ def test_image_size_not_inferable_one_line(files, tmp_path, capsys):
     assert not (tmp_path / 'x.ckpt').exists()
 
 
-@pytest.mark.parametrize('name', list(NETS))
+@pytest.mark.parametrize('name', ['classes-attn'])      # selfcond-capped: the command test below
 def test_verify_against_passes(converted, name):
     """``ms-ddpm verify REF --against CONVERTED``: every tensor, every layer, the network at
     several noise levels (eval mode in both frameworks)."""
@@ -110,3 +110,14 @@ def test_verify_against_passes(converted, name):
     assert any(n.startswith('weight/') for n in names)
     assert not any(n.startswith(('loss/', 'sample/')) for n in names)
     assert rep['verdict']['ok'], rep['verdict']['failed_names']
+
+
+def test_verify_command_writes_its_report(converted, tmp_path):
+    """The command, in-process, on the converted file (--against): exit 0, the report written
+    (it names the network alone: there is no diffusion process)."""
+    from ms_ddpm_tools.verify.command import main as verify_main
+    src, dst, _, _ = converted['selfcond-capped']
+    out = tmp_path / 'v'
+    assert verify_main([str(src), '--against', str(dst), '--image-size', '8', '--quiet', '--no-graph', '--batch', '1',
+                        '--out', str(out)]) == 0
+    assert '(the network alone)' in (out / 'report.md').read_text()

@@ -106,8 +106,10 @@ def markdown(report):
               + (f'; only in the source: {", ".join(v["tensors_only_in_source"][:10])}' if v.get('tensors_only_in_source') else '')
               + (f'; only in the converted file: {", ".join(v["tensors_only_in_against"][:10])}' if v.get('tensors_only_in_against') else '')]
              if report.get('against') else []),
-           f'- model: `{_net_name(report)}({_kw(report["config"]["unet"])})` in '
-           f'`{_diffusion_name(report)}({_kw(report["config"]["diffusion"])})`',
+           (f'- model: `{_net_name(report)}({_kw(report["config"]["unet"])})` in '
+            f'`{_diffusion_name(report)}({_kw(report["config"]["diffusion"])})`'
+            if report['config'].get('diffusion') is not None else      # issue 15: a bare network, on its own
+            f'- model: `{report["config"].get("model")}({_kw(report["config"]["unet"])})` (the network alone)'),
            f'- reference side: {report["versions"]["torch_source"]}; '
            + ', '.join(f'{k} {x}' for k, x in report['versions'].items() if k != 'torch_source'),
            f'- first layer that diverges (execution order, beyond the gate): **{v["first_divergent_layer"] or "none"}**',
