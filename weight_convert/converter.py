@@ -151,7 +151,7 @@ def _detect_kind(entries, path, hint=None, flow_hint=None):
                                f'not a {hint} one (as the model option or the stored config says)')
         return found.kind, (found.flow.kind if found.flow is not None else None)
     if is_inception(entries):
-        return INCEPTION_KIND
+        return INCEPTION_KIND, None
     first = ', '.join(list(entries)[:5])
     raise ConvertError(f'{path}: neither a Unet nor a GaussianDiffusion state dict (no init_conv.weight or '
                        f'model.init_conv.weight); first keys: {first}')
