@@ -10,7 +10,6 @@ twins work without a patch; docs/parity.md): LearnedGaussianDiffusion's DDIM pat
 ``p_mean_variance`` takes no ``x_self_cond`` and returns three values.
 """
 
-import functools
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from parity.cases_processes import (
 )
 from parity.compare import assert_gradients, assert_parity
 from parity.harness import build_pair, reference_grads, resolve
+from reference.upstream_fixes import fix_targets
 from reference.draws import injected_draws
 
 INT_TIMES = (DDP, LGD, WOG)
@@ -164,35 +164,11 @@ def test_learned_schedule_gradients_are_compared():
 
 # --- sampling -------------------------------------------------------------------------------------
 
-def _fixed_weighted_p_mean_variance(self, *, x, t, clip_denoised, model_output = None, **kwargs):
-    """The reference's WeightedObjectiveGaussianDiffusion.p_mean_variance, line for line, with the
-    two fixes its sample() needs: accept (ignore) x_self_cond; return the weighted x_start too."""
-    import torch
-    from torch import einsum
-    model_output = self.model(x, t)
-    pred_noise, pred_x_start, weights = model_output.split(self.split_dims, dim = 1)
-    normalized_weights = weights.softmax(dim = 1)
-    x_start_from_noise = self.predict_start_from_noise(x, t = t, noise = pred_noise)
-    x_starts = torch.stack((x_start_from_noise, pred_x_start), dim = 1)
-    weighted_x_start = einsum('b j h w, b j c h w -> b c h w', normalized_weights, x_starts)
-    if clip_denoised:
-        weighted_x_start.clamp_(-1., 1.)
-    model_mean, model_variance, model_log_variance = self.q_posterior(weighted_x_start, x, t)
-    return model_mean, model_variance, model_log_variance, weighted_x_start
-
-
 def _patch_reference(case, monkeypatch):
     patch = case.call.get('patch')
-    if patch == 'learned_partial':
-        import denoising_diffusion_pytorch.learned_gaussian_diffusion as lgd
-        import denoising_diffusion_pytorch.denoising_diffusion_pytorch as ddp_mod
-        monkeypatch.setattr(lgd, 'partial', functools.partial, raising=False)
-        monkeypatch.setattr(lgd, 'identity', ddp_mod.identity, raising=False)
-    elif patch == 'weighted_p_mean_variance':
-        import denoising_diffusion_pytorch.weighted_objective_gaussian_diffusion as wog
-        monkeypatch.setattr(wog.WeightedObjectiveGaussianDiffusion, 'p_mean_variance', _fixed_weighted_p_mean_variance)
-    elif patch is not None:
-        raise ValueError(f'unknown patch {patch!r}')
+    if patch is not None:
+        for obj, name, value in fix_targets(patch):
+            monkeypatch.setattr(obj, name, value, raising=False)
 
 
 def _draw_count(case, m):

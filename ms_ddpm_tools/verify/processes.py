@@ -27,6 +27,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from reference.upstream_fixes import fix_targets
+
 CONTINUOUS = ('ContinuousTimeGaussianDiffusion', 'VParamContinuousTimeGaussianDiffusion')
 GAUSSIAN_LIKE = ('GaussianDiffusion', 'LearnedGaussianDiffusion', 'WeightedObjectiveGaussianDiffusion')
 LOG_SNRS = (-8.0, -3.0, 0.0, 3.0, 8.0)          # the continuous processes' network conditioning
@@ -185,22 +187,19 @@ def upstream_fixes(cfg, notes):
     kind = process_kind(cfg)
     undo = []
     try:
+        fixes = []
         if kind == 'LearnedGaussianDiffusion' and sampling_steps(cfg) < cfg['diffusion'].get('timesteps', 1000):
-            import functools
-            import denoising_diffusion_pytorch.learned_gaussian_diffusion as lgd
-            import denoising_diffusion_pytorch.denoising_diffusion_pytorch as ddp_mod
-            for name, value in (('partial', functools.partial), ('identity', ddp_mod.identity)):
-                undo.append((lgd, name, lgd.__dict__.get(name, _MISSING)))
-                setattr(lgd, name, value)
-            notes.append('reference patched for the sampler: learned_gaussian_diffusion imports partial, identity '
-                         '(upstream NameError on the DDIM path; docs/parity.md)')
+            fixes.append(('learned_partial', 'reference patched for the sampler: learned_gaussian_diffusion imports '
+                          'partial, identity (upstream NameError on the DDIM path; docs/parity.md)'))
         if kind == 'WeightedObjectiveGaussianDiffusion':
-            import denoising_diffusion_pytorch.weighted_objective_gaussian_diffusion as wog
-            cls = wog.WeightedObjectiveGaussianDiffusion
-            undo.append((cls, 'p_mean_variance', cls.__dict__['p_mean_variance']))
-            cls.p_mean_variance = _fixed_weighted_p_mean_variance
-            notes.append('reference patched for the sampler: WeightedObjectiveGaussianDiffusion.p_mean_variance '
-                         'accepts x_self_cond and returns the weighted x_start (upstream TypeError; docs/parity.md)')
+            fixes.append(('weighted_p_mean_variance', 'reference patched for the sampler: '
+                          'WeightedObjectiveGaussianDiffusion.p_mean_variance accepts x_self_cond and returns the '
+                          'weighted x_start (upstream TypeError; docs/parity.md)'))
+        for fix, note in fixes:
+            for obj, name, value in fix_targets(fix):
+                undo.append((obj, name, obj.__dict__.get(name, _MISSING)))
+                setattr(obj, name, value)
+            notes.append(note)
         yield
     finally:
         for obj, name, old in reversed(undo):
@@ -211,22 +210,6 @@ def upstream_fixes(cfg, notes):
 
 
 _MISSING = object()
-
-
-def _fixed_weighted_p_mean_variance(self, *, x, t, clip_denoised, model_output=None, **kwargs):
-    """The reference's WeightedObjectiveGaussianDiffusion.p_mean_variance, line for line, with the
-    two fixes its sample() needs: accept (ignore) x_self_cond; return the weighted x_start too."""
-    import torch
-    model_output = self.model(x, t)
-    pred_noise, pred_x_start, weights = model_output.split(self.split_dims, dim=1)
-    normalized_weights = weights.softmax(dim=1)
-    x_start_from_noise = self.predict_start_from_noise(x, t=t, noise=pred_noise)
-    x_starts = torch.stack((x_start_from_noise, pred_x_start), dim=1)
-    weighted_x_start = torch.einsum('b j h w, b j c h w -> b c h w', normalized_weights, x_starts)
-    if clip_denoised:
-        weighted_x_start.clamp_(-1., 1.)
-    model_mean, model_variance, model_log_variance = self.q_posterior(weighted_x_start, x, t)
-    return model_mean, model_variance, model_log_variance, weighted_x_start
 
 
 def no_sampler(cfg):
