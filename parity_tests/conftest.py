@@ -42,3 +42,17 @@ def pytest_terminal_summary(terminalreporter):
         from ms_ddpm.io.records import write_json
         write_json(path, [r.as_dict() for r in RESULTS])
         tr.write_line(f'every comparison written to {path}')
+
+
+@pytest.fixture(scope='module')
+def pairs():
+    """One (torch, MindSpore) pair per parity row, built once per test module:
+    ``pairs(case)`` -> ``parity.harness.build_pair(case)``, cached by the row's id."""
+    from parity.harness import build_pair
+    cache = {}
+
+    def get(case):
+        if case.id not in cache:
+            cache[case.id] = build_pair(case)
+        return cache[case.id]
+    return get

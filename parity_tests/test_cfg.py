@@ -10,7 +10,7 @@ import mindspore as ms
 from parity.cases import B, with_modes
 from parity.cases_cfg import rows_cfg
 from parity.compare import assert_gradients, assert_parity
-from parity.harness import build_pair, case_inputs, reference_grads
+from parity.harness import case_inputs, reference_grads
 from reference.draws import injected_draws
 
 CLASSES = np.array([0, 2], dtype=np.int64)
@@ -24,18 +24,6 @@ def _t(a):
 def _mask(call):
     m = call.get('cond_keep_mask')
     return None if m is None else np.asarray(m, dtype=np.bool_)
-
-
-@pytest.fixture(scope='module')
-def pairs():
-    """One (torch, MindSpore) pair per row, built once."""
-    cache = {}
-
-    def get(case):
-        if case.id not in cache:
-            cache[case.id] = build_pair(case)
-        return cache[case.id]
-    return get
 
 
 @pytest.mark.parametrize('case,mode', with_modes(rows_cfg('forward')))

@@ -11,7 +11,7 @@ import mindspore as ms
 from parity.cases import B, with_modes
 from parity.cases_guided import rows_guided, SHAPE
 from parity.compare import assert_gradients, assert_parity
-from parity.harness import build_pair, case_inputs, reference_grads, run_ms, run_torch
+from parity.harness import case_inputs, reference_grads, run_ms, run_torch
 from reference.draws import injected_draws
 from reference.guided_example import example
 from weight_convert import load_torch_state_dict
@@ -22,18 +22,6 @@ Y = np.array([1, 3], dtype=np.int64)
 def _t(a):
     import torch
     return None if a is None else torch.from_numpy(np.asarray(a))
-
-
-@pytest.fixture(scope='module')
-def pairs():
-    """One (torch, MindSpore) pair per row, built once."""
-    cache = {}
-
-    def get(case):
-        if case.id not in cache:
-            cache[case.id] = build_pair(case)
-        return cache[case.id]
-    return get
 
 
 @pytest.fixture(scope='module')
