@@ -38,6 +38,7 @@ from weight_convert.families import (
     BY_DIFFUSION, DIFFUSION_KINDS, KINDS_1D, PROCESS_KINDS, WRAPPER_KINDS, detect_kind,
 )
 from weight_convert.families import KIND_FAMILY, NETWORK_KINDS  # noqa: E402  (issue 15: bare Karras networks)
+from weight_convert.families import CFG_KINDS, CFG_NETWORK_KINDS  # noqa: E402  (issue 14: classifier-free guidance)
 
 SAFETENSORS_CONFIG_KEY = 'ms_ddpm_config'     # the config inside a file: safetensors metadata key, .ckpt string entry
 CONFIG_KEY = SAFETENSORS_CONFIG_KEY
@@ -254,9 +255,9 @@ def resolve_config(source, explicit=None):
     of model), else one inferred from its keys and shapes; then ``explicit``
     (``parse_explicit_config`` output) on top."""
     explicit = explicit or {'unet': {}, 'diffusion': {}}
-    if source.kind in PROCESS_KINDS:
+    if source.kind in PROCESS_KINDS or source.kind in CFG_KINDS:
         return _resolve_process(source, explicit)
-    if source.kind in NETWORK_KINDS:
+    if source.kind in NETWORK_KINDS or source.kind in CFG_NETWORK_KINDS:
         return _resolve_network(source, explicit)
     diffusion = source.kind in DIFFUSION_KINDS
     one_d = source.kind in KINDS_1D
@@ -392,6 +393,7 @@ def _resolve_process(source, explicit):
     for k in notes['given']:
         notes['not_inferred'].pop(k, None)
         notes['ambiguous'].pop(k, None)
+    _check_num_classes(source, inner_kind, unet)
     cfg = {'format': CONFIG_FORMAT, 'version': CONFIG_VERSION, 'model': source.kind,
            'unet': jsonable(unet), 'diffusion': jsonable(diff), 'notes': notes}
     if wrapper is not None:
@@ -444,6 +446,7 @@ def _resolve_network(source, explicit):
         if net.get(k) is None:
             raise ConfigError(f'{source.path}: {source.kind}: {k} cannot be inferred from the weights: '
                               f'{fam.network_not_inferable.get(k, "pass it with --config")}')
+    _check_num_classes(source, source.kind, net)
     cfg = {'format': CONFIG_FORMAT, 'version': CONFIG_VERSION, 'model': source.kind,
            'unet': jsonable(net), 'diffusion': None, 'notes': notes}
     implied = 'the stored config says' if notes.get('from_file') else 'the weights imply'
@@ -454,12 +457,27 @@ def _resolve_network(source, explicit):
     return cfg
 
 
+def _check_num_classes(source, kind, unet):
+    """Issue 14: a class-conditional checkpoint's config must say num_classes (one line naming it)."""
+    if (kind in CFG_KINDS or kind in CFG_NETWORK_KINDS) and unet.get('num_classes') is None:
+        from weight_convert.rules import CFG_NUM_CLASSES
+        raise ConfigError(f'{source.path}: {kind}: num_classes is not given and cannot be inferred '
+                          f'({CFG_NUM_CLASSES}); pass it with --config \'{{"num_classes": N}}\'')
+
+
 def build_network(cfg, framework='ms'):
     """A bare network of a ``verify='network'`` row (issue 15) in ``framework`` ('ms' | 'torch')."""
     import importlib
     fam = KIND_FAMILY[cfg['model']]
     root = 'ms_ddpm' if framework == 'ms' else 'denoising_diffusion_pytorch'
-    return getattr(importlib.import_module(f'{root}.{fam.network_module or fam.module}'), fam.network)(**unet_kwargs(cfg))
+    return getattr(importlib.import_module(f'{root}.{fam.network_module or fam.module}'),
+                   class_name(fam.network))(**unet_kwargs(cfg))
+
+
+def class_name(kind):
+    """The class a kind names: 'classifier_free_guidance.Unet' -> 'Unet' (issue 14: kinds qualified by
+    their module where two families' classes share a name)."""
+    return kind.rsplit('.', 1)[-1]
 
 
 def process_of(cfg):
@@ -475,10 +493,10 @@ def build_process(cfg, framework='ms', unet=None):
     import importlib
     root = 'ms_ddpm' if framework == 'ms' else 'denoising_diffusion_pytorch'
     fam, wrapper = process_of(cfg)
-    net_module = fam.module if fam.dims == 1 else 'denoising_diffusion_pytorch'
-    net_cls = getattr(importlib.import_module(f'{root}.{net_module}'), fam.network)
+    net_module = fam.network_module or (fam.module if fam.dims == 1 else 'denoising_diffusion_pytorch')
+    net_cls = getattr(importlib.import_module(f'{root}.{net_module}'), class_name(fam.network))
     unet = net_cls(**unet_kwargs(cfg)) if unet is None else unet
-    proc = getattr(importlib.import_module(f'{root}.{fam.module}'), fam.diffusion)(
+    proc = getattr(importlib.import_module(f'{root}.{fam.module}'), class_name(fam.diffusion))(
         unet, **process_kwargs(cfg, require_image_size=False))
     if wrapper is not None:
         proc = getattr(importlib.import_module(f'{root}.{wrapper.module}'), wrapper.diffusion)(proc, **xm_kwargs(cfg))
@@ -494,9 +512,9 @@ def build_ms_model(cfg, init=True):
     from mindspore.nn.utils import no_init_parameters
 
     def build():
-        if cfg['model'] in PROCESS_KINDS:
+        if cfg['model'] in PROCESS_KINDS or cfg['model'] in CFG_KINDS:
             return build_process(cfg)
-        if cfg['model'] in NETWORK_KINDS:
+        if cfg['model'] in NETWORK_KINDS or cfg['model'] in CFG_NETWORK_KINDS:
             return build_network(cfg)
         if cfg['model'] in KINDS_1D:
             unet = ms_ddpm.Unet1D(**unet_kwargs(cfg))
@@ -627,7 +645,7 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
         log(f'note: {src} was written by denoising-diffusion-pytorch {written_by}; ms_ddpm mirrors '
             f'{REFERENCE_VERSION} (the keys and shapes are checked all the same)')
     wrap_unet = trainer and source.kind == 'Unet'
-    if trainer and source.kind in NETWORK_KINDS:
+    if trainer and (source.kind in NETWORK_KINDS or source.kind in CFG_NETWORK_KINDS):
         raise ConfigError(f'{dst}: a Trainer checkpoint holds a diffusion process; {src} is a bare {source.kind} '
                           f'(wrapping it is not supported)')
     if trainer and source.kind == 'Unet1D':
@@ -647,7 +665,7 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
             diffusion_kwargs(cfg)   # the config beside the weights must be enough to build the model
         elif cfg['model'] == 'GaussianDiffusion1D':
             diffusion1d_kwargs(cfg)
-        elif cfg['model'] in PROCESS_KINDS:
+        elif cfg['model'] in PROCESS_KINDS or cfg['model'] in CFG_KINDS:
             process_kwargs(cfg)
         entries = source.entries
     else:
@@ -661,7 +679,7 @@ def _convert(src, dst, out_fmt, explicit, ema, trainer, step, progress, log, t0,
                 cfg['diffusion'] = jsonable(dict(DIFFUSION_DEFAULTS, **explicit['diffusion']))
                 cfg['model'] = 'GaussianDiffusion'
                 entries = diffusion_entries_for_unet(entries, cfg)
-            elif cfg['model'] in PROCESS_KINDS:
+            elif cfg['model'] in PROCESS_KINDS or cfg['model'] in CFG_KINDS:
                 process_kwargs(cfg)     # image_size is needed to use the Trainer
             else:
                 diffusion_kwargs(cfg)   # image_size is needed to use the Trainer

@@ -37,6 +37,10 @@ from weight_convert.rules import (
     VPARAM_DEFAULTS, VPARAM_NOT_INFERABLE, WEIGHTED_DEFAULTS, WEIGHTED_NOT_INFERABLE, XM_DEFAULTS,
     XM_NOT_INFERABLE, XM_PREFIX, KARRAS_UNET_DEFAULTS, KARRAS_UNET_NOT_INFERABLE,
 )
+from weight_convert.rules import (  # noqa: E402  (issue 14: classifier-free guidance)
+    CFG_DIFFUSION_DEFAULTS, CFG_DIFFUSION_KIND, CFG_DIFFUSION_NOT_INFERABLE, CFG_MARKER, CFG_MODULE, CFG_UNET_DEFAULTS,
+    CFG_UNET_KIND, CFG_UNET_NOT_INFERABLE,
+)
 
 Family = namedtuple('Family', [
     'diffusion',        # diffusion class name (a checkpoint of it: network under `prefix` (+ buffers))
@@ -157,6 +161,16 @@ FAMILIES = (
            KARRAS_UNET_DEFAULTS, {}, 'infer_karras_unet_config', None, KARRAS_UNET_NOT_INFERABLE, {},
            VERIFY_NETWORK, True, note='a bare KarrasUnet (input_block.*, encoders downs.*, decoders ups.*)',
            verify='network', infer_needs=('image_size',)),
+    # issue 14: classifier-free guidance (its own Unet and GaussianDiffusion, the same class names as the
+    # main module's: kinds qualified by the module).  `requires` (classes_mlp.*, the class conditioning)
+    # makes it more specific than GaussianDiffusion / Unet, whose keys it otherwise shares the shape of;
+    # verify='cfg': the conditional path (ms_ddpm_tools.verify.cfg)
+    Family(CFG_DIFFUSION_KIND, CFG_UNET_KIND, CFG_MODULE, 2, 'init_conv.weight', 4, DIFFUSION_MODEL_PREFIX, True,
+           CFG_UNET_DEFAULTS, CFG_DIFFUSION_DEFAULTS, 'infer_cfg_unet_config', 'infer_cfg_diffusion_config',
+           CFG_UNET_NOT_INFERABLE, CFG_DIFFUSION_NOT_INFERABLE, VERIFY_PROCESS_BUFFERS, True,
+           requires=DIFFUSION_MODEL_PREFIX + CFG_MARKER,
+           note='the class-conditional Unet under model. (classes_emb, null_classes_emb, classes_mlp) and the '
+                'schedule buffers', verify='cfg', network_module=CFG_MODULE),
 )
 
 BY_DIFFUSION = {f.diffusion: f for f in FAMILIES}
@@ -172,6 +186,22 @@ KINDS_1D = tuple(k for k, f in KIND_FAMILY.items() if f.dims == 1)
 GAUSSIAN_KINDS = ('GaussianDiffusion', 'GaussianDiffusion1D', 'Unet', 'Unet1D')
 PROCESS_KINDS = tuple(f.diffusion for f in SUPPORTED if f.verify == 'process' and f.diffusion not in GAUSSIAN_KINDS)
 WRAPPER_KINDS = tuple(f.diffusion for f in SUPPORTED if f.wraps)
+# issue 14: the class-conditional families (verify's conditional path): process kinds, bare network kinds
+CFG_KINDS = tuple(f.diffusion for f in SUPPORTED if f.verify == 'cfg')
+CFG_NETWORK_KINDS = tuple(f.network for f in SUPPORTED if f.verify == 'cfg')
+
+
+def _bare_requires(f):
+    """The key prefix a bare network of row ``f`` must hold (its ``requires`` without the process prefix)."""
+    if f.requires is None:
+        return None
+    return f.requires[len(f.prefix):] if f.requires.startswith(f.prefix) else f.requires
+
+
+def _specific_first(rows):
+    """Rows with a ``requires`` prefix before those without (stable): a row whose extra keys are present
+    is the more specific reading of the same layout (classifier-free guidance vs GaussianDiffusion)."""
+    return sorted(rows, key=lambda f: f.requires is None)
 
 Detected = namedtuple('Detected', ['kind', 'family', 'flow', 'candidates'], defaults=(None, ()))
 
@@ -190,6 +220,8 @@ def _processes(entries):
         if f.match is not None and f.dims == 2 and not f.match(entries):
             continue
         out.append(f)
+    if any(f.requires is not None for f in out):        # the more specific rows only
+        out = [f for f in out if f.requires is not None]
     return out
 
 
@@ -215,8 +247,9 @@ def detect_kind(entries, hint=None, flow_hint=None):
         return Detected(found[0].diffusion, found[0])
     if len(found) > 1:
         return Detected(None, None, None, tuple(f.diffusion for f in found))
-    for f in SUPPORTED:
-        if f.network and f.marker in entries and len(entries[f.marker].shape) == f.marker_ndim:
+    for f in _specific_first(SUPPORTED):
+        if f.network and f.marker in entries and len(entries[f.marker].shape) == f.marker_ndim and (
+                _bare_requires(f) is None or any(k.startswith(_bare_requires(f)) for k in entries)):
             return Detected(f.network, KIND_FAMILY[f.network])
     return Detected(None, None)
 

@@ -479,3 +479,84 @@ def infer_karras_unet_config(shapes, diffusion=False, image_size=None):
     report['inferred'] += ['dim', 'channels', 'self_condition', 'fourier_dim', 'num_classes', 'num_blocks_per_stage',
                            'num_downsamples', 'dim_max']
     return cfg, report
+
+
+# === classifier-free guidance (issue 14) =====================================================
+#
+# What a classifier_free_guidance.Unet state dict determines (reference 2.3.4):
+# - ``num_classes``: rows of ``classes_emb.weight`` (num_classes, dim) (missing: named, not guessed);
+# - ``dim``, ``init_dim``, the learned/random sinusoidal time embedding, the stages: as for Unet
+#   (``_stem``); ``dim_mults``: each stage's ``downs.i.3.weight`` rows / dim (Downsample is a bare
+#   Conv2d(4, 2, 1) here, the last stage's a Conv2d(3));
+# - ``attn_heads`` x ``attn_dim_head``: only their product (``mid_attn.fn.fn.to_qkv.weight`` has
+#   3 * heads * dim_head rows; the LinearAttention layers always take the defaults), as for Unet1D;
+# - ``channels``/``learned_variance``/``out_dim``: init_conv's inputs (no self-conditioning), final_conv's outputs;
+# - never: ``cond_drop_prob`` (training-time; default 0.5).
+# Its GaussianDiffusion: ``timesteps``, ``beta_schedule`` (linear / cosine only), ``objective``
+# and ``min_snr_*`` from the buffers, read as for GaussianDiffusion; never ``image_size`` and the
+# sampling-time options.
+
+def infer_cfg_unet_config(shapes, diffusion=False):
+    """``shapes``: {classifier_free_guidance.Unet key: shape}.  Returns ``(config, report)``."""
+    from weight_convert.rules import CFG_NUM_CLASSES, CFG_UNET_DEFAULTS, CFG_UNET_NOT_INFERABLE
+    report = {'inferred': [], 'not_inferred': dict(CFG_UNET_NOT_INFERABLE), 'ambiguous': {}}
+    cfg = dict(CFG_UNET_DEFAULTS)
+    if 'classes_emb.weight' not in shapes:
+        raise InferenceError(CFG_NUM_CLASSES)
+    in_ch, dim, stages = _stem(shapes, cfg, report, 'classifier_free_guidance.Unet')
+    emb = tuple(shapes['classes_emb.weight'])
+    if len(emb) != 2 or emb[1] != dim:
+        raise InferenceError(f'classes_emb.weight has shape {emb}; expected (num_classes, dim={dim})')
+    cfg['num_classes'] = int(emb[0])
+    mults = []
+    for i in stages:
+        key = f'downs.{i}.3.weight'
+        out_w = _shape(shapes, key)[0]
+        if out_w % dim:
+            raise InferenceError(f'{key}: width {out_w} is not a multiple of dim={dim}')
+        mults.append(out_w // dim)
+    cfg['dim_mults'] = list(mults)
+    qkv = _shape(shapes, 'mid_attn.fn.fn.to_qkv.weight')
+    if qkv[0] % 3:
+        raise InferenceError(f'mid_attn.fn.fn.to_qkv.weight has shape {qkv}: rows not 3 * heads * dim_head')
+    hidden = qkv[0] // 3
+    d_heads, d_dim_head = CFG_UNET_DEFAULTS['attn_heads'], CFG_UNET_DEFAULTS['attn_dim_head']
+    if hidden == d_heads * d_dim_head:
+        cfg['attn_heads'], cfg['attn_dim_head'] = d_heads, d_dim_head
+        report['not_inferred']['attn_heads/attn_dim_head'] = (
+            f'only their product is stored ({hidden}); read as the defaults {d_heads} x {d_dim_head}')
+    else:
+        heads = d_heads if hidden % d_heads == 0 and hidden // d_heads > 1 else (2 if hidden % 2 == 0 else 1)
+        cfg['attn_heads'], cfg['attn_dim_head'] = heads, hidden // heads
+        report['ambiguous']['attn_heads/attn_dim_head'] = (
+            f'the middle attention is {hidden} wide = attn_heads x attn_dim_head; read as {heads} x {hidden // heads} '
+            f'(pass --config to choose: the split changes its result)')
+    out_dim = _shape(shapes, 'final_conv.weight')[0]
+    if diffusion and out_dim != in_ch:
+        raise InferenceError(f'init_conv takes {in_ch} channels and final_conv gives {out_dim}: '
+                             f'no classifier_free_guidance.GaussianDiffusion has channels != out_dim')
+    cfg['channels'] = in_ch           # no self-conditioning: init_conv takes the channels
+    if out_dim == 2 * in_ch:
+        cfg['learned_variance'] = True
+        report['ambiguous']['learned_variance'] = (f'out_dim = 2*channels: learned_variance=True and '
+                                                   f'out_dim={out_dim} build the same Unet')
+    elif out_dim != in_ch:
+        cfg['out_dim'] = out_dim
+    report['inferred'] += ['num_classes', 'dim', 'init_dim', 'dim_mults', 'channels', 'learned_variance', 'out_dim',
+                           'learned_sinusoidal_cond']
+    return cfg, report
+
+
+def infer_cfg_diffusion_config(shapes, buffers, unet):
+    """The classifier_free_guidance.GaussianDiffusion arguments from its buffers."""
+    from weight_convert.rules import CFG_DIFFUSION_DEFAULTS, CFG_DIFFUSION_NOT_INFERABLE
+    found, rep = infer_diffusion_config(buffers)
+    if found['beta_schedule'] not in ('linear', 'cosine') or 'beta_schedule' not in rep['inferred']:
+        raise InferenceError('betas match neither the linear nor the cosine schedule (the two this '
+                             'GaussianDiffusion builds)')
+    cfg = dict(CFG_DIFFUSION_DEFAULTS)
+    cfg.update({k: found[k] for k in rep['inferred'] if k in cfg})
+    report = {'inferred': [k for k in rep['inferred'] if k in cfg], 'ambiguous': dict(rep['ambiguous']),
+              'not_inferred': dict(CFG_DIFFUSION_NOT_INFERABLE,
+                                   **{k: v for k, v in rep['not_inferred'].items() if k in cfg})}
+    return cfg, report

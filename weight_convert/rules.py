@@ -200,3 +200,37 @@ KARRAS_UNET_NOT_INFERABLE = {
 }
 # every network argument --config may name (any family)
 NETWORK_ARGUMENTS = frozenset(UNET_DEFAULTS) | frozenset(UNET1D_DEFAULTS) | frozenset(KARRAS_UNET_DEFAULTS)
+
+
+# --- classifier-free guidance (issue 14: classifier_free_guidance.Unet / GaussianDiffusion) -------
+# Both classes share their names with the main module's, so their kinds are qualified by the
+# module ('classifier_free_guidance.GaussianDiffusion', 'classifier_free_guidance.Unet';
+# ``--model`` takes them).  The class-conditional Unet: classes_emb.weight (num_classes, dim),
+# null_classes_emb (dim,), classes_mlp.* (always: the conditional marker), the old layout
+# (attention as Residual(PreNorm(...)): downs.i.2.fn.fn.*, no mem_kv; Downsample a bare
+# Conv2d(4, 2, 1): downs.i.3.weight at every stage); no self-conditioning, no full_attn.
+CFG_MODULE = 'classifier_free_guidance'
+CFG_DIFFUSION_KIND, CFG_UNET_KIND = CFG_MODULE + '.GaussianDiffusion', CFG_MODULE + '.Unet'
+CFG_MARKER = 'classes_mlp.'          # under model. in the process
+CFG_UNET_DEFAULTS = dict(
+    dim=None, num_classes=None, cond_drop_prob=0.5, init_dim=None, out_dim=None, dim_mults=(1, 2, 4, 8), channels=3,
+    learned_variance=False, learned_sinusoidal_cond=False, random_fourier_features=False, learned_sinusoidal_dim=16,
+    attn_dim_head=32, attn_heads=4,
+)
+CFG_DIFFUSION_DEFAULTS = dict(
+    image_size=None, timesteps=1000, sampling_timesteps=None, objective='pred_noise', beta_schedule='cosine',
+    ddim_sampling_eta=1., offset_noise_strength=0., min_snr_loss_weight=False, min_snr_gamma=5,
+    use_cfg_plus_plus=False,
+)
+CFG_UNET_NOT_INFERABLE = {
+    'cond_drop_prob': 'training-time choice (the probability of dropping the class), not stored: default 0.5',
+}
+CFG_NUM_CLASSES = ('classes_emb.weight (num_classes, dim) is missing: num_classes cannot be inferred; '
+                   'a class-conditional Unet needs it and its classes embedding')
+CFG_DIFFUSION_NOT_INFERABLE = {
+    'image_size': DIFFUSION_NOT_INFERABLE['image_size'],
+    'sampling_timesteps': SAMPLING_NOT_INFERABLE, 'ddim_sampling_eta': SAMPLING_NOT_INFERABLE,
+    'use_cfg_plus_plus': SAMPLING_NOT_INFERABLE, 'offset_noise_strength': TRAINING_NOT_INFERABLE,
+}
+NETWORK_ARGUMENTS = NETWORK_ARGUMENTS | frozenset(CFG_UNET_DEFAULTS)
+PROCESS_ARGUMENTS = PROCESS_ARGUMENTS | frozenset(CFG_DIFFUSION_DEFAULTS)
