@@ -46,6 +46,14 @@ def _parser():
                                                   'it cannot be read from the weights)')
     p.add_argument('--sampling-timesteps', type=int,
                    help='sampling steps for the trajectory (DDIM when < timesteps); default: the config\'s')
+    p.add_argument('--classes', metavar='0,1,..',
+                   help='class labels to verify a class-conditional (classifier_free_guidance) checkpoint at: the '
+                        'network, forward_with_cond_scale, the loss and the sampler (default: the first 4 classes)')
+    p.add_argument('--cond-scale', type=float,
+                   help='classifier-free guidance scale of forward_with_cond_scale and the sampler (default 6, the '
+                        "reference's)")
+    p.add_argument('--rescaled-phi', type=float,
+                   help="forward_with_cond_scale's rescaled_phi (default 0.7, the reference's sampling default)")
     p.add_argument('--batch', type=int, default=4, help='images per timestep / loss batch (default 4)')
     p.add_argument('--sample-batch', type=int, default=8, help='images sampled (default 8)')
     p.add_argument('--seed', type=int, default=0, help='seed of every input and shared draw (default 0)')
@@ -75,7 +83,8 @@ def run(args, log=print):
     return verify(args.checkpoint, against=args.against, ema=args.ema, config=config,
                   image_size=args.image_size, seq_length=args.seq_length, sampling_timesteps=args.sampling_timesteps, batch=args.batch,
                   sample_batch=args.sample_batch, seed=args.seed, graph=not args.no_graph, fixture=args.fixture,
-                  recipe=args.recipe, threads=args.threads, out=args.out, progress=not args.quiet, log=log)
+                  recipe=args.recipe, threads=args.threads, out=args.out, progress=not args.quiet, log=log,
+                  classes=args.classes, cond_scale=args.cond_scale, rescaled_phi=args.rescaled_phi)
 
 
 def _where(r):
@@ -107,7 +116,8 @@ def _main(args):
         if args.record_fixture:
             from ms_ddpm_tools.verify.fixtures import record_verify
             path = record_verify(args.record_fixture, args.checkpoint, args.recipe, args.ema, args.image_size,
-                                 args.config, args.batch, args.sample_batch, args.seed, args.sampling_timesteps)
+                                 args.config, args.batch, args.sample_batch, args.seed, args.sampling_timesteps,
+                                 classes=args.classes, cond_scale=args.cond_scale, rescaled_phi=args.rescaled_phi)
             print(f'{path}: {os.path.getsize(path) / 1e6:.2f} MB')
             return EXIT_OK
         baseline = _read_report(args.baseline) if args.baseline else None

@@ -76,6 +76,7 @@ def weights_label(info, ema):
 KINDS = OrderedDict([
     ('layer/', ('unet', 'layers')),
     ('unet/', ('unet', 'U-Net output')),
+    ('guided/', ('guided', 'guided output (forward_with_cond_scale)')),       # issue 14 (verify.cfg)
     ('loss/', ('loss', 'loss')),
     ('sample/', ('sample', 'sampling')),
     ('buffer/', ('schedule', 'schedule buffers')),
@@ -109,9 +110,14 @@ def public_config(cfg):
     """The architecture part of a config (what ``--config`` takes)."""
     out = {'unet': dict(cfg['unet']), 'diffusion': dict(cfg['diffusion'] or {})}     # (a bare Karras net: None)
     for k in ('model', 'flow', 'xm'):        # the processes of issue 13: which one (ms_ddpm_tools.verify.processes)
-        if cfg.get(k) is not None and processes.is_process(cfg):
+        if cfg.get(k) is not None and (processes.is_process(cfg) or _is_cfg(cfg)):
             out[k] = cfg[k]
     return out
+
+
+def _is_cfg(cfg):
+    from weight_convert.families import CFG_KINDS
+    return cfg.get('model') in CFG_KINDS
 
 
 def image_hw(cfg):
@@ -579,18 +585,23 @@ def load_checkpoint(path, ema=False, config=None, image_size=None, seq_length=No
         return ({'unet': cfg['unet'], 'diffusion': None, 'model': source.kind}, sd,
                 dict(source.info, format=source.format, kind=source.kind))
     given_diffusion = explicit['diffusion']
-    bare = source.kind in DIFFUSION_OF
+    from weight_convert.families import CFG_NETWORK_KINDS, KIND_FAMILY
+    cfg_bare = source.kind in CFG_NETWORK_KINDS     # issue 14: a bare class-conditional Unet, in its GaussianDiffusion
+    bare = source.kind in DIFFUSION_OF or cfg_bare
     if bare:
         explicit = dict(explicit, diffusion={})
     cfg = resolve_config(source, explicit)
-    if bare:
+    if cfg_bare:
+        cfg['diffusion'] = dict(KIND_FAMILY[source.kind].diffusion_defaults, **given_diffusion)
+    elif bare:
         cfg['diffusion'] = dict(DIFFUSION1D_DEFAULTS if one_d else DIFFUSION_DEFAULTS, **given_diffusion)
     if one_d and cfg['diffusion'].get('seq_length') is None:
         raise VerifyError(f'{path}: the sequence length cannot be read from the weights; pass --seq-length N')
     if not one_d and cfg['diffusion'].get('image_size') is None:
         raise VerifyError(f'{path}: the image size cannot be read from the weights; pass --image-size N')
     sd = OrderedDict((k, np.asarray(e.value())) for k, e in source.entries.items())
-    public = {'unet': cfg['unet'], 'diffusion': cfg['diffusion'], 'model': source.kind}
+    public = {'unet': cfg['unet'], 'diffusion': cfg['diffusion'],
+              'model': KIND_FAMILY[source.kind].diffusion if cfg_bare else source.kind}
     for k in ('flow', 'xm'):                 # an XMWrapper: the process it wraps, its own arguments
         if cfg.get(k) is not None:
             public[k] = cfg[k]

@@ -18,6 +18,7 @@ import numpy as np
 
 from ms_ddpm_tools.verify import core
 from ms_ddpm_tools.verify import networks  # noqa: E402  (issue 15: bare Karras networks)
+from ms_ddpm_tools.verify import cfg as conditional  # noqa: E402  (issue 14: classifier-free guidance)
 
 # what can be compared; convert --verify skips the loss and the sampling trajectory
 PARTS = ('weights', 'layers', 'unet', 'loss', 'noising', 'sample', 'buffers')
@@ -34,7 +35,8 @@ def _source_line(info):
 
 def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config=None, image_size=None, seq_length=None,
            sampling_timesteps=None, batch=4, sample_batch=8, seed=0, graph=True, fixture=None,
-           recipe='default', threads=1, parts=PARTS, out=None, progress=True, log=print):
+           recipe='default', threads=1, parts=PARTS, out=None, progress=True, log=print, classes=None, cond_scale=None,
+           rescaled_phi=None):
     """Run the comparisons; returns the report dict (written to ``out`` when given:
     verify.json, report.md, samples.png).  Errors in the inputs raise ``VerifyError`` or the
     converter's ``ConvertError`` (missing, corrupt or unsafe files)."""
@@ -52,6 +54,9 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         from ms_ddpm_tools.verify.fixtures import load_verify_fixture
         meta, sd, inp, expected = load_verify_fixture(fixture)
         cfg, ts, batch = meta['config'], meta['timesteps'], meta['batch']
+        cfg_opts = meta.get('cfg_options')            # issue 14: a conditional run's classes / cond_scale
+        if cfg_opts is not None:
+            parts = tuple(p for p in parts if p in conditional.PARTS)
         checkpoint, source = meta['checkpoint'], f'golden fixture {fixture}'
         weights_label = meta.get('weights') or core.weights_label(meta.get('source') or {}, False)
         t_torch.times.update(meta.get('torch_timings', {}))
@@ -72,9 +77,20 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
                                                  seq_length=seq_length)
         source = source or _source_line(info)
         weights_label = core.weights_label(info, ema)
+        cfg_opts = None
+        if not conditional.is_cfg(cfg) and (classes is not None or cond_scale is not None or rescaled_phi is not None):
+            raise VerifyError(f'{checkpoint}: --classes / --cond-scale / --rescaled-phi apply to class-conditional '
+                              f'(classifier_free_guidance) checkpoints; this one is a {info["kind"]}')
         if networks.is_network(cfg):         # issue 15: a bare network (its forward only)
             parts = tuple(p for p in parts if p in networks.PARTS)
             inp, ts = networks.make_inputs(cfg, batch=batch, seed=seed)
+        elif conditional.is_cfg(cfg):              # issue 14: the conditional path (ms_ddpm_tools.verify.cfg)
+            if sampling_timesteps:
+                cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
+            parts = tuple(p for p in parts if p in conditional.PARTS)
+            cfg_opts = conditional.options(cfg, classes, cond_scale, rescaled_phi)
+            inp, ts = conditional.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), cfg_opts, batch=batch,
+                                              per_class=max(1, sample_batch // len(cfg_opts['classes'])), seed=seed)
         elif core.processes.is_process(cfg):        # issue 13's processes (ms_ddpm_tools.verify.processes)
             if sampling_timesteps:
                 core.processes.set_steps(cfg, sampling_timesteps)
@@ -99,11 +115,15 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
             expected = networks.torch_side(cfg, sd, inp, t_torch, net_notes)
             if net_notes:
                 expected['notes'] = net_notes
+        elif cfg_opts is not None:
+            expected = conditional.torch_side(cfg, sd, inp, cfg_opts, t_torch, parts, [])
         else:
             expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=parts)
     reference_notes = expected.pop('notes', []) if isinstance(expected, dict) else []
     if networks.is_network(cfg):
         actual = networks.ms_side(cfg, ms_sd, inp, t_ms, graph=graph and 'unet' in parts)
+    elif cfg_opts is not None:
+        actual = conditional.ms_side(cfg, ms_sd, inp, cfg_opts, t_ms, parts, graph=graph and 'unet' in parts)
     else:
         actual = core.ms_side(cfg, ms_sd, inp, progress=progress, timer=t_ms, graph=graph and 'unet' in parts,
                               parts=parts)
@@ -133,6 +153,9 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
     steps = None if network else core.processes.sampling_steps(cfg) if process else core.sampling_steps(cfg)
     sampler = None if network else core.processes.sampler_name(cfg) if process else (
         'DDIM' if steps < cfg['diffusion'].get('timesteps', 1000) else 'DDPM')
+    if cfg_opts is not None:
+        sampler += f' at classes {cfg_opts["classes"]}, cond_scale {cfg_opts["cond_scale"]:g}, ' \
+                   f'rescaled_phi {cfg_opts["rescaled_phi"]:g}'
     rep = OrderedDict(
         format='ms_ddpm-verify', version=1,
         checkpoint=os.path.abspath(checkpoint) if os.path.exists(checkpoint) else checkpoint,
@@ -151,9 +174,18 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         timings={'torch': dict(t_torch.times), 'mindspore': dict(t_ms.times),
                  'total_wall': time.perf_counter() - t_start},
         image=None)
+    if cfg_opts is not None:
+        rep['conditional'] = dict(cfg_opts)
     if out:
         os.makedirs(out, exist_ok=True)
-        if 'sample' in parts:
+        if 'sample' in parts and cfg_opts is not None:        # issue 14: a row per class
+            image = os.path.join(out, 'samples.png')
+            dmax = conditional.class_grid_png(expected['sample/final'], actual['sample/final'], cfg_opts['classes'], image)
+            rep['image'] = image
+            rep['image_caption'] = (f'Final samples by class (a row per class: PyTorch | MindSpore | |difference|; '
+                                    f'{steps} {sampler} steps, shared noise). Largest |difference| {dmax:.2e} '
+                                    f'(pixels in [0, 1]); the difference panels are stretched so that it shows as white.')
+        elif 'sample' in parts:
             image = os.path.join(out, 'samples.png')
             picture = report.sequences_png if np.ndim(expected['sample/final']) == 3 else report.side_by_side_png
             dmax = picture(expected['sample/final'], actual['sample/final'], image)

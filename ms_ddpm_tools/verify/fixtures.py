@@ -13,7 +13,8 @@ FORMAT = 'ms_ddpm-verify-fixture'
 
 
 def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=None, config=None,
-                  batch=1, sample_batch=4, seed=0, sampling_timesteps=None):
+                  batch=1, sample_batch=4, seed=0, sampling_timesteps=None, classes=None, cond_scale=None,
+                  rescaled_phi=None):
     """The reference side of a ``verify`` run, written to ``path``."""
     import torch
     from reference.builders import torch_versions
@@ -30,12 +31,23 @@ def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=No
     cfg, sd, info = core.load_checkpoint(checkpoint, ema=ema, config=config, image_size=image_size)
     if sampling_timesteps:
         cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
-    inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch, sample_batch=sample_batch, seed=seed)
     timer = core.Timer()
-    expected = core.torch_side(cfg, sd, inp, progress=False, timer=timer)
+    from ms_ddpm_tools.verify import cfg as conditional
+    opts = None
+    if conditional.is_cfg(cfg):        # issue 14: the conditional path at the given classes / cond_scale
+        opts = conditional.options(cfg, classes, cond_scale, rescaled_phi)
+        inp, ts = conditional.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), opts, batch=batch,
+                                          per_class=max(1, sample_batch // len(opts['classes'])), seed=seed)
+        expected = conditional.torch_side(cfg, sd, inp, opts, timer, conditional.PARTS, [])
+    else:
+        inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch, sample_batch=sample_batch,
+                                   seed=seed)
+        expected = core.torch_side(cfg, sd, inp, progress=False, timer=timer)
     meta = {'format': FORMAT, 'version': 1, 'config': cfg, 'timesteps': ts, 'batch': batch,
             'checkpoint': name, 'source': info, 'weights': core.weights_label(info, ema),
             'versions': torch_versions(), 'torch_timings': dict(timer.times)}
+    if opts is not None:
+        meta['cfg_options'] = opts
     save_verify_fixture(path, meta, sd, inp, expected)
     return path
 
