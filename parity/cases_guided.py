@@ -18,6 +18,8 @@ checks:
 Tiny configs: dim 8, 8x8 images, dim_mults (1, 2), batch 2, 3-6 timesteps.
 """
 
+import numpy as np
+
 from parity.cases import B, Case, Table, unet_inputs
 
 GD, RP = 'guided_diffusion', 'repaint'
@@ -82,3 +84,34 @@ add(
     Case('gd/classifier-grad', GD, 'Classifier', 'classifier', 'grad', (8, 5), {}, modes=BOTH, call=dict(classifier_scale=1)),
     Case('gd/classifier-grad-scale3', GD, 'Classifier', 'classifier', 'grad', (8, 5), {}, call=dict(classifier_scale=3.)),
 )
+
+
+# --- shared by parity_tests/test_guided_repaint.py and verify (ms_ddpm_tools.verify.samplers) ------
+
+def example_classifiers(image_size=8, num_classes=5, seed=7):
+    """(torch classifier_cond_fn, its Classifier, MindSpore classifier_cond_fn, its Classifier) on
+    the same weights: the reference's own example code (``reference.guided_example``), built from
+    ``torch.manual_seed(seed)``, the twin loaded with its state dict."""
+    import torch
+    from ms_ddpm import guided_diffusion as mg
+    from reference.guided_example import example
+    from weight_convert import load_torch_state_dict
+    TClassifier, t_cond_fn = example()
+    torch.manual_seed(seed)
+    tc = TClassifier(image_size, num_classes)
+    mc = mg.Classifier(image_size, num_classes)
+    load_torch_state_dict(mc, tc.state_dict())
+    return t_cond_fn, tc, mg.classifier_cond_fn, mc
+
+
+def example_mask(kind, seed, shape=SHAPE):
+    """A RePaint mask (1 = known pixel) of ``shape``: 'half' (the left half known), 'random' (each
+    pixel known with probability 1/2, the same for every channel), None (no mask)."""
+    if kind is None:
+        return None
+    mask = np.zeros(shape, dtype=np.float32)
+    if kind == 'half':
+        mask[..., :, :shape[-1] // 2] = 1.
+    else:
+        mask[...] = np.random.default_rng(seed).random(shape[:1] + (1,) + shape[2:]) < 0.5
+    return mask

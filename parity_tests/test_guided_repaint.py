@@ -9,12 +9,10 @@ import pytest
 import mindspore as ms
 
 from parity.cases import B, with_modes
-from parity.cases_guided import rows_guided, SHAPE
+from parity.cases_guided import example_classifiers, example_mask, rows_guided, SHAPE
 from parity.compare import assert_gradients, assert_parity
 from parity.harness import case_inputs, reference_grads, run_ms, run_torch
 from reference.draws import injected_draws
-from reference.guided_example import example
-from weight_convert import load_torch_state_dict
 
 Y = np.array([1, 3], dtype=np.int64)
 
@@ -28,14 +26,7 @@ def _t(a):
 def classifiers():
     """(torch classifier_cond_fn, its Classifier, MindSpore classifier_cond_fn, its Classifier)
     on the same weights: the reference's example code, 8x8 images, 5 classes."""
-    import torch
-    from ms_ddpm import guided_diffusion as mg
-    TClassifier, t_cond_fn = example()
-    torch.manual_seed(7)
-    tc = TClassifier(8, 5)
-    mc = mg.Classifier(8, 5)
-    load_torch_state_dict(mc, tc.state_dict())
-    return t_cond_fn, tc, mg.classifier_cond_fn, mc
+    return example_classifiers(8, 5, seed=7)
 
 
 @pytest.mark.parametrize('case,mode', with_modes(rows_guided('forward')))
@@ -154,17 +145,6 @@ def test_guided_sampling_loop(case, mode, pairs, classifiers, record):
     record(assert_parity(f'{case.id} {steps}-step guided sample [{mode}]', expected, actual, case.kind))
 
 
-def _mask(kind, seed):
-    if kind is None:
-        return None
-    mask = np.zeros(SHAPE, dtype=np.float32)
-    if kind == 'half':
-        mask[..., :, :4] = 1.
-    else:
-        mask[...] = np.random.default_rng(seed).random(SHAPE[:1] + (1,) + SHAPE[2:]) < 0.5
-    return mask
-
-
 @pytest.mark.parametrize('case,mode', with_modes(rows_guided('repaint')))
 def test_repaint_schedule(case, mode, pairs, record):
     import torch
@@ -172,7 +152,7 @@ def test_repaint_schedule(case, mode, pairs, record):
     td, md = pairs(case)
     md.jit_sampling = mode == 'graph'
     call = dict(case.call)
-    mask = _mask(call.pop('mask'), case.input_seed + 2)
+    mask = example_mask(call.pop('mask'), case.input_seed + 2)
     gt = np.random.default_rng(case.input_seed + 4).random(SHAPE).astype(np.float32)
     count = repaint_draw_count(case.kwargs['timesteps'], mask is not None, True, **call)
     draws = _draws(case, count)

@@ -42,10 +42,15 @@ def num_classes(cfg):
 def resolve_classes(cfg, classes=None):
     """The class labels to verify at: ``classes`` (a list, or text '0,2') checked against
     num_classes (one line naming the label), default the first few classes."""
-    from ms_ddpm_tools.verify.core import VerifyError
     n = num_classes(cfg)
     if classes is None:
         return list(range(min(n, MAX_DEFAULT_CLASSES)))
+    return check_labels(classes, n, 'the checkpoint has')
+
+
+def check_labels(classes, n, whose):
+    """``classes`` as ints, each in 0..n-1; else one line naming the label and ``n``."""
+    from ms_ddpm_tools.verify.core import VerifyError
     if isinstance(classes, str):
         try:
             classes = [int(c) for c in classes.split(',') if c.strip()]
@@ -56,8 +61,7 @@ def resolve_classes(cfg, classes=None):
         raise VerifyError('--classes: no class label given')
     for c in classes:
         if not 0 <= c < n:
-            raise VerifyError(f'class label {c} is out of range: the checkpoint has num_classes={n} '
-                              f'(labels 0..{n - 1})')
+            raise VerifyError(f'class label {c} is out of range: {whose} num_classes={n} (labels 0..{n - 1})')
     return classes
 
 

@@ -54,6 +54,14 @@ def _parser():
                         "reference's)")
     p.add_argument('--rescaled-phi', type=float,
                    help="forward_with_cond_scale's rescaled_phi (default 0.7, the reference's sampling default)")
+    p.add_argument('--sampler', choices=('default', 'repaint', 'guided'), default='default',
+                   help='the sampler compared for a GaussianDiffusion checkpoint: its own (default), RePaint on a '
+                        'made-up masked image (repaint.GaussianDiffusion), or classifier guidance with the '
+                        "reference's example classifier (guided_diffusion; --classes: its labels y, --cond-scale: "
+                        'its classifier_scale, default 1)')
+    p.add_argument('--resample-iter', type=int, help='--sampler repaint: resample_iter (default 10)')
+    p.add_argument('--resample-jump', type=int, help='--sampler repaint: resample_jump (default 10)')
+    p.add_argument('--resample-every', type=int, help='--sampler repaint: resample_every (default 50)')
     p.add_argument('--batch', type=int, default=4, help='images per timestep / loss batch (default 4)')
     p.add_argument('--sample-batch', type=int, default=8, help='images sampled (default 8)')
     p.add_argument('--seed', type=int, default=0, help='seed of every input and shared draw (default 0)')
@@ -84,7 +92,9 @@ def run(args, log=print):
                   image_size=args.image_size, seq_length=args.seq_length, sampling_timesteps=args.sampling_timesteps, batch=args.batch,
                   sample_batch=args.sample_batch, seed=args.seed, graph=not args.no_graph, fixture=args.fixture,
                   recipe=args.recipe, threads=args.threads, out=args.out, progress=not args.quiet, log=log,
-                  classes=args.classes, cond_scale=args.cond_scale, rescaled_phi=args.rescaled_phi)
+                  classes=args.classes, cond_scale=args.cond_scale, rescaled_phi=args.rescaled_phi,
+                  sampler=args.sampler, resample=dict(resample_iter=args.resample_iter, resample_jump=args.resample_jump,
+                                                      resample_every=args.resample_every))
 
 
 def _where(r):

@@ -19,6 +19,7 @@ import numpy as np
 from ms_ddpm_tools.verify import core
 from ms_ddpm_tools.verify import networks  # noqa: E402  (issue 15: bare Karras networks)
 from ms_ddpm_tools.verify import cfg as conditional  # noqa: E402  (issue 14: classifier-free guidance)
+from ms_ddpm_tools.verify import samplers  # noqa: E402  (issue 14: --sampler repaint / guided)
 
 # what can be compared; convert --verify skips the loss and the sampling trajectory
 PARTS = ('weights', 'layers', 'unet', 'loss', 'noising', 'sample', 'buffers')
@@ -36,7 +37,7 @@ def _source_line(info):
 def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config=None, image_size=None, seq_length=None,
            sampling_timesteps=None, batch=4, sample_batch=8, seed=0, graph=True, fixture=None,
            recipe='default', threads=1, parts=PARTS, out=None, progress=True, log=print, classes=None, cond_scale=None,
-           rescaled_phi=None):
+           rescaled_phi=None, sampler='default', resample=None):
     """Run the comparisons; returns the report dict (written to ``out`` when given:
     verify.json, report.md, samples.png).  Errors in the inputs raise ``VerifyError`` or the
     converter's ``ConvertError`` (missing, corrupt or unsafe files)."""
@@ -78,9 +79,12 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         source = source or _source_line(info)
         weights_label = core.weights_label(info, ema)
         cfg_opts = None
-        if not conditional.is_cfg(cfg) and (classes is not None or cond_scale is not None or rescaled_phi is not None):
+        samplers.check(cfg, sampler, checkpoint)
+        if not conditional.is_cfg(cfg) and sampler != 'guided' and (
+                classes is not None or cond_scale is not None or rescaled_phi is not None):
             raise VerifyError(f'{checkpoint}: --classes / --cond-scale / --rescaled-phi apply to class-conditional '
-                              f'(classifier_free_guidance) checkpoints; this one is a {info["kind"]}')
+                              f'(classifier_free_guidance) checkpoints and --sampler guided; this one is a '
+                              f'{info["kind"]}')
         if networks.is_network(cfg):         # issue 15: a bare network (its forward only)
             parts = tuple(p for p in parts if p in networks.PARTS)
             inp, ts = networks.make_inputs(cfg, batch=batch, seed=seed)
@@ -100,6 +104,11 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
                 cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
             inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch,
                                        sample_batch=sample_batch, seed=seed)
+    sampler_opts = None
+    if sampler != 'default' and not fixture:        # issue 14: RePaint / classifier guidance in place of the sampler
+        sampler_opts = samplers.options(cfg, sampler, classes, cond_scale, resample)
+        inp.update(samplers.make_inputs(cfg, sampler_opts, sample_batch=sample_batch, seed=seed))
+    own_parts = tuple(p for p in parts if p != 'sample') if sampler_opts else parts
     ms_sd, against_info = sd, None
     if against is not None:                 # read (and check) the converted file before any long work
         with t_ms('read --against'):
@@ -118,7 +127,12 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         elif cfg_opts is not None:
             expected = conditional.torch_side(cfg, sd, inp, cfg_opts, t_torch, parts, [])
         else:
-            expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=parts)
+            expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=own_parts)
+        if sampler_opts and 'sample' in parts:
+            sampler_notes = []
+            expected['sample/final'] = samplers.torch_sample(cfg, sd, inp, sampler_opts, t_torch, sampler_notes)
+            if sampler_notes:
+                expected['notes'] = list(expected.get('notes', [])) + sampler_notes
     reference_notes = expected.pop('notes', []) if isinstance(expected, dict) else []
     if networks.is_network(cfg):
         actual = networks.ms_side(cfg, ms_sd, inp, t_ms, graph=graph and 'unet' in parts)
@@ -126,7 +140,9 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         actual = conditional.ms_side(cfg, ms_sd, inp, cfg_opts, t_ms, parts, graph=graph and 'unet' in parts)
     else:
         actual = core.ms_side(cfg, ms_sd, inp, progress=progress, timer=t_ms, graph=graph and 'unet' in parts,
-                              parts=parts)
+                              parts=own_parts)
+        if sampler_opts and 'sample' in parts:
+            actual['sample/final'] = samplers.ms_sample(cfg, ms_sd, inp, sampler_opts, t_ms)
     expected_s = core.split_unet(expected, ts, batch)
     actual_s = core.split_unet(actual, ts, batch)
     results, only_torch, only_ms = core.compare(expected_s, actual_s, ts)
@@ -153,6 +169,8 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
     steps = None if network else core.processes.sampling_steps(cfg) if process else core.sampling_steps(cfg)
     sampler = None if network else core.processes.sampler_name(cfg) if process else (
         'DDIM' if steps < cfg['diffusion'].get('timesteps', 1000) else 'DDPM')
+    if sampler_opts is not None:
+        sampler = samplers.describe(cfg, sampler_opts)
     if cfg_opts is not None:
         sampler += f' at classes {cfg_opts["classes"]}, cond_scale {cfg_opts["cond_scale"]:g}, ' \
                    f'rescaled_phi {cfg_opts["rescaled_phi"]:g}'
@@ -176,6 +194,8 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         image=None)
     if cfg_opts is not None:
         rep['conditional'] = dict(cfg_opts)
+    if sampler_opts is not None:
+        rep['sampler'] = dict(sampler_opts)
     if out:
         os.makedirs(out, exist_ok=True)
         if 'sample' in parts and cfg_opts is not None:        # issue 14: a row per class
@@ -185,6 +205,12 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
             rep['image_caption'] = (f'Final samples by class (a row per class: PyTorch | MindSpore | |difference|; '
                                     f'{steps} {sampler} steps, shared noise). Largest |difference| {dmax:.2e} '
                                     f'(pixels in [0, 1]); the difference panels are stretched so that it shows as white.')
+        elif 'sample' in parts and sampler_opts is not None and sampler_opts['sampler'] == 'repaint':
+            image = os.path.join(out, 'samples.png')
+            dmax = samplers.repaint_png(inp, expected['sample/final'], actual['sample/final'], image)
+            rep['image'] = image
+            rep['image_caption'] = (f'RePaint ({sampler}): masked input (unknown pixels grey) | PyTorch | MindSpore, '
+                                    f'a row per sample, every draw shared. Largest |difference| {dmax:.2e} (pixels in [0, 1]).')
         elif 'sample' in parts:
             image = os.path.join(out, 'samples.png')
             picture = report.sequences_png if np.ndim(expected['sample/final']) == 3 else report.side_by_side_png
