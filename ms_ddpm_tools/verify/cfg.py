@@ -10,14 +10,16 @@ What is compared (keys as ``core``'s, so the report and the gate need nothing ne
   layer hooked, at the compared timesteps; ``unet/null``: the null-class path
   (``cond_drop_prob=1``); ``unet/keep-mask``: an injected keep mask (half the batch kept);
   PyNative (and ``graph``: the conditional forward compiled);
-- ``guided/scaled``, ``guided/null``: ``forward_with_cond_scale(cond_scale)`` (rescaled_phi 0)
-  and ``guided/rescaled``: the same with ``rescaled_phi``;
+- ``guided/rescaled`` (``guided/scaled`` when ``rescaled_phi`` is 0), ``guided/null``:
+  ``forward_with_cond_scale(cond_scale, rescaled_phi)``'s two outputs;
 - ``loss/<objective>``: the loss with every draw injected (noise, t, the keep mask);
 - ``sample/final``: the sampler (DDPM, or DDIM when ``--sampling-timesteps`` < timesteps) at the
   given classes and ``cond_scale`` / ``rescaled_phi``, every ``randn`` shared;
 - ``buffer/*``: the 13 schedule buffers.
 The reference's float64 run of the network (every key above but the loss and the sampler) is
-the accuracy gate's yardstick, as for every verify run.
+the accuracy gate's yardstick, as for every verify run.  Timings: one call each (the first
+PyNative call included), not the median of three: each forward of the conditional path is one
+of the compared computations.
 """
 
 import copy
@@ -145,18 +147,23 @@ def _guided(net, x, t, y, opts, phi):
     return out if isinstance(out, tuple) else (out, None)
 
 
-def _network_outputs(net, inp, opts, conv, to_np, out, prefix=''):
-    """The network's outputs at the given classes: cond, null, keep mask, forward_with_cond_scale."""
+def _network_outputs(net, inp, opts, conv, to_np, out, prefix='', timer=None):
+    """The network's outputs at the given classes: cond (timed: 'U-Net forward'), null, keep mask,
+    forward_with_cond_scale (with ``rescaled_phi`` when it is not 0: the scaled logits are a step of
+    that computation, so a difference in them shows there too)."""
     x, t, y = conv(inp['unet_x']), conv(inp['unet_t']), conv(inp['unet_classes'])
-    out[prefix + 'unet/all'] = to_np(net(x, t, y, cond_drop_prob=0.))
+    if timer is not None:
+        with timer('U-Net forward'):
+            out[prefix + 'unet/all'] = to_np(net(x, t, y, cond_drop_prob=0.))
+    else:
+        out[prefix + 'unet/all'] = to_np(net(x, t, y, cond_drop_prob=0.))
     out[prefix + 'unet/null'] = to_np(net(x, t, y, cond_drop_prob=1.))
     out[prefix + 'unet/keep-mask'] = to_np(net(x, t, y, cond_keep_mask=conv(inp['unet_keep'])))
-    scaled, null = _guided(net, x, t, y, opts, 0.)
-    out[prefix + 'guided/scaled'] = to_np(scaled)
+    phi = opts['rescaled_phi']
+    guided, null = _guided(net, x, t, y, opts, phi)
+    out[prefix + ('guided/rescaled' if phi else 'guided/scaled')] = to_np(guided)
     if null is not None:
         out[prefix + 'guided/null'] = to_np(null)
-    if opts['rescaled_phi']:
-        out[prefix + 'guided/rescaled'] = to_np(_guided(net, x, t, y, opts, opts['rescaled_phi'])[0])
 
 
 def torch_side(cfg, state_dict, inp, opts, timer, parts, notes):
@@ -196,11 +203,8 @@ def torch_side(cfg, state_dict, inp, opts, timer, parts, notes):
             torch.set_default_dtype(default_dtype)
             for h in handles:
                 h.remove()
-        with timer('U-Net forward (first call)'):
-            tu(*args, cond_drop_prob=0.)
-        timer.median('U-Net forward', lambda: tu(*args, cond_drop_prob=0.))
         with timer('network at the classes (cond, null, keep mask, guided)'):
-            _network_outputs(tu, inp, opts, t, to_np, out)
+            _network_outputs(tu, inp, opts, t, to_np, out, timer=timer)
         if 'buffers' in parts:
             for b in DIFFUSION_BUFFERS:
                 if torch.is_tensor(getattr(td, b, None)):
@@ -234,19 +238,16 @@ def ms_side(cfg, state_dict, inp, opts, timer, parts, graph):
     for h in handles:
         h.remove()
     out.update(('layer/' + k, v) for k, v in rec.out.items())
-    with timer('U-Net forward (first call)'):
-        mu(*args, cond_drop_prob=0.).asnumpy()
-    timer.median('U-Net forward', lambda: mu(*args, cond_drop_prob=0.).asnumpy())
     with timer('network at the classes (cond, null, keep mask, guided)'):
-        _network_outputs(mu, inp, opts, T, lambda a: a.asnumpy(), out)
+        _network_outputs(mu, inp, opts, T, lambda a: a.asnumpy(), out, timer=timer)
     if graph:
         def forward(x, tt, y):
             return mu(x, tt, y, cond_drop_prob=0.)
         compiled = ms.jit(forward)
         with timer('U-Net forward [graph] incl. compile'):
             compiled(*args).asnumpy()
-        out['unet/all[graph]'] = compiled(*args).asnumpy()
-        timer.median('U-Net forward [graph]', lambda: compiled(*args).asnumpy())
+        with timer('U-Net forward [graph]'):
+            out['unet/all[graph]'] = compiled(*args).asnumpy()
     if 'buffers' in parts:
         params = dict(md.parameters_and_names())
         for b in DIFFUSION_BUFFERS:
@@ -258,6 +259,7 @@ def ms_side(cfg, state_dict, inp, opts, timer, parts, graph):
                                              cond_keep_mask=T(inp['loss_keep']), classes=T(inp['loss_classes']),
                                              noise=T(inp['loss_noise'])).asnumpy()
     if 'sample' in parts:
+        md.jit_sampling = bool(graph)          # the compiled sampling steps in GRAPH runs only
         with timer('sampling'):
             out['sample/final'] = md.sample(T(inp['sample_classes']), cond_scale=opts['cond_scale'],
                                             rescaled_phi=opts['rescaled_phi'], noise=inp['sample_noise']).asnumpy()

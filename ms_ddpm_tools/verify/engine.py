@@ -108,6 +108,7 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
     if sampler != 'default' and not fixture:        # issue 14: RePaint / classifier guidance in place of the sampler
         sampler_opts = samplers.options(cfg, sampler, classes, cond_scale, resample)
         inp.update(samplers.make_inputs(cfg, sampler_opts, sample_batch=sample_batch, seed=seed))
+    # --sampler repaint|guided: the sampler in place of the default one; with parts=('sample',) the sampler only
     own_parts = tuple(p for p in parts if p != 'sample') if sampler_opts else parts
     ms_sd, against_info = sd, None
     if against is not None:                 # read (and check) the converted file before any long work
@@ -127,7 +128,8 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         elif cfg_opts is not None:
             expected = conditional.torch_side(cfg, sd, inp, cfg_opts, t_torch, parts, [])
         else:
-            expected = core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=own_parts)
+            expected = (core.torch_side(cfg, sd, inp, progress=progress, timer=t_torch, parts=own_parts)
+                        if own_parts else OrderedDict())
         if sampler_opts and 'sample' in parts:
             sampler_notes = []
             expected['sample/final'] = samplers.torch_sample(cfg, sd, inp, sampler_opts, t_torch, sampler_notes)
@@ -139,10 +141,10 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
     elif cfg_opts is not None:
         actual = conditional.ms_side(cfg, ms_sd, inp, cfg_opts, t_ms, parts, graph=graph and 'unet' in parts)
     else:
-        actual = core.ms_side(cfg, ms_sd, inp, progress=progress, timer=t_ms, graph=graph and 'unet' in parts,
-                              parts=own_parts)
+        actual = (core.ms_side(cfg, ms_sd, inp, progress=progress, timer=t_ms, graph=graph and 'unet' in parts,
+                               parts=own_parts) if own_parts else OrderedDict())
         if sampler_opts and 'sample' in parts:
-            actual['sample/final'] = samplers.ms_sample(cfg, ms_sd, inp, sampler_opts, t_ms)
+            actual['sample/final'] = samplers.ms_sample(cfg, ms_sd, inp, sampler_opts, t_ms, graph=graph)
     expected_s = core.split_unet(expected, ts, batch)
     actual_s = core.split_unet(actual, ts, batch)
     results, only_torch, only_ms = core.compare(expected_s, actual_s, ts)

@@ -145,11 +145,12 @@ def torch_sample(cfg, state_dict, inp, opts, timer, notes):
             classifier=tc, y=t(inp['sampler_y']), classifier_scale=opts['classifier_scale'])).numpy()
 
 
-def ms_sample(cfg, state_dict, inp, opts, timer):
+def ms_sample(cfg, state_dict, inp, opts, timer, graph=False):
     import mindspore as ms
     from parity.cases_guided import example_classifiers
     T = ms.Tensor
     proc = build(cfg, state_dict, opts['sampler'], 'ms')
+    proc.jit_sampling = bool(graph)           # the compiled sampling steps in GRAPH runs only
     if opts['sampler'] == 'repaint':
         with timer('sampling (repaint)'):
             return proc.sample(gt=T(inp['sampler_gt']), mask=T(inp['sampler_mask']), noise=inp['sampler_noise'],
