@@ -167,17 +167,16 @@ def test_verify_conditional_path(live, record):
 
 
 def test_verify_conditional_fixture(files, live, tmp_path):
-    """A golden fixture of the live run (the PyTorch side only, recorded here): the live run's
+    """A golden fixture of the live run's model (the PyTorch side only, recorded here): the live run's
     config, classes / cond_scale, inputs and draws, and reference outputs bit for bit a fresh
     reference run's, so ``verify --fixture`` (MindSpore on those inputs) gives the live run's
     figures.  (The MindSpore side is the live run's own code path: not run twice here, to keep
     the suite's time; docs/verify.md has the measured fixture-mode run.)"""
     from ms_ddpm_tools.verify import cfg as conditional, core
-    from ms_ddpm_tools.verify.fixtures import load_verify_fixture, record_verify
+    from ms_ddpm_tools.verify.fixtures import TINY_CFG_OPTIONS, load_verify_fixture, record_cfg
     c = dict(CONDITIONAL)
-    fx = record_verify(str(tmp_path / 'cfg.npz'), str(files['trainer']), ema=True, image_size=8, config=c['config'],
-                       batch=1, sample_batch=2, sampling_timesteps=2, classes=c['classes'], cond_scale=3.,
-                       rescaled_phi=0.7)
+    assert {k: c[k] for k in TINY_CFG_OPTIONS} == TINY_CFG_OPTIONS
+    fx = record_cfg(str(tmp_path / 'cfg.npz'))       # python -m ms_ddpm_tools.verify.fixtures cfg: the same model
     meta, sd, inp, expected = load_verify_fixture(fx)
     rep = live[0]
     assert meta['cfg_options'] == rep['conditional'] and meta['config']['unet'] == rep['config']['unet']

@@ -86,8 +86,38 @@ def record_1d(path):
         return record_verify(path, src, config=TINY_1D, batch=1, sample_batch=2)
 
 
+# the shipped classifier-free guidance fixture (issue 14): a tiny classifier_free_guidance.GaussianDiffusion
+# (torch.manual_seed(0) weights), verified at classes 0 and 2, cond_scale 3, rescaled_phi 0.7, DDIM 2 of 4
+TINY_CFG = {'unet': {'dim': 8, 'num_classes': 3, 'dim_mults': [1, 2], 'attn_dim_head': 8, 'attn_heads': 2},
+            'diffusion': {'image_size': 8, 'timesteps': 4, 'objective': 'pred_v'}}
+TINY_CFG_OPTIONS = dict(classes=[0, 2], cond_scale=3., rescaled_phi=0.7, sampling_timesteps=2, batch=1, sample_batch=2)
+
+
+def tiny_cfg_state_dict():
+    """The weights of the shipped CFG fixture (the reference's, built from seed 0)."""
+    import torch
+    from denoising_diffusion_pytorch import classifier_free_guidance as cfg_ref
+    from weight_convert.config import kwargs_of
+    torch.manual_seed(0)
+    return cfg_ref.GaussianDiffusion(cfg_ref.Unet(**kwargs_of(TINY_CFG['unet'])), **TINY_CFG['diffusion']).state_dict()
+
+
+def record_cfg(path):
+    """Record the shipped CFG verify fixture (``python -m ms_ddpm_tools.verify.fixtures cfg [PATH]``)."""
+    import tempfile
+    import torch
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, 'tiny-cfg.pt')
+        torch.save(tiny_cfg_state_dict(), src)
+        return record_verify(path, src, config={'unet': TINY_CFG['unet']}, image_size=8, **TINY_CFG_OPTIONS)
+
+
 if __name__ == '__main__':
     import sys
     from parity.fixtures import FIXTURE_DIR
+    if sys.argv[1:2] == ['cfg']:
+        out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(FIXTURE_DIR, 'verify-cfg.npz')
+        print(f'{record_cfg(out)}: {os.path.getsize(out) / 1e6:.2f} MB')
+        sys.exit(0)
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(FIXTURE_DIR, 'verify-1d.npz')
     print(f'{record_1d(out)}: {os.path.getsize(out) / 1e6:.2f} MB')
