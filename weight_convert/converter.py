@@ -38,6 +38,7 @@ from weight_convert.families import (
     BY_DIFFUSION, DIFFUSION_KINDS, KINDS_1D, PROCESS_KINDS, WRAPPER_KINDS, detect_kind,
 )
 from weight_convert.families import KIND_FAMILY, NETWORK_KINDS  # noqa: E402  (issue 15: bare Karras networks)
+from weight_convert.rules import NETWORK_ALIASES  # noqa: E402  (issue 15: --seq-length names KarrasUnet1D's seq_len)
 
 SAFETENSORS_CONFIG_KEY = 'ms_ddpm_config'     # the config inside a file: safetensors metadata key, .ckpt string entry
 CONFIG_KEY = SAFETENSORS_CONFIG_KEY
@@ -414,6 +415,7 @@ def _resolve_network(source, explicit):
     fam = KIND_FAMILY[source.kind]
     given = dict(explicit['unet'])
     for k, v in explicit['diffusion'].items():      # --image-size and top-level keys land there
+        k = NETWORK_ALIASES.get(k, k) if NETWORK_ALIASES.get(k) in fam.network_defaults else k      # --seq-length
         if k not in fam.network_defaults:
             raise ConfigError(f'{source.path}: holds a bare {source.kind}; {k} is not one of its arguments '
                               f'({", ".join(fam.network_defaults)})')
@@ -426,7 +428,7 @@ def _resolve_network(source, explicit):
         net = dict(fam.network_defaults, **stored.get('unet', {}))
         notes['from_file'] = f'read from {stored.get("_origin", "the weights file")}'
     else:
-        needs = {k: given.get(k) for k in fam.infer_needs}
+        needs = {k: given.get(k) for k in fam.infer_needs + fam.infer_takes}
         try:
             net, rep = getattr(_infer, fam.infer_network)({k: e.shape for k, e in source.entries.items()}, **needs)
         except InferenceError as e:

@@ -37,6 +37,9 @@ from weight_convert.rules import (
     VPARAM_DEFAULTS, VPARAM_NOT_INFERABLE, WEIGHTED_DEFAULTS, WEIGHTED_NOT_INFERABLE, XM_DEFAULTS,
     XM_NOT_INFERABLE, XM_PREFIX, KARRAS_UNET_DEFAULTS, KARRAS_UNET_NOT_INFERABLE,
 )
+from weight_convert.rules import (  # noqa: E402  (issue 15: KarrasUnet1D / 3D)
+    KARRAS_UNET1D_DEFAULTS, KARRAS_UNET1D_NOT_INFERABLE, KARRAS_UNET3D_DEFAULTS, KARRAS_UNET3D_NOT_INFERABLE,
+)
 
 Family = namedtuple('Family', [
     'diffusion',        # diffusion class name (a checkpoint of it: network under `prefix` (+ buffers))
@@ -61,7 +64,8 @@ Family = namedtuple('Family', [
     'wraps',            # a wrapper of another process (XMWrapper): the rest of the keys under `prefix`
     'network_module',   # the network's module when it is not the diffusion's (None: as `module`; issue 15)
     'infer_needs',      # the config values the network's inference takes (image_size: attn_res is relative to it)
-], defaults=(None, '', None, True, 'gaussian', False, None, ()))
+    'infer_takes',      # ... and those it takes when given, not required (KarrasUnet3D's downsample_types)
+], defaults=(None, '', None, True, 'gaussian', False, None, (), ()))
 
 VERIFY_ALL = ('layer/', 'unet/', 'loss/', 'sample/', 'buffer/', 'noising/')
 VERIFY_PROCESS = ('layer/', 'unet/', 'loss/', 'sample/')
@@ -157,6 +161,14 @@ FAMILIES = (
            KARRAS_UNET_DEFAULTS, {}, 'infer_karras_unet_config', None, KARRAS_UNET_NOT_INFERABLE, {},
            VERIFY_NETWORK, True, note='a bare KarrasUnet (input_block.*, encoders downs.*, decoders ups.*)',
            verify='network', infer_needs=('image_size',)),
+    Family('KarrasUnet1D', 'KarrasUnet1D', 'karras_unet_1d', 1, 'input_block.weight', 3, '', False,
+           KARRAS_UNET1D_DEFAULTS, {}, 'infer_karras_unet1d_config', None, KARRAS_UNET1D_NOT_INFERABLE, {},
+           VERIFY_NETWORK, True, note='a bare KarrasUnet1D (input_block.* Conv1d, encoders downs.*, decoders ups.*)',
+           verify='network', infer_needs=('seq_len',)),
+    Family('KarrasUnet3D', 'KarrasUnet3D', 'karras_unet_3d', 3, 'input_block.weight', 5, '', False,
+           KARRAS_UNET3D_DEFAULTS, {}, 'infer_karras_unet3d_config', None, KARRAS_UNET3D_NOT_INFERABLE, {},
+           VERIFY_NETWORK, True, note='a bare KarrasUnet3D (input_block.* Conv3d, encoders downs.*, decoders ups.*)',
+           verify='network', infer_needs=('image_size', 'frames'), infer_takes=('downsample_types',)),
 )
 
 BY_DIFFUSION = {f.diffusion: f for f in FAMILIES}
