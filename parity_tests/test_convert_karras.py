@@ -202,3 +202,79 @@ def test_nd_verify_against_passes(converted_nd, name):
     names = [r['name'] for r in rep['results']]
     assert any(n.startswith('unet/') for n in names) and any(n.startswith('layer/') for n in names)
     assert rep['verdict']['ok'], rep['verdict']['failed_names']
+
+
+# --- ElucidatedDiffusion(KarrasUnet) ---------------------------------------------------------
+# The reference asserts net.random_or_learned_sinusoidal_cond, which KarrasUnet lacks
+# (AttributeError); the twin accepts a net that takes continuous noise levels.  The reference is
+# patched here alone (reference.upstream_fixes 'karras_continuous_noise', through monkeypatch).
+ELUCIDATED_KARRAS = dict(image_size=8, dim=8, dim_max=16, channels=1, num_downsamples=1, num_blocks_per_stage=1,
+                         attn_res=(4,), attn_dim_head=8, self_condition=True)
+
+
+def _patched(monkeypatch):
+    from reference.upstream_fixes import fix_targets
+    for obj, name, value in fix_targets('karras_continuous_noise'):
+        monkeypatch.setattr(obj, name, value, raising=False)
+
+
+@pytest.fixture(scope='module')
+def elucidated_karras(tmp_path_factory):
+    ed = pytest.importorskip('denoising_diffusion_pytorch.elucidated_diffusion')
+    d = tmp_path_factory.mktemp('elucidated-karras')
+    mp = pytest.MonkeyPatch()
+    try:
+        _patched(mp)
+        torch.manual_seed(0)
+        sd = ed.ElucidatedDiffusion(karras.KarrasUnet(**ELUCIDATED_KARRAS), image_size=8, channels=1).state_dict()
+    finally:
+        mp.undo()
+    for k in sd:
+        if k.endswith('.gain'):
+            sd[k] = torch.tensor(0.5 + torch.rand(()).item())
+    src, dst, back = d / 'ek.pt', d / 'ek.ckpt', d / 'ek-back.pt'
+    torch.save(sd, src)
+    assert cli_main([str(src), str(dst), '--image-size', '8', '-q']) == 0
+    assert cli_main([str(dst), str(back), '-q']) == 0
+    return src, dst, back, read_weights(dst).stored_config
+
+
+def test_elucidated_karras_reference_refuses_twin_accepts():
+    """The reference's assert fails on a KarrasUnet (AttributeError); the twin builds it, and keeps
+    the assert for a Unet without learned / random sinusoidal times."""
+    import ms_ddpm
+    from denoising_diffusion_pytorch.elucidated_diffusion import ElucidatedDiffusion as TorchElucidated
+    from ms_ddpm.elucidated_diffusion import ElucidatedDiffusion
+    from ms_ddpm.karras_unet import KarrasUnet
+    with pytest.raises(AttributeError, match='random_or_learned_sinusoidal_cond'):
+        TorchElucidated(karras.KarrasUnet(**ELUCIDATED_KARRAS), image_size=8, channels=1)
+    ElucidatedDiffusion(KarrasUnet(**ELUCIDATED_KARRAS), image_size=8, channels=1)
+    with pytest.raises(AssertionError):
+        ElucidatedDiffusion(ms_ddpm.Unet(dim=4, dim_mults=(1,), channels=1), image_size=8, channels=1)
+
+
+def test_elucidated_karras_recognised_inferred_round_trip(elucidated_karras, tmp_path, capsys):
+    src, dst, back, cfg = elucidated_karras
+    assert read_weights(src).kind == 'ElucidatedDiffusion(KarrasUnet)' in PROCESS_KINDS
+    assert cfg['unet']['attn_res'] == [4] and cfg['unet']['image_size'] == 8 and cfg['unet']['self_condition']
+    assert cfg['diffusion']['image_size'] == 8 and cfg['diffusion']['channels'] == 1
+    a, b = torch.load(src, weights_only=True), torch.load(back, weights_only=True)
+    assert list(a) == list(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+    assert cli_main([str(src), str(tmp_path / 'x.ckpt'), '-q']) != 0       # image_size: one line
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'image_size' in err and not (tmp_path / 'x.ckpt').exists()
+
+
+def test_elucidated_karras_verify_against_passes(elucidated_karras):
+    """The network at 5 noise levels (its layers: the bare KarrasUnet tests above), the loss with
+    injected sigma / noise / self-cond coin, the Heun sampler (2 steps) with shared noise; the
+    reference patched for the run only."""
+    from ms_ddpm_tools.verify.engine import verify
+    src, dst, _, _ = elucidated_karras
+    rep = verify(str(src), against=str(dst), image_size=8, batch=1, sample_batch=1, sampling_timesteps=2, graph=False,
+                 parts=('weights', 'unet', 'loss', 'sample'), progress=False, log=lambda *a: None)
+    names = [r['name'] for r in rep['results']]
+    assert 'loss/ElucidatedDiffusion(KarrasUnet)' in names and 'sample/final' in names
+    assert any('random_or_learned_sinusoidal_cond' in n for n in rep['reference_notes'])
+    assert rep['verdict']['ok'], rep['verdict']['failed_names']
+    assert not hasattr(karras.KarrasUnet, 'random_or_learned_sinusoidal_cond')      # restored

@@ -344,7 +344,8 @@ def _resolve_process(source, explicit):
         n = len(fam.prefix)
         shapes = {k[n:]: e.shape for k, e in inner.items() if k.startswith(fam.prefix)}
         try:
-            unet, rep = getattr(_infer, fam.infer_network)(shapes, diffusion=fam.out_dim_is_channels)
+            needs = {k: explicit['unet'].get(k, explicit['diffusion'].get(k)) for k in fam.infer_needs}
+            unet, rep = getattr(_infer, fam.infer_network)(shapes, diffusion=fam.out_dim_is_channels, **needs)
         except InferenceError as e:
             if 'dim' not in explicit['unet']:
                 raise ConvertError(f'{source.path}: cannot infer the Unet config of the {inner_kind}: {e}; '
@@ -385,6 +386,12 @@ def _resolve_process(source, explicit):
         notes['given'].append(k)
     if 'channels' in diff and 'channels' not in explicit['diffusion']:
         diff['channels'] = unet.get('channels', diff['channels'])      # the process's channels are the Unet's
+    for k in fam.infer_needs:        # a network argument the process holds too (KarrasUnet's image_size)
+        if unet.get(k) is None:
+            unet[k] = diff.get(k)
+        if unet.get(k) is None:
+            raise ConfigError(f'{source.path}: {inner_kind}: {k} cannot be inferred from the weights: '
+                              f'{fam.network_not_inferable.get(k, "pass it with --config")}')
     for k, v in (explicit.get('xm') or {}).items():
         if wrapper is None:
             raise ConfigError(f'{source.path}: holds a {inner_kind}, not an XMWrapper; "xm" arguments do not apply')
@@ -477,10 +484,10 @@ def build_process(cfg, framework='ms', unet=None):
     import importlib
     root = 'ms_ddpm' if framework == 'ms' else 'denoising_diffusion_pytorch'
     fam, wrapper = process_of(cfg)
-    net_module = fam.module if fam.dims == 1 else 'denoising_diffusion_pytorch'
+    net_module = fam.network_module or (fam.module if fam.dims == 1 else 'denoising_diffusion_pytorch')
     net_cls = getattr(importlib.import_module(f'{root}.{net_module}'), fam.network)
     unet = net_cls(**unet_kwargs(cfg)) if unet is None else unet
-    proc = getattr(importlib.import_module(f'{root}.{fam.module}'), fam.diffusion)(
+    proc = getattr(importlib.import_module(f'{root}.{fam.module}'), fam.process_class or fam.diffusion)(
         unet, **process_kwargs(cfg, require_image_size=False))
     if wrapper is not None:
         proc = getattr(importlib.import_module(f'{root}.{wrapper.module}'), wrapper.diffusion)(proc, **xm_kwargs(cfg))
