@@ -54,6 +54,17 @@ def unnormalize_to_zero_to_one(t):
 def _f32(x):
     return ms.Tensor(np.float32(x))
 
+# networks whose time input is a continuous noise level by construction (no
+# random_or_learned_sinusoidal_cond attribute): the Karras U-Net (MPFourierEmbedding)
+CONTINUOUS_NOISE_NETS = ('KarrasUnet',)
+
+
+def takes_continuous_noise_levels(net):
+    flag = getattr(net, 'random_or_learned_sinusoidal_cond', None)
+    if flag is not None:
+        return bool(flag)
+    return type(net).__name__ in CONTINUOUS_NOISE_NETS
+
 # main class
 
 class ElucidatedDiffusion(Module):
@@ -76,7 +87,11 @@ class ElucidatedDiffusion(Module):
         S_noise = 1.003,
     ):
         super().__init__()
-        assert net.random_or_learned_sinusoidal_cond
+        # the reference asserts net.random_or_learned_sinusoidal_cond (a Unet must embed continuous
+        # times); KarrasUnet embeds continuous noise levels (MPFourierEmbedding) and has no such
+        # attribute, so the reference raises AttributeError for it.  The twin keeps the assert for a
+        # net that has the attribute and accepts the nets of CONTINUOUS_NOISE_NETS (docs/karras.md)
+        assert takes_continuous_noise_levels(net)
         self.self_condition = net.self_condition
 
         self.net = net

@@ -117,31 +117,8 @@ TOLERANCES = {
                                      'np.cov of n samples subtracts the mean (cancellation) and sqrtm of the rank-'
                                      'deficient product C1 C2 amplifies feature differences (~1e-7); measured 2.7e-6 '
                                      '(covariance of 6 samples x 64 features), 9.5e-7 (the distance)'),
-        # --- magnitude-preserving U-Nets (issue 15) ---
-        'grad_karras': Tolerance(3e-5, 'ONE tensor\'s gradient in a KarrasUnet (all parameters together stay under '
-                                       'grad, measured <= 5.7e-7): as in grad_1d, the small-norm tensors (the to_emb '
-                                       'Linear weights of the deepest blocks, max |g| ~1e-6) get gradients that are '
-                                       'sums of few, largely cancelling terms, so their relative error is large; '
-                                       'measured worst 6.5e-6 (downs.4.to_emb.0.weight, self-cond + classes). Not yet '
-                                       'measured against a float64 gradient (issue 15 follow-up)'),
-        'karras_f64': Tolerance(2.0, 'a FACTOR, not a distance (parity.karras.gate_f64): the reference run again in '
-                                     'float64 on the same weights and inputs is the exact result, and its own float32 '
-                                     'distance from it, d_t, is the yardstick of that very computation. Two float32 runs '
-                                     'each no farther than d_t from exact differ by at most 2 d_t, so MindSpore must be '
-                                     'within 2 d_t of torch and within 2 d_t of float64 (no less exact than torch, up to '
-                                     'a factor 2). Used where a fixed bound does not follow the computation: the '
-                                     'KarrasUnet1D/3D forwards (d_t 7e-7 to 3e-6 on nets of the same size: the 1D net '
-                                     'rounds worse) and every gradient tensor (a cancelled sum such as a Gain\'s has a '
-                                     'large d_t of its own)'),
-        'grad_gain': Tolerance(2e-7, 'the gradient of ONE scalar Gain of a KarrasUnet (all parameters together stay '
-                                     'under grad, measured <= 5.7e-7): a 0-d parameter multiplying a whole (b, c) '
-                                     'embedding or (b, c, h, w) output, so its gradient is ONE sum of hundreds to '
-                                     'thousands of products of both signs, summed in a different order by the two '
-                                     'frameworks\' reductions. The error is then a few ulps of the sum of |terms|, '
-                                     'not of the (cancelled, ~1e-3) result: relative errors up to 2e-5 were measured '
-                                     '(downs.2.to_emb.1.gain), absolute ones <= 3.5e-8 on losses of order 1, so the '
-                                     'absolute difference is bounded (for a Gain whose gradient is not cancelled, e.g. the output gain, ~3, the relative grad '
-                                     'gate applies and holds, 7.5e-8)', metric='max_abs'),
+        # --- magnitude-preserving U-Nets (issue 15): their gradients and KarrasUnet1D/3D forwards are on
+        # the accuracy gate (ACCURACY below; parity.compare.assert_gradients), no kind of their own ---
     },
 }
 

@@ -5,7 +5,8 @@ counts, ``downsample_types``, factorised space / time attention), PyNative and G
 training-time forced weight normalisation, the gradients of every parameter (each against a
 float64 gradient) and the parameters after Adam steps; names, shapes, exports; the
 reference's broken 1D MPFeedForward (patched in the test).  Rows:
-``parity.cases_karras.ROWS_KARRAS_1D_3D``; the float64 gate: ``parity.karras``."""
+``parity.cases_karras.ROWS_KARRAS_1D_3D``; forwards and gradients on the accuracy gate
+(``parity.compare``: the reference's float64 run of the same module, ``parity.karras.double_copy``)."""
 
 import numpy as np
 import pytest
@@ -14,9 +15,9 @@ from mindspore import ops
 
 from parity.cases import with_modes, ids
 from parity.cases_karras import K1, K3, rows_karras_1d_3d
-from parity.compare import assert_parity, check
+from parity.compare import assert_gradients, assert_parity, check
 from parity.harness import build, resolve
-from parity.karras import pair, named_inputs, torch_forward, ms_callable, double_copy, assert_f64, assert_f64_scalars
+from parity.karras import pair, named_inputs, torch_forward, ms_callable, double_copy, gains_of, record_gradients
 
 ADAM = dict(lr=1e-2, betas=(0.9, 0.99))
 
@@ -35,10 +36,7 @@ def test_forward(case, mode, record):
     with torch.no_grad():
         expected = torch_forward(t, named).numpy()
         exact = torch_forward(double_copy(t), named, double=True).numpy()
-    r, d_t, d_m = assert_f64(f'{case.id} [{mode}]', expected, _run_ms(m, named, mode), exact)
-    record(r)
-    record(d_t)
-    record(d_m)
+    record(assert_parity(f'{case.id} [{mode}]', expected, _run_ms(m, named, mode), case.kind, expected64=exact))
 
 
 @pytest.mark.parametrize('case', rows_karras_1d_3d('forward'), ids=ids(rows_karras_1d_3d('forward')))
@@ -158,22 +156,8 @@ def test_training_forced_weight_norm_gradients_adam(case, mode, record):
         m_loss, m_grads = step(*args)
         record(assert_parity(f'{case.id} loss step {i + 1} [{mode}]', t_loss.detach().numpy(), m_loss.asnumpy(), 'loss'))
         if i == 0:
-            flat = lambda d: np.concatenate([d[n].ravel() for n in names])
             mg = {n: g.asnumpy() for n, g in zip(names, m_grads)}
-            r, d_t, d_m = assert_f64(f'{case.id} grad all parameters [{mode}]', flat(t_grads), flat(mg), flat(g64))
-            record(r)
-            record(assert_parity(f'{case.id} grad all parameters [{mode}] (fixed bound)', flat(t_grads), flat(mg), 'grad'))
-            gains = [n for n in names if mg[n].ndim == 0]
-            r, _, _ = assert_f64_scalars(f'{case.id} grad of the {len(gains)} Gains [{mode}]', [t_grads[n] for n in gains],
-                                         [mg[n] for n in gains], [g64[n] for n in gains])
-            record(r)
-            worst = None
-            for n in names:
-                if mg[n].ndim == 0:
-                    continue
-                r, d_t, d_m = assert_f64(f'{case.id} grad {n} [{mode}]', t_grads[n], mg[n], g64[n], exactness=False)
-                worst = r if worst is None or r.rel_fro / r.tol > worst.rel_fro / worst.tol else worst
-            record(worst)
+            record_gradients(record, assert_gradients(f'{case.id} [{mode}]', t_grads, mg, g64, together=gains_of(mg)))
     torch_forward(t, named)
     fwd(*args[:-1])
     params = dict(m.parameters_and_names())

@@ -5,7 +5,10 @@ torch side (set and restored around its sampling call).  docs/parity.md lists ea
 - ``learned_partial``: learned_gaussian_diffusion.py uses ``partial`` and ``identity`` without
   importing them (``NameError`` on the DDIM path);
 - ``weighted_p_mean_variance``: WeightedObjectiveGaussianDiffusion.p_mean_variance takes no
-  ``x_self_cond`` and returns no x_start, so its ``sample()`` raises ``TypeError``.
+  ``x_self_cond`` and returns no x_start, so its ``sample()`` raises ``TypeError``;
+- ``karras_continuous_noise``: ElucidatedDiffusion asserts ``net.random_or_learned_sinusoidal_cond``,
+  which KarrasUnet lacks (``AttributeError``), though KarrasUnet takes continuous noise levels
+  (MPFourierEmbedding): the attribute set on the reference's KarrasUnet class (True).
 """
 
 import functools
@@ -36,4 +39,7 @@ def fix_targets(name):
     if name == 'weighted_p_mean_variance':
         import denoising_diffusion_pytorch.weighted_objective_gaussian_diffusion as wog
         return [(wog.WeightedObjectiveGaussianDiffusion, 'p_mean_variance', fixed_weighted_p_mean_variance)]
+    if name == 'karras_continuous_noise':
+        import denoising_diffusion_pytorch.karras_unet as ku
+        return [(ku.KarrasUnet, 'random_or_learned_sinusoidal_cond', True)]
     raise ValueError(f'unknown upstream fix {name!r}')

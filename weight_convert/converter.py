@@ -39,6 +39,7 @@ from weight_convert.families import (
 )
 from weight_convert.families import KIND_FAMILY, NETWORK_KINDS  # noqa: E402  (issue 15: bare Karras networks)
 from weight_convert.families import CFG_KINDS, CFG_NETWORK_KINDS  # noqa: E402  (issue 14: classifier-free guidance)
+from weight_convert.rules import NETWORK_ALIASES  # noqa: E402  (issue 15: --seq-length names KarrasUnet1D's seq_len)
 
 SAFETENSORS_CONFIG_KEY = 'ms_ddpm_config'     # the config inside a file: safetensors metadata key, .ckpt string entry
 CONFIG_KEY = SAFETENSORS_CONFIG_KEY
@@ -344,7 +345,8 @@ def _resolve_process(source, explicit):
         n = len(fam.prefix)
         shapes = {k[n:]: e.shape for k, e in inner.items() if k.startswith(fam.prefix)}
         try:
-            unet, rep = getattr(_infer, fam.infer_network)(shapes, diffusion=fam.out_dim_is_channels)
+            needs = {k: explicit['unet'].get(k, explicit['diffusion'].get(k)) for k in fam.infer_needs}
+            unet, rep = getattr(_infer, fam.infer_network)(shapes, diffusion=fam.out_dim_is_channels, **needs)
         except InferenceError as e:
             if 'dim' not in explicit['unet']:
                 raise ConvertError(f'{source.path}: cannot infer the Unet config of the {inner_kind}: {e}; '
@@ -385,6 +387,12 @@ def _resolve_process(source, explicit):
         notes['given'].append(k)
     if 'channels' in diff and 'channels' not in explicit['diffusion']:
         diff['channels'] = unet.get('channels', diff['channels'])      # the process's channels are the Unet's
+    for k in fam.infer_needs:        # a network argument the process holds too (KarrasUnet's image_size)
+        if unet.get(k) is None:
+            unet[k] = diff.get(k)
+        if unet.get(k) is None:
+            raise ConfigError(f'{source.path}: {inner_kind}: {k} cannot be inferred from the weights: '
+                              f'{fam.network_not_inferable.get(k, "pass it with --config")}')
     for k, v in (explicit.get('xm') or {}).items():
         if wrapper is None:
             raise ConfigError(f'{source.path}: holds a {inner_kind}, not an XMWrapper; "xm" arguments do not apply')
@@ -416,6 +424,7 @@ def _resolve_network(source, explicit):
     fam = KIND_FAMILY[source.kind]
     given = dict(explicit['unet'])
     for k, v in explicit['diffusion'].items():      # --image-size and top-level keys land there
+        k = NETWORK_ALIASES.get(k, k) if NETWORK_ALIASES.get(k) in fam.network_defaults else k      # --seq-length
         if k not in fam.network_defaults:
             raise ConfigError(f'{source.path}: holds a bare {source.kind}; {k} is not one of its arguments '
                               f'({", ".join(fam.network_defaults)})')
@@ -428,7 +437,7 @@ def _resolve_network(source, explicit):
         net = dict(fam.network_defaults, **stored.get('unet', {}))
         notes['from_file'] = f'read from {stored.get("_origin", "the weights file")}'
     else:
-        needs = {k: given.get(k) for k in fam.infer_needs}
+        needs = {k: given.get(k) for k in fam.infer_needs + fam.infer_takes}
         try:
             net, rep = getattr(_infer, fam.infer_network)({k: e.shape for k, e in source.entries.items()}, **needs)
         except InferenceError as e:
@@ -496,7 +505,7 @@ def build_process(cfg, framework='ms', unet=None):
     net_module = fam.network_module or (fam.module if fam.dims == 1 else 'denoising_diffusion_pytorch')
     net_cls = getattr(importlib.import_module(f'{root}.{net_module}'), class_name(fam.network))
     unet = net_cls(**unet_kwargs(cfg)) if unet is None else unet
-    proc = getattr(importlib.import_module(f'{root}.{fam.module}'), class_name(fam.diffusion))(
+    proc = getattr(importlib.import_module(f'{root}.{fam.module}'), class_name(fam.process_class or fam.diffusion))(
         unet, **process_kwargs(cfg, require_image_size=False))
     if wrapper is not None:
         proc = getattr(importlib.import_module(f'{root}.{wrapper.module}'), wrapper.diffusion)(proc, **xm_kwargs(cfg))

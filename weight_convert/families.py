@@ -23,7 +23,9 @@ How the processes of issue 13 are told apart (wrapper prefixes already stripped)
 ``model.``, no buffers, no log_snr     ContinuousTime (linear / cosine) or VParamContinuousTime:
                                        the same keys -> not inferable, named; the config stored
                                        with the file or ``--model`` decides
-``input_block.weight`` (rank 4)        a bare KarrasUnet (issue 15; kind = the network)
+``input_block.weight`` (rank 4)        a bare KarrasUnet (issue 15; kind = the network);
+                                       rank 3 / 5: KarrasUnet1D / KarrasUnet3D
+``net.input_block.weight``             ElucidatedDiffusion(KarrasUnet) (issue 15)
 =====================================  =====================================================
 """
 
@@ -40,6 +42,9 @@ from weight_convert.rules import (
 from weight_convert.rules import (  # noqa: E402  (issue 14: classifier-free guidance)
     CFG_DIFFUSION_DEFAULTS, CFG_DIFFUSION_KIND, CFG_DIFFUSION_NOT_INFERABLE, CFG_MARKER, CFG_MODULE, CFG_UNET_DEFAULTS,
     CFG_UNET_KIND, CFG_UNET_NOT_INFERABLE,
+)
+from weight_convert.rules import (  # noqa: E402  (issue 15: KarrasUnet1D / 3D)
+    KARRAS_UNET1D_DEFAULTS, KARRAS_UNET1D_NOT_INFERABLE, KARRAS_UNET3D_DEFAULTS, KARRAS_UNET3D_NOT_INFERABLE,
 )
 
 Family = namedtuple('Family', [
@@ -65,7 +70,10 @@ Family = namedtuple('Family', [
     'wraps',            # a wrapper of another process (XMWrapper): the rest of the keys under `prefix`
     'network_module',   # the network's module when it is not the diffusion's (None: as `module`; issue 15)
     'infer_needs',      # the config values the network's inference takes (image_size: attn_res is relative to it)
-], defaults=(None, '', None, True, 'gaussian', False, None, ()))
+    'infer_takes',      # ... and those it takes when given, not required (KarrasUnet3D's downsample_types)
+    'process_class',    # the process's class when the kind names more (None: `diffusion`; issue 15's
+                        # 'ElucidatedDiffusion(KarrasUnet)' is an ElucidatedDiffusion)
+], defaults=(None, '', None, True, 'gaussian', False, None, (), (), None))
 
 VERIFY_ALL = ('layer/', 'unet/', 'loss/', 'sample/', 'buffer/', 'noising/')
 VERIFY_PROCESS = ('layer/', 'unet/', 'loss/', 'sample/')
@@ -171,6 +179,22 @@ FAMILIES = (
            requires=DIFFUSION_MODEL_PREFIX + CFG_MARKER,
            note='the class-conditional Unet under model. (classes_emb, null_classes_emb, classes_mlp) and the '
                 'schedule buffers', verify='cfg', network_module=CFG_MODULE),
+    Family('KarrasUnet1D', 'KarrasUnet1D', 'karras_unet_1d', 1, 'input_block.weight', 3, '', False,
+           KARRAS_UNET1D_DEFAULTS, {}, 'infer_karras_unet1d_config', None, KARRAS_UNET1D_NOT_INFERABLE, {},
+           VERIFY_NETWORK, True, note='a bare KarrasUnet1D (input_block.* Conv1d, encoders downs.*, decoders ups.*)',
+           verify='network', infer_needs=('seq_len',)),
+    Family('KarrasUnet3D', 'KarrasUnet3D', 'karras_unet_3d', 3, 'input_block.weight', 5, '', False,
+           KARRAS_UNET3D_DEFAULTS, {}, 'infer_karras_unet3d_config', None, KARRAS_UNET3D_NOT_INFERABLE, {},
+           VERIFY_NETWORK, True, note='a bare KarrasUnet3D (input_block.* Conv3d, encoders downs.*, decoders ups.*)',
+           verify='network', infer_needs=('image_size', 'frames'), infer_takes=('downsample_types',)),
+    # ElucidatedDiffusion around a KarrasUnet (the reference refuses it: its assert reads
+    # net.random_or_learned_sinusoidal_cond, which KarrasUnet lacks; the twin accepts it and verify
+    # patches the reference for the comparison: reference.upstream_fixes 'karras_continuous_noise')
+    Family('ElucidatedDiffusion(KarrasUnet)', 'KarrasUnet', 'elucidated_diffusion', 2, 'input_block.weight', 4,
+           ELUCIDATED_PREFIX, False, KARRAS_UNET_DEFAULTS, ELUCIDATED_DEFAULTS,
+           'infer_karras_unet_config', 'infer_elucidated_config', KARRAS_UNET_NOT_INFERABLE, ELUCIDATED_NOT_INFERABLE,
+           VERIFY_PROCESS, True, note='a KarrasUnet under net., no schedule buffers', verify='process',
+           network_module='karras_unet', infer_needs=('image_size',), process_class='ElucidatedDiffusion'),
 )
 
 BY_DIFFUSION = {f.diffusion: f for f in FAMILIES}

@@ -560,3 +560,112 @@ def infer_cfg_diffusion_config(shapes, buffers, unet):
               'not_inferred': dict(CFG_DIFFUSION_NOT_INFERABLE,
                                    **{k: v for k, v in rep['not_inferred'].items() if k in cfg})}
     return cfg, report
+
+
+# KarrasUnet1D / KarrasUnet3D: the 2D reading above with Conv1d / Conv3d weights (rank 3 / 5).
+# 3D: ``num_blocks_per_stage`` per stage (an int when all equal), ``factorize_space_time_attn``
+# from the resizing blocks' ``attn.0`` / ``attn.1``; ``attn_res`` is relative to the image side
+# and follows ``downsample_types`` (not inferable: read as 'all' unless given).
+
+def _karras_layout(shapes, cls, rank):
+    """(cfg part, report part, encoder indices where a stage starts (its downsampling encoder),
+    block counts per stage) of a KarrasUnet1D/3D state dict."""
+    w_in = _shape(shapes, 'input_block.weight')
+    if len(w_in) != rank:
+        raise InferenceError(f'input_block.weight has shape {w_in}: not a {cls} (its convs have rank-{rank} weights)')
+    dim, n_in = w_in[0], w_in[1] - 1
+    channels = _shape(shapes, 'output_block.0.weight')[0]
+    if n_in not in (channels, 2 * channels):
+        raise InferenceError(f'input_block.weight takes {w_in[1]} channels; output_block.0 gives {channels}: '
+                             f'expected {channels} + 1 or {2 * channels} + 1')
+    cfg = dict(dim=dim, channels=channels, self_condition=n_in == 2 * channels,
+               fourier_dim=_shape(shapes, 'to_time_emb.1.weight')[1],
+               num_classes=tuple(shapes['to_class_emb.weight'])[1] if 'to_class_emb.weight' in shapes else None)
+    n_downs = len({k.split('.')[1] for k in shapes if k.startswith('downs.')})
+    down_at = sorted(int(k.split('.')[1]) for k in shapes if k.startswith('downs.') and k.endswith('.downsample_conv.weight'))
+    bounds = down_at + [n_downs]
+    blocks = [bounds[0]] + [bounds[i + 1] - bounds[i] - 1 for i in range(len(down_at))]
+    if min(blocks) < 1:
+        raise InferenceError(f'{n_downs} encoders (downs.*), downsampling at {down_at}: not a {cls} layout '
+                             f'(every stage holds at least one block)')
+    widths = [dim] + [_shape(shapes, f'downs.{i}.downsample_conv.weight')[0] for i in down_at]
+    cfg.update(num_downsamples=len(down_at), dim_max=widths[-1])
+    report = {'ambiguous': {}}
+    if down_at and widths[-1] == dim * 2 ** len(down_at):
+        report['ambiguous']['dim_max'] = (f'no stage is capped: any dim_max >= {widths[-1]} builds the same network; '
+                                          f'read as {widths[-1]}')
+    mems = [tuple(v) for k, v in shapes.items() if k.endswith('mem_kv')]
+    if mems:
+        cfg['attn_dim_head'] = mems[0][3]
+    return cfg, report, down_at, blocks, bool(mems)
+
+
+def _karras_attn_stages(shapes, down_at, blocks):
+    """Which stages (1..num_downsamples) hold attention, and whether the full resolution does
+    (the upsampling decoder of the first stage)."""
+    def has(prefix):
+        return any(prefix + s in shapes for s in ('attn.mem_kv', 'attn.0.mem_kv'))
+    staged = [k + 1 for k, i in enumerate(down_at) if has(f'downs.{i}.')]
+    n_ups = 1 + blocks[0] + sum(2 + b for b in blocks[1:])
+    full_res = bool(down_at) and has(f'ups.{n_ups - 2 - blocks[0]}.')
+    return staged, full_res
+
+
+def _karras_report(rules_not_inferable, cfg, has_attn, inferred):
+    report = {'inferred': list(inferred), 'not_inferred': dict(rules_not_inferable), 'ambiguous': {}}
+    if has_attn:
+        report['inferred'].append('attn_dim_head')
+    else:
+        report['not_inferred']['attn_dim_head'] = 'no attention block: leaves no trace'
+    return report
+
+
+_KARRAS_INFERRED = ['dim', 'channels', 'self_condition', 'fourier_dim', 'num_classes', 'num_blocks_per_stage',
+                    'num_downsamples', 'dim_max']
+
+
+def infer_karras_unet1d_config(shapes, diffusion=False, seq_len=None):
+    """A bare KarrasUnet1D: like :func:`infer_karras_unet_config`, ``seq_len`` (not in the weights)
+    turning the attention stages into ``attn_res``."""
+    from weight_convert.rules import KARRAS_UNET1D_DEFAULTS, KARRAS_UNET1D_NOT_INFERABLE
+    part, amb, down_at, blocks, has_attn = _karras_layout(shapes, 'KarrasUnet1D', 3)
+    if len(set(blocks)) != 1:
+        raise InferenceError(f'stages of {blocks} blocks: a KarrasUnet1D has num_blocks_per_stage in every stage')
+    cfg = dict(KARRAS_UNET1D_DEFAULTS, **part, num_blocks_per_stage=blocks[0], seq_len=seq_len)
+    report = _karras_report(KARRAS_UNET1D_NOT_INFERABLE, cfg, has_attn, _KARRAS_INFERRED)
+    report['ambiguous'].update(amb['ambiguous'])
+    if seq_len is not None:
+        staged, full_res = _karras_attn_stages(shapes, down_at, blocks)
+        cfg['attn_res'] = sorted({seq_len // 2 ** k for k in staged} | ({seq_len} if full_res else set()), reverse=True)
+        report['not_inferred'].pop('seq_len', None)
+        report['inferred'].append('attn_res')
+    return cfg, report
+
+
+def infer_karras_unet3d_config(shapes, diffusion=False, image_size=None, frames=None, downsample_types=None):
+    """A bare KarrasUnet3D: ``image_size`` and ``frames`` not in the weights; ``attn_res`` (image
+    side) from the attention stages given ``image_size`` and ``downsample_types`` (default 'all')."""
+    from weight_convert.rules import KARRAS_UNET3D_DEFAULTS, KARRAS_UNET3D_NOT_INFERABLE
+    part, amb, down_at, blocks, has_attn = _karras_layout(shapes, 'KarrasUnet3D', 5)
+    cfg = dict(KARRAS_UNET3D_DEFAULTS, **part, image_size=image_size, frames=frames,
+               num_blocks_per_stage=blocks[0] if len(set(blocks)) == 1 else list(blocks),
+               factorize_space_time_attn=any(k.endswith('attn.0.mem_kv') for k in shapes))
+    report = _karras_report(KARRAS_UNET3D_NOT_INFERABLE, cfg, has_attn,
+                            _KARRAS_INFERRED + ['factorize_space_time_attn'])
+    report['ambiguous'].update(amb['ambiguous'])
+    if downsample_types is not None:
+        cfg['downsample_types'] = downsample_types
+        report['not_inferred'].pop('downsample_types', None)
+    if image_size is not None:
+        types = downsample_types if downsample_types is not None else 'all'
+        types = [types] * len(down_at) if isinstance(types, str) else list(types)
+        res, sizes = image_size, []
+        for t in types:          # the image side of stage k = after k resizes of the image
+            res = res // 2 if t in ('all', 'image') else res
+            sizes.append(res)
+        staged, full_res = _karras_attn_stages(shapes, down_at, blocks)
+        # (a stage whose upsampling decoder has attention holds the previous stage's side)
+        cfg['attn_res'] = sorted({sizes[k - 1] for k in staged} | ({image_size} if full_res else set()), reverse=True)
+        report['not_inferred'].pop('image_size', None)
+        report['inferred'].append('attn_res')
+    return cfg, report

@@ -234,3 +234,24 @@ CFG_DIFFUSION_NOT_INFERABLE = {
 }
 NETWORK_ARGUMENTS = NETWORK_ARGUMENTS | frozenset(CFG_UNET_DEFAULTS)
 PROCESS_ARGUMENTS = PROCESS_ARGUMENTS | frozenset(CFG_DIFFUSION_DEFAULTS)
+# KarrasUnet1D / KarrasUnet3D (karras_unet_1d.py, karras_unet_3d.py): the same layout with Conv1d
+# (out, in, k) / Conv3d (out, in, kt, kh, kw) weights.  1D: seq_len in place of image_size (attn_res
+# relative to it).  3D: frames, per-stage block counts (inferable), downsample_types (not: the
+# downsampling conv is 1x1x1 whatever it resizes), factorize_space_time_attn (inferable: the
+# resizing blocks' attention is attn.0 / attn.1 (space, time) instead of attn).
+KARRAS_UNET1D_DEFAULTS = dict(KARRAS_UNET_DEFAULTS, seq_len=None)
+del KARRAS_UNET1D_DEFAULTS['image_size']
+KARRAS_UNET3D_DEFAULTS = dict(KARRAS_UNET_DEFAULTS, frames=None, downsample_types=None,
+                              factorize_space_time_attn=False)
+_KARRAS_CONSTANTS = {k: v for k, v in KARRAS_UNET_NOT_INFERABLE.items() if k != 'image_size'}
+KARRAS_UNET1D_NOT_INFERABLE = dict(
+    _KARRAS_CONSTANTS, seq_len='no parameter depends on it (attn_res is relative to it): pass --seq-length N '
+                               '(or "seq_len" in --config)')
+KARRAS_UNET3D_NOT_INFERABLE = dict(
+    KARRAS_UNET_NOT_INFERABLE,
+    frames='no parameter depends on it: pass "frames" in --config',
+    downsample_types="the downsampling convs are 1x1x1 whatever they resize: read as 'all' (the default); "
+                     "pass \"downsample_types\" in --config otherwise (attn_res follows it)")
+# a verify / convert option that names a network argument under another name
+NETWORK_ALIASES = {'seq_length': 'seq_len'}
+NETWORK_ARGUMENTS = NETWORK_ARGUMENTS | frozenset(KARRAS_UNET1D_DEFAULTS) | frozenset(KARRAS_UNET3D_DEFAULTS)

@@ -1,5 +1,5 @@
 """verify for bare networks verified on their own (issue 15: rows of ``weight_convert.families``
-with ``verify='network'``: KarrasUnet).
+with ``verify='network'``: KarrasUnet, KarrasUnet1D, KarrasUnet3D).
 
 What is compared (keys as ``core``'s, so the report and the gate need nothing new):
 
@@ -32,14 +32,22 @@ def make_inputs(cfg, batch=4, seed=0):
     """(inputs, conditioning values) of a network verify run, as NumPy arrays."""
     from ms_ddpm_tools.verify.default import digits_array
     from ms_ddpm_tools.verify.processes import SIGMAS
+    from weight_convert.families import KIND_FAMILY
     u = cfg['unet']
-    c, size = int(u.get('channels', 3)), int(u['image_size'])
+    c, dims = int(u.get('channels', 3)), KIND_FAMILY[cfg['model']].dims
     rng = np.random.default_rng(seed)
-    x0 = np.repeat(digits_array(size, count=max(batch, 1), offset=1000), c, axis=1).astype(np.float64) * 2 - 1
+    if dims == 1:       # KarrasUnet1D: a row of the digit pictures per channel, (b, c, seq_len)
+        n = int(u['seq_len'])
+        x0 = digits_array(n, count=max(batch, 1), offset=1000)[:, :, n // 2, :]
+    else:               # (b, c, h, w); KarrasUnet3D: the frames shifted by a pixel each, (b, c, f, h, w)
+        x0 = digits_array(int(u['image_size']), count=max(batch, 1), offset=1000)
+        if dims == 3:
+            x0 = np.stack([np.roll(x0, f, axis=-1) for f in range(int(u['frames']))], axis=2)
+    x0 = np.repeat(x0, c, axis=1).astype(np.float64) * 2 - 1
     ts = list(SIGMAS)
-    sig = np.repeat(np.array(ts, np.float64), batch).reshape(-1, 1, 1, 1)
-    noise = rng.standard_normal((len(ts) * batch, c, size, size))
-    x = (np.tile(x0, (len(ts), 1, 1, 1)) + sig * noise) / np.sqrt(sig ** 2 + 0.25)      # c_in(sigma), sigma_data 0.5
+    sig = np.repeat(np.array(ts, np.float64), batch).reshape((-1,) + (1,) * (x0.ndim - 1))
+    noise = rng.standard_normal((len(ts) * batch,) + x0.shape[1:])
+    x = (np.tile(x0, (len(ts),) + (1,) * (x0.ndim - 1)) + sig * noise) / np.sqrt(sig ** 2 + 0.25)   # c_in(sigma), sigma_data 0.5
     inp = OrderedDict(unet_x=x.astype(np.float32),
                       unet_t=np.repeat(np.log(np.array(ts)) * 0.25, batch).astype(np.float32))
     if u.get('self_condition'):

@@ -33,6 +33,7 @@ CONTINUOUS = ('ContinuousTimeGaussianDiffusion', 'VParamContinuousTimeGaussianDi
 GAUSSIAN_LIKE = ('GaussianDiffusion', 'LearnedGaussianDiffusion', 'WeightedObjectiveGaussianDiffusion')
 LOG_SNRS = (-8.0, -3.0, 0.0, 3.0, 8.0)          # the continuous processes' network conditioning
 SIGMAS = (0.002, 0.1, 1.0, 10.0, 80.0)          # Elucidated's noise levels
+KARRAS_PATCHED = ('ElucidatedDiffusion(KarrasUnet)',)   # the reference builds it only patched (upstream_fixes)
 
 
 def is_process(cfg):
@@ -41,9 +42,11 @@ def is_process(cfg):
 
 
 def process_kind(cfg):
-    """The process that draws (an XMWrapper's flow model)."""
-    from weight_convert.families import WRAPPER_KINDS
-    return cfg['flow'] if cfg.get('model') in WRAPPER_KINDS else cfg['model']
+    """The process that draws (an XMWrapper's flow model): its class."""
+    from weight_convert.families import BY_DIFFUSION, WRAPPER_KINDS
+    kind = cfg['flow'] if cfg.get('model') in WRAPPER_KINDS else cfg['model']
+    fam = BY_DIFFUSION.get(kind)
+    return (fam.process_class or kind) if fam is not None else kind
 
 
 def set_steps(cfg, steps):
@@ -168,7 +171,8 @@ def build(cfg, state_dict, framework):
         import torch
         from reference import check_reference_version
         check_reference_version()
-        p = build_process(cfg, 'torch')
+        with upstream_fixes(cfg, []):       # ElucidatedDiffusion(KarrasUnet): its constructor's assert
+            p = build_process(cfg, 'torch')
         p.load_state_dict({k: torch.from_numpy(np.array(v, copy=True)) for k, v in state_dict.items()}, strict=True)
         p.eval()
         return network_of(p).eval(), p
@@ -191,6 +195,10 @@ def upstream_fixes(cfg, notes):
         if kind == 'LearnedGaussianDiffusion' and sampling_steps(cfg) < cfg['diffusion'].get('timesteps', 1000):
             fixes.append(('learned_partial', 'reference patched for the sampler: learned_gaussian_diffusion imports '
                           'partial, identity (upstream NameError on the DDIM path; docs/parity.md)'))
+        if cfg.get('model') in KARRAS_PATCHED or cfg.get('flow') in KARRAS_PATCHED:
+            fixes.append(('karras_continuous_noise', 'reference patched: KarrasUnet.random_or_learned_sinusoidal_cond '
+                          '= True (ElucidatedDiffusion asserts it; KarrasUnet lacks it: AttributeError upstream; '
+                          'docs/karras.md)'))
         if kind == 'WeightedObjectiveGaussianDiffusion':
             fixes.append(('weighted_p_mean_variance', 'reference patched for the sampler: '
                           'WeightedObjectiveGaussianDiffusion.p_mean_variance accepts x_self_cond and returns the '
