@@ -6,6 +6,8 @@ The CFG train step of ``ms_ddpm.training`` (``ClassConditionalTrainer``: the CFG
 ``ms-ddpm train --class-cond`` / ``ms-ddpm sample --classes`` as a user meets them, bad input
 one line each.  Tiny: 2 classes x 8 greyscale 8x8 images, Unet(dim=8, dim_mults=(1, 2))."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,68 @@ def test_cfg_train_step_equals_a_reference_loop(folder, tmp_path, record):
                np.concatenate([(m_params[n] - before[n]).ravel() for n in names]))
     assert upd.cosine > 0.9999, upd
     record(upd)
+
+
+def test_train_class_cond_resume_and_sample_a_row_per_class(folder, tmp_path, capsys):
+    """``train --class-cond``: the classes named, stored with the run; the end saved and resumed
+    (GRAPH: the one compile of the CFG train step); ``sample --classes`` by name and label, a row per class."""
+    from PIL import Image
+    from ms_ddpm.training import read_trainer_checkpoint
+    from ms_ddpm_tools.train import main_sample, main_train
+    res = tmp_path / 'res'
+    assert main_train([str(folder), *TINY, '--steps', '1', '--save-every', '5', '--results', str(res),
+                       '--log', str(tmp_path / 'log')]) == 0
+    err = capsys.readouterr().err
+    assert '2 classes found: cat, dog (cat 8, dog 8 images)' in err, err[-2000:]
+    _, meta = read_trainer_checkpoint(str(res / 'model-last.ckpt'))
+    assert meta['config']['class_names'] == ['cat', 'dog'] and meta['config']['unet']['num_classes'] == 2
+    assert main_train([str(folder), *TINY, '--steps', '2', '--save-every', '5', '--results', str(res),
+                       '--resume', 'last', '--log', str(tmp_path / 'log'), '--no-jit']) == 0
+    assert [int(v) for v in (tmp_path / 'log').read_text().split()[::2]] == [1, 2]
+    _, meta = read_trainer_checkpoint(str(res / 'model-last.ckpt'))
+    assert meta['step'] == 2
+    out = tmp_path / 'grid.png'
+    assert main_sample([str(res / 'model-last.ckpt'), '--out', str(out), '--classes', 'dog,0', '--num', '3',
+                        '--cond-scale', '3', '--rescaled-phi', '0.5', '--ddim-steps', '2', '--quiet']) == 0
+    err = capsys.readouterr().err
+    assert 'a row per class: dog, cat' in err and 'cond_scale 3.0' in err, err[-2000:]
+    with Image.open(out) as im:
+        w, h = im.size
+    assert 1.3 < w / h < 1.7            # 2 rows (dog, cat) of 3 (save_image pads 2 px)
+
+
+def test_class_cond_bad_input_is_one_line(folder, tmp_path, capsys):
+    from ms_ddpm_tools.train import main_sample, main_train
+    empty = write_class_folder(tmp_path / 'empty', per_class=2)
+    (empty / 'zebra').mkdir()
+    assert main_train([str(empty), *TINY, '--results', str(tmp_path / 'r')]) == 1
+    _one_line_error(capsys, 'train', 'class folder zebra holds no images')
+    flat = tmp_path / 'flat'
+    flat.mkdir()
+    assert main_train([str(flat), *TINY, '--results', str(tmp_path / 'r')]) == 1
+    _one_line_error(capsys, 'train', 'no class subfolders')
+    assert main_train([str(folder), *TINY, '--beta-schedule', 'sigmoid', '--results', str(tmp_path / 'r')]) == 1
+    _one_line_error(capsys, 'train', 'linear or cosine')
+    # a checkpoint to sample: no training needed (the fresh model is written by the Trainer's save)
+    from ms_ddpm.classifier_free_guidance import ClassConditionalTrainer
+    from ms_ddpm_tools.train import _train_parser, build_model, class_cond_config
+    args = _train_parser().parse_args([str(folder), *TINY])
+    md = build_model(class_cond_config(args, list(CLASSES)))
+    ckpt = ClassConditionalTrainer(md, str(folder), train_batch_size=4, results_folder=str(tmp_path / 'c'), jit=False,
+                                   progress=False, log=lambda *a: None).save('0')
+    out = str(tmp_path / 'g.png')
+    assert main_sample([str(ckpt), '--out', out, '--classes', '0,2']) == 1
+    _one_line_error(capsys, 'sample', '--classes 0,2', 'unknown class 2', '2 classes (0..1 or cat, dog)')
+    assert main_sample([str(ckpt), '--out', out, '--classes', 'cat,bird']) == 1
+    _one_line_error(capsys, 'sample', 'unknown class bird')
+    assert main_sample([str(ckpt), '--out', out, '--gif', str(tmp_path / 'g.gif')]) == 1
+    _one_line_error(capsys, 'sample', 'class-conditional')
+    assert not os.path.exists(out)
+    # --classes on an unconditional model
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    torch.manual_seed(0)
+    plain = tmp_path / 'unet.pt'
+    torch.save(ddp.Unet(dim=8, dim_mults=(1, 2), channels=1).state_dict(), plain)
+    assert main_sample([str(plain), '--out', out, '--image-size', '8', '--classes', '0']) == 1
+    _one_line_error(capsys, 'sample', '--classes', 'not a class-conditional model')
