@@ -145,6 +145,16 @@ def class_cond_config(args, class_names):
             'class_names': list(class_names)}
 
 
+def _resumes_class_cond(args):
+    """``--resume`` of a class-conditional run (its stored config says so): --class-cond implied."""
+    from ms_ddpm.training import read_trainer_checkpoint
+    try:
+        path = _resume_path(args)
+        return bool(path) and (read_trainer_checkpoint(path)[1].get('config') or {}).get('model') == CFG_KIND
+    except Exception:           # a missing or unreadable checkpoint is reported where it is read
+        return False
+
+
 def check_class_folders(args):
     """``--class-cond``: FOLDER's class subfolders (sorted names), each holding images; each
     problem one line.  Returns the class names."""
@@ -318,7 +328,8 @@ def _train(args):
         r = math.isqrt(args.num_samples)
         if args.num_samples < 1 or r * r != args.num_samples:
             raise InputError(f'--num-samples {args.num_samples}: must be a square (the reference\'s rule)')
-    elif args.class_cond:
+    elif args.class_cond or _resumes_class_cond(args):
+        args.class_cond = True
         if args.init:
             raise InputError('--init with --class-cond: start a class-conditional run from scratch or --resume it')
         class_names = check_class_folders(args)
