@@ -683,3 +683,134 @@ class GaussianDiffusion(_GaussianDiffusion2D):
 
         img = normalize_to_neg_one_to_one(img)
         return self.p_losses(img, times, classes = classes, noise = noise, cond_keep_mask = cond_keep_mask, loss_reduction = loss_reduction, offset_noise = offset_noise)
+
+# --- MindSpore extras (issue 14; the reference module has no Dataset or Trainer) ------------
+
+from ms_ddpm.denoising_diffusion_pytorch import Dataset as _Dataset, Trainer as _Trainer   # noqa: E402
+from ms_ddpm.ema import EMA   # noqa: E402
+
+
+def image_folder_classes(folder, exts = ('jpg', 'jpeg', 'png', 'tiff')):
+    """torchvision's ``ImageFolder`` layout: ``(class names, [(path, label)])``: one subfolder
+    per class, classes = the sorted subfolder names, label = the index of its folder; each
+    class's images (``exts``, searched recursively in it) sorted by path."""
+    from pathlib import Path
+    root = Path(folder)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    items = []
+    for label, name in enumerate(classes):
+        paths = sorted({p for ext in exts for p in (root / name).glob(f'**/*.{ext}')})
+        items += [(p, label) for p in paths]
+    return classes, items
+
+
+class ImageFolderDataset(_Dataset):
+    """The 2D ``Dataset``'s transform over an image-folder layout (:func:`image_folder_classes`):
+    items ``(image CHW float32 in [0, 1], label int64)``; ``classes`` the class names;
+    ``columns`` tells ``ms_ddpm.training.data`` that an item has two columns."""
+
+    columns = ('image', 'label')
+
+    def __init__(self, folder, image_size, exts = ('jpg', 'jpeg', 'png', 'tiff'), augment_horizontal_flip = False,
+                 convert_image_to = None):
+        super().__init__(folder, image_size, exts = list(exts), augment_horizontal_flip = augment_horizontal_flip,
+                         convert_image_to = convert_image_to)
+        self.classes, items = image_folder_classes(folder, exts)
+        self.paths = [p for p, _ in items]
+        self.labels = [label for _, label in items]
+
+    def __getitem__(self, index):
+        i = index[0] if isinstance(index, tuple) else index
+        return super().__getitem__(index), np.array(self.labels[int(i)], dtype = np.int64)
+
+
+class ClassConditionalTrainer(_Trainer):
+    """The 2D ``Trainer`` (its loop, milestones, checkpoints, resume) for this module's
+    ``GaussianDiffusion``, trained on an :class:`ImageFolderDataset`: the batch's labels are
+    the forward's ``classes``; its draws (``times``, ``noise``, the Unet's keep mask
+    ``cond_keep_mask``) are ``ms_ddpm.training.draws.PROCESS_DRAWS``'s CFG row.  Milestone grids
+    have a row per class (cycled), sampled at ``cond_scale`` / ``rescaled_phi``.
+
+    The reference has no CFG Trainer: the arguments are the 2D Trainer's (no FID), without its
+    rules for at least 100 images and an effective batch of 16; ``dataset`` may replace
+    ``folder`` (any dataset with ``columns = ('image', 'label')`` and ``classes``)."""
+
+    def __init__(
+        self,
+        diffusion_model,
+        folder = None,
+        *,
+        dataset = None,
+        train_batch_size = 16,
+        gradient_accumulate_every = 1,
+        augment_horizontal_flip = True,
+        train_lr = 1e-4,
+        train_num_steps = 100000,
+        ema_update_every = 10,
+        ema_decay = 0.995,
+        adam_betas = (0.9, 0.99),
+        save_and_sample_every = 1000,
+        num_samples = 25,
+        results_folder = './results',
+        amp = False,
+        mixed_precision_type = 'fp16',
+        convert_image_to = None,
+        max_grad_norm = 1.,
+        cond_scale = 6.,
+        rescaled_phi = 0.7,
+        seed = 0,
+        jit = True,
+        draws = None,
+        batches = None,
+        loss_scale = 2. ** 16,
+        loss_scale_factor = 2,
+        loss_scale_window = 2000,
+        sample_every_milestone = True,
+        progress = True,
+        num_workers = 1,
+        log = print,
+    ):
+        from pathlib import Path
+        self.log, self.seed, self.jit, self.draws = log, int(seed), jit, draws
+        self.progress, self.sample_every_milestone, self.split_batches = progress, sample_every_milestone, True
+        self.model = diffusion_model
+        self.channels = diffusion_model.channels
+        if not exists(convert_image_to):
+            convert_image_to = {1: 'L', 3: 'RGB', 4: 'RGBA'}.get(self.channels)
+        assert has_int_squareroot(num_samples), 'number of samples must have an integer square root'
+        self.num_samples, self.save_and_sample_every = num_samples, save_and_sample_every
+        self.batch_size, self.gradient_accumulate_every = train_batch_size, gradient_accumulate_every
+        self.train_num_steps, self.image_size, self.max_grad_norm = train_num_steps, diffusion_model.image_size, max_grad_norm
+        self.cond_scale, self.rescaled_phi = cond_scale, rescaled_phi
+        ds = dataset if exists(dataset) else ImageFolderDataset(
+            folder, self.image_size, augment_horizontal_flip = augment_horizontal_flip, convert_image_to = convert_image_to)
+        assert len(ds) > 0, 'the image folder holds no images'
+        num_classes = diffusion_model.model.num_classes if hasattr(diffusion_model.model, 'num_classes') else None
+        self.classes = list(getattr(ds, 'classes', []))
+        assert num_classes is None or not self.classes or len(self.classes) == num_classes, \
+            f'the dataset has {len(self.classes)} classes, the Unet num_classes={num_classes}'
+        self._init_data(ds, train_batch_size, seed, augment_horizontal_flip, num_workers, batches)
+        self._init_optimizer(diffusion_model, train_lr, adam_betas)
+        self.ema = EMA(diffusion_model, beta = ema_decay, update_every = ema_update_every)
+        self.results_folder = Path(results_folder)
+        self.results_folder.mkdir(exist_ok = True)
+        self.step = 0
+        self._init_amp(amp, mixed_precision_type, loss_scale, loss_scale_factor, loss_scale_window)
+        self._init_train_step()
+        self.calculate_fid, self.fid_scorer, self.save_best_and_latest_only = False, None, False
+
+    def sample_classes(self, n):
+        """The classes of an ``n``-image milestone grid: row r (of sqrt(n)) is class r mod num_classes."""
+        nrow = int(math.sqrt(n))
+        return (np.arange(n) // max(nrow, 1)) % int(self.model.model.num_classes)
+
+    def sample_images(self, n, seed = None, ema = True, return_all_timesteps = False):
+        model = self.ema.ema_model if ema else self.model
+        model.set_train(False)
+        if exists(seed):
+            ms.set_seed(int(seed) % (2 ** 31))
+        classes = self.sample_classes(n)
+        out = [model.sample(ms.Tensor(classes[i:i + self.batch_size]), cond_scale = self.cond_scale,
+                            rescaled_phi = self.rescaled_phi).asnumpy() for i in range(0, n, self.batch_size)]
+        self.model.set_train(True)
+        return np.concatenate(out, axis = 0)

@@ -51,6 +51,12 @@ def _train_parser():
     m.add_argument('--beta-schedule', default=None, choices=['linear', 'cosine', 'sigmoid'],
                    help='GaussianDiffusion(beta_schedule) (default: the reference\'s, sigmoid; cosine for sequences, '
                         'which take linear or cosine)')
+    m.add_argument('--class-cond', action='store_true',
+                   help='class-conditional (classifier-free guidance: ms_ddpm.classifier_free_guidance Unet(num_classes) + '
+                        'GaussianDiffusion): FOLDER holds one subfolder per class (the ImageFolder layout; classes = the '
+                        'sorted subfolder names, stored with the run). The reference has no CFG Trainer: its 100-image '
+                        'and batch-16 rules do not apply; objective default pred_noise, beta schedule cosine')
+    m.add_argument('--cond-drop-prob', type=float, default=0.5, help='with --class-cond: Unet(cond_drop_prob)')
     m.add_argument('--init', default=None, help='start from these weights (any format ms-ddpm convert reads)')
     m.add_argument('--init-ema', action='store_true', help='with --init of a Trainer checkpoint: its EMA weights')
     t = p.add_argument_group('training (the reference Trainer\'s options)')
@@ -100,6 +106,67 @@ def build_model(cfg):
     md = build_ms_model(dict(cfg, model=cfg.get('model') or 'GaussianDiffusion'), init=True)
     md.ms_ddpm_config = {k: v for k, v in cfg.items() if not k.startswith('_')}
     return md
+
+
+CFG_KIND = 'classifier_free_guidance.GaussianDiffusion'     # weight_convert's kind name (rules.CFG_DIFFUSION_KIND)
+
+
+def class_cond_config(args, class_names):
+    """The class-conditional model of ``--class-cond``: the CFG twin's Unet(num_classes,
+    cond_drop_prob) + GaussianDiffusion; ``class_names`` stored with it."""
+    from weight_convert.converter import CONFIG_FORMAT, CONFIG_VERSION
+    from ms_ddpm_tools.exits import InputError
+    if (args.beta_schedule or 'cosine') not in ('linear', 'cosine'):
+        raise InputError(f'--beta-schedule {args.beta_schedule}: the class-conditional GaussianDiffusion takes linear or cosine')
+    if not 0. <= args.cond_drop_prob < 1.:
+        raise InputError(f'--cond-drop-prob {args.cond_drop_prob}: must be in [0, 1)')
+    unet = dict(dim=args.dim, num_classes=len(class_names), cond_drop_prob=args.cond_drop_prob, dim_mults=list(args.dim_mults),
+                channels=args.channels, attn_heads=args.attn_heads, attn_dim_head=args.attn_dim_head)
+    diffusion = dict(image_size=args.image_size, timesteps=args.timesteps, sampling_timesteps=args.sampling_timesteps,
+                     objective=args.objective or 'pred_noise', beta_schedule=args.beta_schedule or 'cosine')
+    return {'format': CONFIG_FORMAT, 'version': CONFIG_VERSION, 'model': CFG_KIND, 'unet': unet, 'diffusion': diffusion,
+            'class_names': list(class_names)}
+
+
+def _resumes_class_cond(args):
+    """``--resume`` of a class-conditional run (its stored config says so): --class-cond implied."""
+    from ms_ddpm.training import read_trainer_checkpoint
+    try:
+        path = _resume_path(args)
+        return bool(path) and (read_trainer_checkpoint(path)[1].get('config') or {}).get('model') == CFG_KIND
+    except Exception:           # a missing or unreadable checkpoint is reported where it is read
+        return False
+
+
+def check_class_folders(args):
+    """``--class-cond``: FOLDER's class subfolders (sorted names), each holding images; each
+    problem one line.  Returns the class names."""
+    from ms_ddpm.classifier_free_guidance import image_folder_classes
+    from ms_ddpm_tools.exits import InputError
+    if not os.path.isdir(args.folder):
+        raise InputError(f'{args.folder}: no such folder')
+    classes, items = image_folder_classes(args.folder, EXTS)
+    if not classes:
+        raise InputError(f'{args.folder}: no class subfolders (--class-cond needs one subfolder of images per class)')
+    counts = [sum(1 for _, label in items if label == i) for i in range(len(classes))]
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise InputError(f'{args.folder}: class folder {", ".join(empty)} holds no images ({", ".join(EXTS)}, searched recursively)')
+    if args.save_every < 1 or args.steps < 1:
+        raise InputError('--steps and --save-every must be at least 1')
+    r = math.isqrt(args.num_samples)
+    if args.num_samples < 1 or r * r != args.num_samples:
+        raise InputError(f'--num-samples {args.num_samples}: must be a square')
+    from PIL import Image
+    for p, _ in items:
+        try:
+            with Image.open(p) as im:
+                im.verify()
+        except Exception as e:
+            raise InputError(f'{p}: not a readable image ({type(e).__name__}: {e})') from None
+    print(f'ms-ddpm train: {len(classes)} classes found: {", ".join(classes)} '
+          f'({", ".join(f"{c} {n}" for c, n in zip(classes, counts))} images)', file=sys.stderr)
+    return classes
 
 
 def sequence_config(args, data):
@@ -244,6 +311,11 @@ def _train(args):
         r = math.isqrt(args.num_samples)
         if args.num_samples < 1 or r * r != args.num_samples:
             raise InputError(f'--num-samples {args.num_samples}: must be a square (the reference\'s rule)')
+    elif args.class_cond or _resumes_class_cond(args):
+        args.class_cond = True
+        if args.init:
+            raise InputError('--init with --class-cond: start a class-conditional run from scratch or --resume it')
+        class_names = check_class_folders(args)
     else:
         check_training_input(args)
     os.makedirs(args.results, exist_ok=True)
@@ -255,6 +327,11 @@ def _train(args):
         if not meta.get('config'):
             raise InputError(f'{resume}: holds no model config; cannot rebuild the model')
         md = build_model(meta['config'])
+        if args.class_cond and meta['config'].get('class_names') != class_names:
+            raise InputError(f'{resume}: trained on the classes {", ".join(meta["config"].get("class_names") or [])}; '
+                             f'{args.folder} holds {", ".join(class_names)}')
+    elif args.class_cond:
+        md = build_model(class_cond_config(args, class_names))
     elif args.init:
         from weight_convert import load_model
         md = load_model(args.init, ema=args.init_ema, config={'image_size': args.image_size}, train=True)
@@ -262,7 +339,16 @@ def _train(args):
     else:
         md = build_model(sequence_config(args, data) if sequences else model_config(args))
     log_file = open(args.log, 'a') if args.log else None
-    if sequences:
+    if args.class_cond:
+        from ms_ddpm.classifier_free_guidance import ClassConditionalTrainer
+        trainer = ClassConditionalTrainer(
+            md, args.folder, train_batch_size=args.batch_size, gradient_accumulate_every=args.grad_accum,
+            augment_horizontal_flip=not args.no_flip, train_lr=args.lr, train_num_steps=args.steps,
+            ema_update_every=args.ema_update_every, ema_decay=args.ema_decay, save_and_sample_every=args.save_every,
+            num_samples=args.num_samples, results_folder=args.results, amp=args.amp,
+            mixed_precision_type=args.mixed_precision_type, convert_image_to=args.convert_image_to,
+            max_grad_norm=args.max_grad_norm, seed=args.seed, jit=not args.no_jit, progress=progress_enabled(args))
+    elif sequences:
         trainer = ms_ddpm.Trainer1D(
             md, ms_ddpm.Dataset1D(data), train_batch_size=args.batch_size, gradient_accumulate_every=args.grad_accum,
             train_lr=args.lr, train_num_steps=args.steps, ema_update_every=args.ema_update_every,
@@ -341,6 +427,11 @@ def _sample_parser():
     p.add_argument('--image-size', type=int, default=None, help='for weights without a stored config')
     p.add_argument('--config', default=None, help='architecture config (JSON text or file) for plain weights')
     p.add_argument('--quiet', action='store_true', help='no progress bar (also TQDM_DISABLE=1)')
+    c = p.add_argument_group('class-conditional models (ms-ddpm train --class-cond): a row of --num images per class')
+    c.add_argument('--classes', default=None, help='class labels or names, comma-separated, e.g. 0,1,2 or cat,dog '
+                                                   '(default: every class)')
+    c.add_argument('--cond-scale', type=float, default=6., help='classifier-free guidance scale (cond_scale)')
+    c.add_argument('--rescaled-phi', type=float, default=0.7, help='rescaled_phi of the guided output')
     r = p.add_argument_group('RePaint inpainting (ms_ddpm.repaint; writes masked input | output, a row per sample)')
     r.add_argument('--inpaint', default=None, metavar='IMAGE', help='the known image, at the model\'s size')
     r.add_argument('--mask', default=None, metavar='MASK', help='greyscale, same height and width: white = known, black = paint')
@@ -431,6 +522,13 @@ def _sample(args):
     if (args.inpaint is None) != (args.mask is None):
         raise InputError('--inpaint IMAGE and --mask MASK go together')
     md, step, which = load_for_sampling(args.checkpoint, ema=args.ema, image_size=args.image_size, config=args.config)
+    conditional = hasattr(md.model, 'num_classes') and hasattr(md.model, 'null_classes_emb')
+    if args.classes is not None and not conditional:
+        raise InputError(f'--classes: {args.checkpoint} is not a class-conditional model (it takes no classes)')
+    if conditional:
+        if args.inpaint is not None or args.gif is not None:
+            raise InputError(f'{args.checkpoint}: a class-conditional model; --inpaint / --gif take an unconditional one')
+        return _sample_classes(md, args, step, which)
     if args.inpaint is not None:
         from ms_ddpm_tools.inpaint import inpaint
         ms.set_seed(args.seed)
@@ -474,6 +572,60 @@ def _sample(args):
         keep = np.unique(np.linspace(0, len(frames) - 1, min(args.gif_frames, len(frames))).round().astype(int))
         save_gif(np.clip(frames[keep], 0, 1), args.gif, nrow=nrow, scale=args.gif_scale)
         print(f'wrote {args.gif} ({len(keep)} frames)', file=sys.stderr)
+    return 0
+
+
+def parse_classes(text, num_classes, names):
+    """``--classes`` (labels or class names, comma-separated) -> labels; out-of-range labels and
+    unknown names are one line naming them and what is valid."""
+    from ms_ddpm_tools.exits import InputError
+    names = list(names or [])
+    valid = f'0..{num_classes - 1}' + (f' or {", ".join(names)}' if names else '')
+    labels, bad = [], []
+    for item in (v.strip() for v in str(text).split(',')):
+        if not item:
+            continue
+        if item.lstrip('-').isdigit():
+            label = int(item)
+        elif item in names:
+            label = names.index(item)
+        else:
+            bad.append(item)
+            continue
+        if not 0 <= label < num_classes:
+            bad.append(item)
+        labels.append(label)
+    if bad or not labels:
+        raise InputError(f'--classes {text}: {"unknown class " + ", ".join(bad) if bad else "no class given"}; '
+                         f'the model has {num_classes} classes ({valid})')
+    return labels
+
+
+def _sample_classes(md, args, step, which):
+    """A class-conditional grid: a row of ``--num`` images per class of ``--classes``."""
+    import numpy as np
+    import mindspore as ms
+    from ms_ddpm.io.images import save_image
+    from ms_ddpm_tools.exits import InputError
+    num_classes = int(md.model.num_classes)
+    names = (getattr(md, 'ms_ddpm_config', None) or {}).get('class_names')
+    labels = parse_classes(args.classes, num_classes, names) if args.classes is not None else list(range(num_classes))
+    if args.ddim_steps is not None:
+        if not 0 < args.ddim_steps <= md.num_timesteps:
+            raise InputError(f'--ddim-steps must be in 1..{md.num_timesteps}')
+        md.sampling_timesteps = args.ddim_steps
+        md.is_ddim_sampling = args.ddim_steps < md.num_timesteps
+    ms.set_seed(args.seed)
+    kind = f'DDIM {md.sampling_timesteps} steps' if md.is_ddim_sampling else f'DDPM {md.num_timesteps} steps'
+    shown = ', '.join(names[i] if names else str(i) for i in labels)
+    print(f'sampling {args.num} images per class ({shown}; {kind}, cond_scale {args.cond_scale}, rescaled_phi '
+          f'{args.rescaled_phi}, {which} weights{f", trained {step} steps" if step is not None else ""}, seed {args.seed})',
+          file=sys.stderr)
+    classes = np.repeat(np.asarray(labels, np.int64), args.num)
+    out = [md.sample(ms.Tensor(classes[i:i + args.batch_size]), cond_scale=args.cond_scale,
+                     rescaled_phi=args.rescaled_phi).asnumpy() for i in range(0, len(classes), args.batch_size)]
+    save_image(np.concatenate(out), args.out, nrow=args.num)
+    print(f'wrote {args.out} (a row per class: {shown})', file=sys.stderr)
     return 0
 
 

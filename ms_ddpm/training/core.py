@@ -24,7 +24,7 @@ from ms_ddpm.training.checkpoint import (
 )
 from ms_ddpm.training.data import Batches, DataOrder, distributed
 from ms_ddpm.training.draws import (
-    GAUSSIAN, draws_for, forward_kwargs, process_draws, share_of, spec_for, uses_offset_coin,
+    GAUSSIAN, draws_for, extra_keys, forward_kwargs, process_draws, share_of, spec_for, uses_offset_coin,
 )
 from ms_ddpm.training.fid import FIDScorer, fid_weights_path
 from ms_ddpm.training.step import Adam, TrainStep
@@ -85,8 +85,9 @@ class TrainerCore:
         # forward; the other processes (issue 13) are called with their draws by keyword
         spec, self._candidates = self._process_spec()
         call_for = None if spec is GAUSSIAN and self._candidates == 1 else (lambda o, c: forward_kwargs(spec, o, c))
+        self._batch_kwargs = tuple(spec.batch_kwargs)      # e.g. ('classes',): the batch's labels
         self._train_steps = TrainStep(self.train_model, self.opt, self.params, self.max_grad_norm, self.scaler,
-                                      self.world_size, self.jit, call_for)
+                                      self.world_size, self.jit, call_for, extra_keys(spec))
         self._steps = self._train_steps.steps
         self.skipped_steps = 0
         self.last_grad_norm = None
@@ -144,9 +145,14 @@ class TrainerCore:
         the accumulation, as the reference); returns the loss (the sum of the micro-batch
         losses / accumulation, as the reference's ``total_loss``)."""
         md = self.model
-        batches, bounds = [], []
+        batches, bounds, labels = [], [], []
+        batch_kwargs = getattr(self, '_batch_kwargs', ())
         for _ in range(self.gradient_accumulate_every):
-            batches.append(np.asarray(next(self.dl), dtype = np.float32))
+            item = next(self.dl)
+            if batch_kwargs:            # (images, labels...): the labels go to the forward by keyword
+                item, rest = item[0], item[1:]
+                labels.append(dict(zip(batch_kwargs, (np.asarray(v).astype(np.int64) for v in rest))))
+            batches.append(np.asarray(item, dtype = np.float32))
             last = getattr(self.dl, 'last', None)
             bounds.append(last if _exists(last) else (0, len(batches[-1]), len(batches[-1])))
         self.batches_consumed += len(batches)
@@ -155,6 +161,8 @@ class TrainerCore:
         for a, (batch, (lo, hi, g)) in enumerate(zip(batches, bounds)):
             d = self._draws(self.step, a, (g,) + batch.shape[1:])      # the whole batch's draws ...
             draws.append(share_of(d, lo, hi, self._candidates))        # ... my share
+            if batch_kwargs:
+                draws[-1].update(labels[a])                              # already my share
         loss, self.last_grad_norm, finite = self._train_steps(batches, draws, bounds, offset, coin)
         if not finite:
             self.skipped_steps += 1

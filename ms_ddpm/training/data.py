@@ -12,12 +12,14 @@ class EncodedSource:
     """Random-access source for ``mindspore.dataset.GeneratorDataset``: index ``i + n * flip``
     -> ``(item,)``, so that a plain index sampler carries the flip decision too.  With
     ``flip_aware`` (the image ``Dataset``) the item is ``ds[(i, flip)]``; otherwise
-    (a dataset of tensors, ``Dataset1D``) ``ds[i]``."""
+    (a dataset of tensors, ``Dataset1D``) ``ds[i]``.  A dataset with ``columns`` (more than
+    ``('image',)``, e.g. ``('image', 'label')``) returns a tuple per item, one value a column."""
 
     def __init__(self, ds, flip_aware = True):
         self.ds = ds
         self.n = len(ds)
         self.flip_aware = flip_aware
+        self.columns = tuple(getattr(ds, 'columns', ('image',)))
 
     def __len__(self):
         return 2 * self.n
@@ -26,7 +28,8 @@ class EncodedSource:
         i = int(i)
         if not self.flip_aware:
             return (np.asarray(self.ds[i % self.n]),)
-        return (self.ds[(i % self.n, i >= self.n)],)
+        item = self.ds[(i % self.n, i >= self.n)]
+        return tuple(item) if len(self.columns) > 1 else (item,)
 
 
 class DataOrder:
@@ -53,7 +56,7 @@ class DataOrder:
 def dataset_pipeline(source, indices, batch_sizes, workers):
     """``GeneratorDataset(source)`` read in the order ``indices``, batched by ``batch_sizes``."""
     import mindspore.dataset as msds
-    data = msds.GeneratorDataset(source, column_names = ['image'], sampler = [int(i) for i in indices],
+    data = msds.GeneratorDataset(source, column_names = list(getattr(source, 'columns', ('image',))), sampler = [int(i) for i in indices],
                                  num_parallel_workers = workers, python_multiprocessing = False)
     sizes = list(batch_sizes)
     return data.batch(lambda info: sizes[info.get_batch_num()], drop_remainder = False)
@@ -70,7 +73,8 @@ class Batches:
     """Iterator of NumPy batches from the mindspore.dataset pipeline, epoch after epoch,
     starting at ``start`` batches into the stream; counts what it hands out.  With
     ``world`` > 1 (data parallel) each process reads only its share of every batch;
-    ``last`` holds ``(lo, hi, global size)`` of the batch last handed out."""
+    ``last`` holds ``(lo, hi, global size)`` of the batch last handed out.  A dataset of
+    several columns (``ds.columns``) hands out a tuple of arrays per batch."""
 
     def __init__(self, ds, order, start = 0, workers = 1, rank = 0, world = 1, flip_aware = True):
         self.source = EncodedSource(ds, flip_aware)
@@ -101,11 +105,12 @@ class Batches:
         if self._it is None:
             self._open()
         try:
-            batch = next(self._it)[0]
+            batch = next(self._it)
         except StopIteration:
             self._it = None
             self._open()
-            batch = next(self._it)[0]
+            batch = next(self._it)
+        batch = tuple(batch) if len(self.source.columns) > 1 else batch[0]
         self.last = self._bounds.pop(0)
         self.consumed += 1
         if self.order.locate(self.consumed)[1] == 0:

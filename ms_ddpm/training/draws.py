@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ['draws_for', 'ProcessDraws', 'PROCESS_DRAWS', 'spec_for', 'process_draws', 'forward_kwargs', 'share_of',
-           'uses_offset_coin', 'GAUSSIAN', 'process_attr']
+           'uses_offset_coin', 'GAUSSIAN', 'process_attr', 'keep_mask_draw', 'extra_keys']
 
 
 def draws_for(seed, step, micro, shape, num_timesteps, offset = False, coin = False):
@@ -58,6 +58,8 @@ class ProcessDraws:
     offset: bool = False
     coin: bool = False
     coin_kwarg: str = 'self_cond_coin'
+    keep_mask: bool = False         # classifier-free guidance: the Unet's keep mask (``cond_keep_mask``)
+    batch_kwargs: tuple = ()        # forward keywords that come with the batch (``classes``: its labels)
 
 
 GAUSSIAN = ProcessDraws('randint', offset = True, coin = True)
@@ -69,7 +71,16 @@ PROCESS_DRAWS = {
     'ContinuousTimeGaussianDiffusion': ProcessDraws('uniform'),          # random_times: uniform_(0, 1)
     'VParamContinuousTimeGaussianDiffusion': ProcessDraws('uniform'),
     'ElucidatedDiffusion': ProcessDraws('sigma', time_kwarg = 'sigma', coin = True),
+    # issue 14: forward(img, times, cond_keep_mask, *, classes, noise, offset_noise); the Unet draws
+    # keep_mask = uniform_(0, 1) < 1 - cond_drop_prob; the classes are the batch's labels.  Module-qualified:
+    # its class is named GaussianDiffusion too
+    'classifier_free_guidance.GaussianDiffusion': ProcessDraws('randint', offset = True, keep_mask = True,
+                                                               batch_kwargs = ('classes',)),
 }
+
+
+def _qualified(cls):
+    return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
 
 
 def _flow(model):
@@ -93,8 +104,9 @@ def spec_for(model):
         from dataclasses import replace
         return replace(spec, time_kwarg = model.random_time_kwarg), int(model.candidates)
     for cls in type(model).__mro__:
-        if cls.__name__ in PROCESS_DRAWS:
-            return PROCESS_DRAWS[cls.__name__], 1
+        for name in (_qualified(cls), cls.__name__):
+            if name in PROCESS_DRAWS:
+                return PROCESS_DRAWS[name], 1
     raise TypeError(f'ms_ddpm.Trainer cannot train a {type(model).__name__}: its random draws are not in '
                     f'ms_ddpm.training.draws.PROCESS_DRAWS')
 
@@ -136,18 +148,38 @@ def process_draws(model, seed, step, micro, shape):
         d['offset_noise'] = rng.standard_normal((b * k, c), dtype = np.float32)
     if coin:
         d['coin'] = np.float32(rng.random())
+    if spec.keep_mask:
+        d['cond_keep_mask'] = keep_mask_draw(rng, b, m.model.cond_drop_prob)
     return d
+
+
+def keep_mask_draw(rng, b, cond_drop_prob):
+    """The reference's ``prob_mask_like((b,), 1 - cond_drop_prob)``: all True at probability 1,
+    all False at 0 (nothing drawn), else ``uniform_(0, 1) < prob`` (bool, shape (b,))."""
+    prob = 1. - float(cond_drop_prob)
+    if prob == 1:
+        return np.ones((b,), bool)
+    if prob == 0:
+        return np.zeros((b,), bool)
+    return rng.random((b,), dtype = np.float32) < np.float32(prob)
 
 
 def share_of(d, lo, hi, k = 1):
     """This process's share (samples ``lo:hi``) of a micro-batch's draws (data parallel)."""
-    rows = dict(times = 1, sigma_randn = 1, noise = k, offset_noise = k)
+    rows = dict(times = 1, sigma_randn = 1, noise = k, offset_noise = k, cond_keep_mask = 1, classes = 1)
     return {key: (v[lo * rows[key]:hi * rows[key]] if key in rows else v) for key, v in d.items()}
 
 
 def forward_kwargs(spec, offset, coin):
-    """``call(net, img, times, noise, offset_noise, coin) -> loss``: the process's forward
-    with its draws by keyword."""
+    """``call(net, img, times, noise, offset_noise, coin, *extra) -> loss``: the process's forward
+    with its draws by keyword (``extra``: :func:`extra_keys`'s tensors, in that order)."""
+    if spec.keep_mask:
+        def call_cfg(net, img, times, noise, offset_noise, self_cond_coin, cond_keep_mask, classes):
+            if offset:
+                return net(img, times = times, cond_keep_mask = cond_keep_mask, classes = classes, noise = noise,
+                           offset_noise = offset_noise)
+            return net(img, times = times, cond_keep_mask = cond_keep_mask, classes = classes, noise = noise)
+        return call_cfg
     if spec.time_kwarg not in ('times', 'sigma') or spec.coin_kwarg != 'self_cond_coin':
         raise ValueError(f'no forward call for the keywords {spec.time_kwarg!r}, {spec.coin_kwarg!r}')
     sigma = spec.time_kwarg == 'sigma'      # explicit keywords: GRAPH mode compiles these calls
@@ -165,3 +197,8 @@ def forward_kwargs(spec, offset, coin):
             return net(img, times = times, noise = noise, self_cond_coin = self_cond_coin)
         return net(img, times = times, noise = noise)
     return call
+
+
+def extra_keys(spec):
+    """The draws-dict keys passed after the common ones (keep mask, then the batch's keywords)."""
+    return (('cond_keep_mask',) if spec.keep_mask else ()) + tuple(spec.batch_kwargs)

@@ -95,7 +95,7 @@ def clip_grad_norm_(grads, max_norm):
 
 
 def build_train_step(net, opt, params, max_grad_norm, accum, offset = False, coin = False, scaler = None,
-                     world = 1, jit = True, call = None):
+                     world = 1, jit = True, call = None, n_extra = 0):
     """``step(imgs, times, noises, offsets, coins, scale, shares) -> (loss, grad norm, finite)``.
 
     ``imgs``/``times``/``noises``/``offsets``: tuples of ``accum`` tensors (one per
@@ -103,7 +103,9 @@ def build_train_step(net, opt, params, max_grad_norm, accum, offset = False, coi
     loss scale.  ``net(img, times, 'mean', noise, None, offset_noise, self_cond_coin)`` is the
     diffusion model's forward, or ``call(net, img, times, noise, offset_noise, coin)`` where
     given (the other processes' keyword forwards, ``ms_ddpm.training.draws.forward_kwargs``).  ``share`` = (its images / the batch's) * world, so the
-    all-reduced mean over processes is the batch mean."""
+    all-reduced mean over processes is the batch mean.  ``n_extra`` > 0: ``step(..., extras)``
+    with ``extras`` a tuple (per micro-batch) of ``n_extra`` tensors passed on to ``call``
+    (classifier-free guidance: the keep mask and the batch's classes)."""
     from mindspore import amp as ms_amp
     max_norm = float(max_grad_norm)
     add = ops.HyperMap()
@@ -119,13 +121,28 @@ def build_train_step(net, opt, params, max_grad_norm, accum, offset = False, coi
         loss = loss / accum
         return loss * scale, loss
 
-    grad_fn = ms.value_and_grad(loss_fn, None, params, has_aux = True)
+    def loss_fn_extra(img, times, noise, offset_noise, self_cond_coin, scale, share, extra):
+        if n_extra == 2:
+            loss = call(net, img, times, noise, offset_noise, self_cond_coin, extra[0], extra[1])
+        else:
+            loss = call(net, img, times, noise, offset_noise, self_cond_coin, extra[0])
+        if world > 1:
+            loss = loss * share
+        loss = loss / accum
+        return loss * scale, loss
 
-    def train_step(imgs, times, noises, offsets, coins, scale, shares):
+    grad_fn = ms.value_and_grad(loss_fn, None, params, has_aux = True)
+    grad_fn_extra = ms.value_and_grad(loss_fn_extra, None, params, has_aux = True) if n_extra else None
+
+    def train_step(imgs, times, noises, offsets, coins, scale, shares, extras = ()):
         total = ops.zeros((), ms.float32)
         grads = None
         for a in range(accum):
-            (_, loss), g = grad_fn(imgs[a], times[a], noises[a], offsets[a], coins[a], scale, shares[a])
+            if n_extra > 0:
+                (_, loss), g = grad_fn_extra(imgs[a], times[a], noises[a], offsets[a], coins[a], scale, shares[a],
+                                             extras[a])
+            else:
+                (_, loss), g = grad_fn(imgs[a], times[a], noises[a], offsets[a], coins[a], scale, shares[a])
             grads = g if grads is None else add(ops.add, grads, g)
             total = total + loss
         if world > 1:
@@ -139,11 +156,13 @@ def build_train_step(net, opt, params, max_grad_norm, accum, offset = False, coi
             finite = ms_amp.all_finite(grads)
             grads, norm = clip_grad_norm_(grads, max_norm)
             if finite:
-                opt(grads)
+                opt(grads if jit else ms.mutable(grads))
             scaler.adjust(finite)
             return total, norm, finite
         grads, norm = clip_grad_norm_(grads, max_norm)
-        opt(grads)
+        # PyNative: Adam's own ms.jit sees a tuple of new constant tensors each step and recompiles
+        # (measured ~7-20 s a step on a tiny Unet); mutable makes them graph inputs (one compile)
+        opt(grads if jit else ms.mutable(grads))
         return total, norm, ops.ones((), ms.bool_)
 
     return ms.jit(train_step) if jit else train_step
@@ -164,8 +183,10 @@ class TrainStep:
     of each share.  Returns ``(loss, grad norm, finite)`` as Python values.  The compiled step
     is built once per (accum, offset, coin) and kept in ``steps``."""
 
-    def __init__(self, net, opt, params, max_grad_norm, scaler = None, world = 1, jit = True, call_for = None):
+    def __init__(self, net, opt, params, max_grad_norm, scaler = None, world = 1, jit = True, call_for = None,
+                 extra_keys = ()):
         self.net, self.opt, self.params = net, opt, params
+        self.extra_keys = tuple(extra_keys)     # draws-dict keys passed to the forward after the common ones
         self.max_grad_norm, self.scaler, self.world, self.jit = max_grad_norm, scaler, world, jit
         self.call_for = call_for        # (offset, coin) -> the forward call, or None: GaussianDiffusion's positional one
         self.steps = {}
@@ -175,7 +196,7 @@ class TrainStep:
         if key not in self.steps:
             call = self.call_for(offset, coin) if self.call_for is not None else None
             self.steps[key] = build_train_step(self.net, self.opt, self.params, self.max_grad_norm, accum, offset, coin,
-                                               self.scaler, self.world, self.jit, call)
+                                               self.scaler, self.world, self.jit, call, len(self.extra_keys))
         return self.steps[key]
 
     def __call__(self, batches, draws, bounds, offset = False, coin = False):
@@ -191,5 +212,10 @@ class TrainStep:
         # tuples of tensors are constants of a graph unless marked mutable (then one compilation
         # per pattern of shapes, not one per step)
         imgs, times, noises, offsets = (ms.mutable(t) for t in (imgs, times, noises, offsets))
-        loss, norm, finite = self.fn(accum, offset, coin)(imgs, times, noises, offsets, coins, scale, shares)
+        step = self.fn(accum, offset, coin)
+        if self.extra_keys:
+            extras = ms.mutable(tuple(tuple(ms.Tensor(np.asarray(d[k])) for k in self.extra_keys) for d in draws))
+            loss, norm, finite = step(imgs, times, noises, offsets, coins, scale, shares, extras)
+        else:
+            loss, norm, finite = step(imgs, times, noises, offsets, coins, scale, shares)
         return float(loss.asnumpy()), float(norm.asnumpy()), bool(finite.asnumpy())
