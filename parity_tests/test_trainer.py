@@ -26,9 +26,13 @@ MAX_GRAD_NORM = 0.05      # below the measured gradient norms (~0.3-1): clipping
 MORE = 2                  # steps trained on after each checkpoint conversion
 
 
+N_IMAGES = 100          # 12 batches of 8 + a short one of 4: 13 an epoch.  20 steps of 2 micro-batches take
+                        # 40 batches: the short one is micro-batch 0 of step 7, 1 of step 13, 0 of step 20
+
+
 @pytest.fixture(scope='module')
 def digits(tmp_path_factory):
-    return write_digits(tmp_path_factory.mktemp('digits'), 112)     # 112 = 14 batches of 8
+    return write_digits(tmp_path_factory.mktemp('digits'), N_IMAGES)
 
 
 def RefRun(td, folder, results, **kw):
@@ -162,41 +166,19 @@ def test_checkpoint_interop_both_ways(runs, digits, tmp_path, record):
 
 # --- the short last batch of an epoch under gradient accumulation -----------------------------
 
-SHORT_N, SHORT_STEPS = 100, 13     # 100 = 12 batches of 8 + one of 4: 13 a epoch; 13 steps of 2 take
-                                   # 26 batches, the short one as micro-batch 0 (step 7) and 1 (step 13)
-
-
-@pytest.fixture(scope='module')
-def digits100(tmp_path_factory):
-    return write_digits(tmp_path_factory.mktemp('digits100'), SHORT_N)
-
-
-def test_short_last_batch_under_accumulation(digits100, tmp_path, record):
+def test_short_last_batch_under_accumulation(runs):
     """The reference trains on an epoch's short last batch like on any other (its loss, a mean
     over its own 4 images, divided by gradient_accumulate_every, then backward): so does
-    ms_ddpm's Trainer, next to a full batch in either micro-batch position."""
-    from parity.harness import build_diffusion_pair
-    td, md = build_diffusion_pair(UNET, DIFF)
-    (tmp_path / 'ms').mkdir()
-    (tmp_path / 'ref').mkdir()
-    mt = ms_trainer(digits100, tmp_path / 'ms', md)
-    rec = Recorder(mt)
-    ms_losses = np.array(train_ms(mt, SHORT_STEPS))
-    sizes = [len(b) for b in rec.batches]
-    assert sizes[12] == sizes[25] == 4 and sizes.count(4) == 2 and len(sizes) == SHORT_STEPS * ACCUM, sizes
-    ref = RefRun(td, digits100, tmp_path / 'ref')
-    ref.train_to(SHORT_STEPS, rec.batches, rec.draws)
-    assert ref.trainer.step == mt.step == SHORT_STEPS and len(ref.losses) == SHORT_STEPS * ACCUM
-    ref_losses = np.array(ref.losses).reshape(SHORT_STEPS, ACCUM).sum(1) / ACCUM
-    for i in range(SHORT_STEPS):
-        r = assert_parity(f'trainer loss step {i + 1} (short batch at 7, 13)', ref_losses[i], ms_losses[i], 'trainer_loss')
-    record(r)
-    rel = np.abs(ms_losses - ref_losses) / np.abs(ref_losses)
-    print(f'\nshort-batch run: per-step loss max relative difference {rel.max():.2e} '
-          f'(steps 7 and 13: {rel[6]:.2e}, {rel[12]:.2e})')
-    flat_t, flat_m = flat_params(td, md)
-    record(assert_parity(f'trainer all params after {SHORT_STEPS} steps across short batches', flat_t, flat_m, 'trainer'))
-    t_sd, m_sd = ref.trainer.ema.state_dict(), mt.ema.state_dict()
-    flat_t = np.concatenate([t_sd[k].numpy().ravel() for k in t_sd if k.startswith('ema_model.')])
-    flat_m = np.concatenate([m_sd[k].ravel() for k in t_sd if k.startswith('ema_model.')])
-    record(assert_parity(f'trainer EMA weights after {SHORT_STEPS} steps across short batches', flat_t, flat_m, 'trainer'))
+    ms_ddpm's Trainer, next to a full batch in either micro-batch position.  The 20-step run
+    above crosses it three times (steps 7, 13, 20); its per-step losses, parameters and EMA
+    weights are gated there (test_twenty_steps_losses_and_parameters, test_ema_state_matches_reference):
+    here, that the run did meet the short batch in both positions, and the loss of those steps."""
+    sizes = [len(b) for b in runs['rec'].batches[:STEPS * ACCUM]]
+    assert len(sizes) == STEPS * ACCUM and sizes.count(4) == 3, sizes
+    assert sizes[12] == sizes[25] == sizes[38] == 4, sizes
+    assert (12 % ACCUM, 25 % ACCUM) == (0, 1)           # micro-batch 0 of step 7, 1 of step 13
+    ref_losses = np.array(runs['ref'].losses[:STEPS * ACCUM]).reshape(STEPS, ACCUM).sum(1) / ACCUM
+    ms_losses = np.array(runs['ms_losses'])
+    for step in (7, 13, 20):
+        assert_parity(f'trainer loss step {step} (a short batch in it)', ref_losses[step - 1], ms_losses[step - 1],
+                      'trainer_loss')
