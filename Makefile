@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers (each runs whole test files; every test is single-threaded)
+JOBS   ?= 2
 
 .PHONY: demo test setup clean
 
@@ -21,7 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest parity_tests $(PYTEST_ARGS)
+	$(PY) -m pytest parity_tests -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache rank_0

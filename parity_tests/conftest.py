@@ -1,12 +1,13 @@
 import os
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 # one thread each, so both frameworks see the same CPU and timings are stable on 2 cores
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
-RESULTS = []   # every Diff measured in this session, for the summary table
+RESULTS = []   # every comparison of this session (Diff.as_dict, collected from the reports), for the summary table
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -20,11 +21,18 @@ def _frameworks():
 
 
 @pytest.fixture
-def record():
+def record(request):
+    """Keeps a comparison for the summary table: on the test's report (``user_properties``), so
+    that the table also collects the comparisons of ``pytest -n 2`` workers (pytest-xdist)."""
     def _record(r):
-        RESULTS.append(r)
+        request.node.user_properties.append(('parity', r.as_dict()))
         return r
     return _record
+
+
+def pytest_runtest_logreport(report):
+    if report.when == 'call':
+        RESULTS.extend(SimpleNamespace(**v) for k, v in report.user_properties if k == 'parity')
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -40,7 +48,7 @@ def pytest_terminal_summary(terminalreporter):
     path = os.environ.get('PARITY_REPORT')
     if path:
         from ms_ddpm.io.records import write_json
-        write_json(path, [r.as_dict() for r in RESULTS])
+        write_json(path, [vars(r) for r in RESULTS])
         tr.write_line(f'every comparison written to {path}')
 
 
