@@ -110,21 +110,24 @@ def accuracy_gate(r, expected, actual, expected64, dtype='float32', yardstick=No
     is under the FLOOR (``parity.tolerances.ACCURACY``).  ``yardstick`` (the reference's distance
     over the whole computation, e.g. all gradients of one loss) also floors the reference's
     distance: one tensor's distance is a single draw from the computation's rounding errors (the
-    reference can be lucky on it), the computation's distance is their level.  Sets
+    reference can be lucky on it), the computation's distance is their level; and a part of a
+    computation (a yardstick given) is judged at PART_FACTOR, the whole at FACTOR (the per-tensor
+    ratio's tail, ``parity.tolerances.ACCURACY``).  Sets
     ``torch_vs_float64``, ``mindspore_vs_float64``, ``tol`` (the factor), ``metric``
     ('vs_float64'), ``ok`` and ``why``; returns ``r``."""
     acc = accuracy(dtype)
+    factor = acc.factor if yardstick is None else acc.part_factor
     t = diff(r.name, expected64, expected)
     m = diff(r.name, expected64, actual)
     r.torch_vs_float64, r.mindspore_vs_float64 = t.rel_fro, m.rel_fro
-    r.tol, r.metric = acc.factor, 'vs_float64'
+    r.tol, r.metric = factor, 'vs_float64'
     nonfinite = r.nonfinite or t.nonfinite or m.nonfinite
     level = max(t.rel_fro, acc.rel_floor, yardstick or 0.0)
-    within = m.rel_fro <= acc.factor * level or m.max_abs <= acc.floor
+    within = m.rel_fro <= factor * level or m.max_abs <= acc.floor
     r.ok = (not nonfinite) and bool(within)
     r.why = None if r.ok else ('NaN/Inf present' if nonfinite else
                                f'MindSpore is {m.rel_fro:.3e} from the float64 result (max_abs {m.max_abs:.1e}), '
-                               f'the reference {t.rel_fro:.3e}: more than {acc.factor:g}x max(that, {acc.rel_floor:.1e}, '
+                               f'the reference {t.rel_fro:.3e}: more than {factor:g}x max(that, {acc.rel_floor:.1e}, '
                                f'the computation\'s {yardstick or 0.0:.1e}) and above the floor '
                                f'{acc.floor:.0e} ({acc.reason})')
     return r

@@ -136,7 +136,9 @@ TOLERANCES = {
 
 @dataclass(frozen=True)
 class Accuracy:
-    factor: float       # MindSpore's distance from float64 <= factor x the reference's (rel_fro)
+    factor: float       # a whole computation (all gradients of one loss, a network output): MindSpore's
+                        # distance from float64 <= factor x the reference's (rel_fro)
+    part_factor: float  # one part of it (one parameter's gradient, judged with the whole's yardstick)
     rel_floor: float    # the reference's distance counts as at least this (a few ulps)
     floor: float        # or: MindSpore's largest absolute distance from float64 is at most this
     reason: str
@@ -144,26 +146,30 @@ class Accuracy:
 
 ACCURACY = {
     'float32': Accuracy(
-        4.0, 8 * 2.0 ** -24, 1e-9,
-        'two float32 computations of the same gradient, each with its own summation order, are two draws '
-        'from one error distribution; their ratio spreads widely for a small tensor (8-16 elements: a gain, '
-        'a bias) because a few elements dominate its norm. FACTOR: measured ratio MindSpore-vs-float64 / '
-        'torch-vs-float64 over every gradient row (test_training, test_1d, test_processes, test_karras, '
-        'PyNative and GRAPH, 2026-12-02): per tensor (3112 comparisons) median 1.00, p90 1.97, p99 5.5, worst '
-        '11.2 (1D self-cond row, ups.1.1.block1.proj.bias, 8 elements, max abs 2e-10: under FLOOR); all '
-        'parameters together (22 rows) median 0.93, worst 2.80 (the same 1D row, PyNative 2.58). With the '
-        'two floors every tensor passes at 4 except the learned noise schedule\'s 1-element biases (a ratio '
-        'of two roundings of ONE cancelled sum, 5.5 measured), which keep grad_learned_schedule. '
-        'The per-tensor tail (p99 5.5) is why a tensor\'s own torch distance is not the bar alone: '
-        'parity.compare.assert_gradients floors it with the reference\'s distance over ALL gradients of the '
-        'loss, the computation\'s error level (a tensor where torch was lucky, e.g. cfg downs.1.2.fn.norm.g: '
-        'torch 4.5e-7, MindSpore 2.6e-6 from float64, torch over all parameters 1.0e-6, is judged against '
-        'that level). REL_FLOOR = 8 ulp (4.8e-7): a correctly rounded sum of ~64 '
-        'terms is already that far from exact, so a reference closer than that is luck, not a bar (e.g. '
-        'final_res_block.res_conv.bias: torch 4.6e-8 from float64, MindSpore 3.5e-7). FLOOR 1e-9: a tensor '
-        'whose exact gradient is zero or tiny next to the loss (~1) carries absolute rounding noise of '
-        'eps32 x the gradients flowing past it (~1e-2): ~6e-10 (e.g. the 1D time-MLP weights, |g| ~1e-6, '
-        'max abs error 2e-11; the learned schedule\'s cancelled bias, grad_invariant)'),
+        4.0, 16.0, 8 * 2.0 ** -24, 1e-9,
+        'two float32 computations of the same result, each with its own summation orders (MindSpore\'s '
+        'and torch\'s CPU kernels), are two draws from one error distribution. FACTOR (a whole computation: '
+        'all gradients of one loss as one vector, a network output): measured ratio MindSpore-vs-float64 / '
+        'torch-vs-float64 over every gradient row of the suite (test_training, test_1d, test_processes, '
+        'test_karras, test_karras_1d_3d, test_cfg, test_guided_repaint, test_simple_diffusion, PyNative and GRAPH, '
+        '2026-12-03, 31 rows): median 0.94, worst 2.68. PART_FACTOR (one tensor of it, floored by the whole\'s '
+        'level): per tensor the ratio has a heavy tail at every size, because a tensor\'s distance is '
+        'carried by its most cancelled sums (an RMSNorm gain: one sum over the whole (b, h, w) map; a bias) and '
+        'the two frameworks\' kernels order those sums differently (MindSpore\'s gradients overall 1.0-1.5x '
+        'torch\'s distance in the attention blocks; each op alone measured as accurate as torch\'s: softmax, '
+        'normalize, matmul, broadcast-multiply backward; a 1x1 conv 8->384 backward-data 1.4x). Measured over '
+        '3818 tensors: median 0.96, p90 1.6-1.9, p99 3.4-4.5 in every size class (2-16, 17-64, 65-1024, >1024 '
+        'elements), worst 9.6 (an 8-element RMSNorm gain, 1D self-cond row) and 5.9 (guided_diffusion '
+        'downs.1.2.fn.fn.to_out.1.g, which failed CI at 4): log-normal with sigma ~0.6 (from p99), so 16 is '
+        '4.6 sigma, where a porting bug (a wrong op, axis or term: >= 1e-3 relative) is still >60x beyond it; '
+        'the accuracy claim itself is FACTOR on the whole. The learned noise schedule\'s 1-element biases '
+        '(a ratio of two roundings of ONE cancelled sum) keep grad_learned_schedule. REL_FLOOR = 8 ulp '
+        '(4.8e-7): a correctly rounded sum of ~64 terms is already that far from exact, so a reference closer '
+        'than that is luck, not a bar (e.g. final_res_block.res_conv.bias: torch 4.6e-8 from float64, '
+        'MindSpore 3.5e-7). FLOOR 1e-9: a tensor whose exact gradient is zero or tiny next to the loss (~1) '
+        'carries absolute rounding noise of eps32 x the gradients flowing past it (~1e-2): ~6e-10 (e.g. the 1D '
+        'time-MLP weights, |g| ~1e-6, max abs error 2e-11; the learned schedule\'s cancelled bias, '
+        'grad_invariant)'),
 }
 
 

@@ -24,11 +24,12 @@ class RefRun:
     """The reference Trainer, fed a given batch sequence and given draws; ``losses`` holds
     every micro-batch loss (a forward hook on the diffusion model)."""
 
-    def __init__(self, td, folder, results, batch, accum, max_grad_norm, **kw):
-        import denoising_diffusion_pytorch as ddp
-        self.trainer = ddp.Trainer(td, str(folder), train_batch_size=batch, gradient_accumulate_every=accum,
-                                   augment_horizontal_flip=False, max_grad_norm=max_grad_norm,
-                                   save_and_sample_every=10 ** 9, calculate_fid=False, results_folder=str(results), **kw)
+    def __init__(self, td, folder, results, batch, accum, max_grad_norm, module=None, **kw):
+        import importlib
+        ref = importlib.import_module('denoising_diffusion_pytorch' + (f'.{module}' if module else ''))
+        self.trainer = ref.Trainer(td, str(folder), train_batch_size=batch, gradient_accumulate_every=accum,
+                                   augment_horizontal_flip=False, save_and_sample_every=10 ** 9,
+                                   results_folder=str(results), **_trainer_options(module, max_grad_norm), **kw)
         self.losses = []
         td.register_forward_hook(lambda m, i, o: self.losses.append(float(o.detach())))
 
@@ -58,13 +59,22 @@ def reference_draws(draws):
                 uniform=[x for x in times if np.issubdtype(np.asarray(x).dtype, np.floating)])
 
 
-def ms_trainer(folder, results, model, batch, accum, max_grad_norm, seed, **kw):
-    """The ms_ddpm Trainer configured as :class:`RefRun`'s reference Trainer."""
-    import ms_ddpm
-    return ms_ddpm.Trainer(model, str(folder), train_batch_size=batch, gradient_accumulate_every=accum,
-                           augment_horizontal_flip=False, max_grad_norm=max_grad_norm, save_and_sample_every=10 ** 9,
-                           calculate_fid=False, results_folder=str(results), seed=seed, progress=False,
-                           log=lambda *a: None, **kw)
+def _trainer_options(module, max_grad_norm):
+    """guided_diffusion's (older) Trainer has no ``max_grad_norm`` (it clips at 1.0) and no FID."""
+    if module == 'guided_diffusion':
+        assert max_grad_norm == 1., 'the guided_diffusion Trainer clips at 1.0'
+        return {}
+    return dict(max_grad_norm=max_grad_norm, calculate_fid=False)
+
+
+def ms_trainer(folder, results, model, batch, accum, max_grad_norm, seed, module=None, **kw):
+    """The ms_ddpm Trainer (``module``'s: ``ms_ddpm.<module>.Trainer``) configured as
+    :class:`RefRun`'s reference Trainer."""
+    import importlib
+    twin = importlib.import_module('ms_ddpm' + (f'.{module}' if module else ''))
+    return twin.Trainer(model, str(folder), train_batch_size=batch, gradient_accumulate_every=accum,
+                        augment_horizontal_flip=False, save_and_sample_every=10 ** 9, results_folder=str(results),
+                        seed=seed, progress=False, log=lambda *a: None, **_trainer_options(module, max_grad_norm), **kw)
 
 
 class Recorder:

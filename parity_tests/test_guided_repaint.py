@@ -47,14 +47,10 @@ def _loss_data(case):
 
 
 def _torch_loss(td, d, case, monkeypatch):
-    import denoising_diffusion_pytorch.guided_diffusion as gd_mod
-    import denoising_diffusion_pytorch.repaint as rp_mod
     coin = case.draws.get('coin')
-    mod = gd_mod if case.module == 'guided_diffusion' else rp_mod
-    if coin is not None:   # each module has its own `from random import random`
-        monkeypatch.setattr(mod, 'random', lambda: coin)
+    coins = [coin] if coin is not None and td.self_condition else []
     randn = [d['offset_noise']] if 'offset_noise' in d else []
-    with injected_draws(randn=randn, randint=[d['t']]):
+    with injected_draws(randn=randn, randint=[d['t']], coins=coins):
         return td(_t(d['img']), noise=_t(d['noise'].copy()), loss_reduction=case.call.get('reduction', 'mean'))
 
 

@@ -39,20 +39,25 @@ def _shape_of(size):
     return tuple(int(s) for s in size)
 
 
+COIN_MODULES = ('denoising_diffusion_pytorch', 'denoising_diffusion_pytorch_1d', 'elucidated_diffusion',
+                'classifier_free_guidance', 'guided_diffusion', 'repaint')
+
+
 @contextmanager
 def injected_draws(randn=(), coins=(), randint=(), strict=True, uniform=()):
     """Within the block the reference's ``torch.randn``/``torch.randn_like`` return the arrays
     of ``randn`` in order, ``random()`` the floats of ``coins``, ``torch.randint`` the arrays
     of ``randint``, ``Tensor.uniform_`` (the continuous-time processes' ``random_times``) fills
     its tensor with the arrays of ``uniform``.  With ``strict`` every supplied draw must be used."""
+    import importlib
     import torch
-    import denoising_diffusion_pytorch.denoising_diffusion_pytorch as ddp_mod
-    import denoising_diffusion_pytorch.elucidated_diffusion as edm_mod   # its own `from random import random` (issue 13)
-    import denoising_diffusion_pytorch.denoising_diffusion_pytorch_1d as ddp1d_mod   # its own `from random import random`
+    # each of these modules has its own `from random import random` (the self-conditioning coin)
+    coin_mods = [importlib.import_module(f'denoising_diffusion_pytorch.{m}') for m in COIN_MODULES]
 
     qn, qc, qi = _Queue('randn', randn), _Queue('coin', coins), _Queue('randint', randint)
     qu = _Queue('uniform', uniform)
-    saved = (torch.randn, torch.randn_like, torch.randint, ddp_mod.random, ddp1d_mod.random)
+    saved = (torch.randn, torch.randn_like, torch.randint)
+    saved_coins = [m.random for m in coin_mods]
 
     def randn_(*size, dtype=None, device=None, **kw):
         shape = _shape_of(size)
@@ -74,15 +79,17 @@ def injected_draws(randn=(), coins=(), randint=(), strict=True, uniform=()):
             self.copy_(torch.as_tensor(np.asarray(qu.take(tuple(self.shape))), dtype=self.dtype))
         return self
 
-    torch.randn, torch.randn_like, torch.randint, ddp_mod.random, ddp1d_mod.random = randn_, randn_like_, randint_, random_, random_
-    saved_edm, edm_mod.random = edm_mod.random, random_
+    torch.randn, torch.randn_like, torch.randint = randn_, randn_like_, randint_
+    for m in coin_mods:
+        m.random = random_
     saved_uniform = torch.Tensor.__dict__.get('uniform_')
     torch.Tensor.uniform_ = uniform_
     try:
         yield
     finally:
-        torch.randn, torch.randn_like, torch.randint, ddp_mod.random, ddp1d_mod.random = saved
-        edm_mod.random = saved_edm
+        torch.randn, torch.randn_like, torch.randint = saved
+        for m, r in zip(coin_mods, saved_coins):
+            m.random = r
         if saved_uniform is None:
             del torch.Tensor.uniform_
         else:

@@ -8,7 +8,9 @@ torch side (set and restored around its sampling call).  docs/parity.md lists ea
   ``x_self_cond`` and returns no x_start, so its ``sample()`` raises ``TypeError``;
 - ``karras_continuous_noise``: ElucidatedDiffusion asserts ``net.random_or_learned_sinusoidal_cond``,
   which KarrasUnet lacks (``AttributeError``), though KarrasUnet takes continuous noise levels
-  (MPFourierEmbedding): the attribute set on the reference's KarrasUnet class (True).
+  (MPFourierEmbedding): the attribute set on the reference's KarrasUnet class (True);
+- ``guided_trainer_version``: guided_diffusion.Trainer.save writes ``__version__``, which that module
+  never imports (``NameError`` on every save): the package's version set on the module.
 """
 
 import functools
@@ -42,4 +44,8 @@ def fix_targets(name):
     if name == 'karras_continuous_noise':
         import denoising_diffusion_pytorch.karras_unet as ku
         return [(ku.KarrasUnet, 'random_or_learned_sinusoidal_cond', True)]
+    if name == 'guided_trainer_version':
+        import denoising_diffusion_pytorch.guided_diffusion as gd
+        from denoising_diffusion_pytorch.version import __version__
+        return [(gd, '__version__', __version__)]
     raise ValueError(f'unknown upstream fix {name!r}')

@@ -224,9 +224,14 @@ class TrainerCore:
         return meta
 
     def load_state(self, entries, meta):
+        # a graph compiled before the load keeps its own copy of every parameter's data on
+        # MindSpore 2.8 (after set_data and ops.assign alike; measured: 1e-3 off after 2 steps),
+        # so the train step and EMA updates recompile, and the Adam update (compiled on its own,
+        # ms.jit on the Cell, also under PyNative) is a fresh instance: a PyNative Trainer that
+        # trained, then loaded, otherwise stepped on its pre-load weights (4.9e-4 off after 1 step)
+        self.opt = self._train_steps.opt = Adam(self.params, lr = self.opt.lr, betas = (self.opt.beta1, self.opt.beta2),
+                                                eps = self.opt.eps)
         load_state_entries(entries, meta, self.model, self.ema, self.opt, self.params, self.scaler)
-        # a graph compiled before the load keeps reading the parameters' old data on MindSpore
-        # 2.8 (measured: 1e-3 off after 2 steps), so the train step and EMA updates recompile
         self._train_steps.steps.clear()
         self.ema._updaters.clear()
         self.step = int(meta['step'])

@@ -76,6 +76,9 @@ PROCESS_DRAWS = {
     # its class is named GaussianDiffusion too
     'classifier_free_guidance.GaussianDiffusion': ProcessDraws('randint', offset = True, keep_mask = True,
                                                                batch_kwargs = ('classes',)),
+    # issue 14: forward(img, ..., t) (the reference's forward draws its local ``t``); guided: no offset noise
+    'guided_diffusion.GaussianDiffusion': ProcessDraws('randint', time_kwarg = 't', coin = True),
+    'repaint.GaussianDiffusion': ProcessDraws('randint', time_kwarg = 't', offset = True, coin = True),
 }
 
 
@@ -180,11 +183,20 @@ def forward_kwargs(spec, offset, coin):
                            offset_noise = offset_noise)
             return net(img, times = times, cond_keep_mask = cond_keep_mask, classes = classes, noise = noise)
         return call_cfg
-    if spec.time_kwarg not in ('times', 'sigma') or spec.coin_kwarg != 'self_cond_coin':
+    if spec.time_kwarg not in ('times', 'sigma', 't') or spec.coin_kwarg != 'self_cond_coin':
         raise ValueError(f'no forward call for the keywords {spec.time_kwarg!r}, {spec.coin_kwarg!r}')
     sigma = spec.time_kwarg == 'sigma'      # explicit keywords: GRAPH mode compiles these calls
+    t_kw = spec.time_kwarg == 't'
 
     def call(net, img, times, noise, offset_noise, self_cond_coin):
+        if t_kw:
+            if offset and coin:
+                return net(img, t = times, noise = noise, offset_noise = offset_noise, self_cond_coin = self_cond_coin)
+            if offset:
+                return net(img, t = times, noise = noise, offset_noise = offset_noise)
+            if coin:
+                return net(img, t = times, noise = noise, self_cond_coin = self_cond_coin)
+            return net(img, t = times, noise = noise)
         if sigma:
             if coin:
                 return net(img, sigma = times, noise = noise, self_cond_coin = self_cond_coin)

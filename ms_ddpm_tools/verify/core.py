@@ -469,16 +469,16 @@ def _layer_diff(key, e, a, ts):
     return diff(key, e, a)
 
 
-ACCURACY_FACTOR = 2.0
-
-
 def _accuracy_gate(r, expected, key, ref_key, a, ts):
-    """Second opinion for a figure beyond its tolerance: both frameworks' float32 results
-    against the reference evaluated in float64.  The port is as exact as the reference when
-    MindSpore's distance from the float64 result is at most ACCURACY_FACTOR x PyTorch's own
-    (typical where the output is much smaller than the activations feeding it, e.g. the
-    U-Net's last 1x1 conv at t=0, so rounding shows up larger in relative terms)."""
-    from parity.compare import diff
+    """Second opinion for a figure beyond its tolerance: the suite's error model
+    (``parity.compare.accuracy_gate``, ``parity.tolerances.ACCURACY``): both frameworks' float32
+    results against the reference evaluated in float64; the port is as exact as the reference
+    when MindSpore's distance from the float64 result is at most the gate's factor x PyTorch's
+    own (floored at a few ulps).  Typical where the output is much smaller than the activations
+    feeding it (the U-Net's last 1x1 conv at t=0), or where a layer amplifies the drift it is
+    fed (a PixelNorm of 4-element attention heads): there the distance at one layer is a single
+    draw from the computation's rounding errors, not a fixed bound."""
+    from parity.compare import accuracy_gate
     e64 = np.asarray(expected['f64' + ref_key])
     e32 = np.asarray(expected[ref_key])
     a = np.asarray(a)
@@ -487,13 +487,11 @@ def _accuracy_gate(r, expected, key, ref_key, a, ts):
         b = e64.shape[0] // len(ts)
         i = list(ts).index(at)
         e64, e32, a = e64[i * b:(i + 1) * b], e32[i * b:(i + 1) * b], a[i * b:(i + 1) * b]
-    err_torch = diff('torch', e64, e32).rel_fro
-    err_ms = diff('ms', e64, a).rel_fro
-    r.f64 = {'torch_vs_float64': err_torch, 'mindspore_vs_float64': err_ms}
-    if err_ms <= ACCURACY_FACTOR * err_torch:
-        r.ok = True
-        r.gate = (f'accuracy: beyond tolerance, but MindSpore is {err_ms:.2e} from the float64 result, '
-                  f'PyTorch {err_torch:.2e} (<= {ACCURACY_FACTOR:g}x)')
+    accuracy_gate(r, e32, a, e64)
+    r.f64 = {'torch_vs_float64': r.torch_vs_float64, 'mindspore_vs_float64': r.mindspore_vs_float64}
+    if r.ok:
+        r.gate = (f'accuracy: beyond tolerance, but MindSpore is {r.mindspore_vs_float64:.2e} from the float64 '
+                  f'result, PyTorch {r.torch_vs_float64:.2e} (<= {r.tol:g}x, parity.tolerances.ACCURACY)')
 
 
 def compare(expected, actual, ts=()):
