@@ -187,7 +187,7 @@ def test_verify_conditional_fixture(files, live, tmp_path):
     fresh_inp, _ = conditional.make_inputs(cfg, core.alphas_cumprod_of(cfg, w), opts, batch=1, per_class=1)
     assert set(fresh_inp) == set(inp) and all(np.array_equal(fresh_inp[k], inp[k]) for k in inp)
     assert all(np.array_equal(w[k], sd[k]) for k in w)
-    fresh = conditional.torch_side(cfg, w, fresh_inp, opts, core.Timer(), conditional.PARTS, [])
+    fresh = conditional.torch_side(cfg, w, fresh_inp, opts, core.Timer(), tuple(meta['parts']), [])
     assert set(fresh) == set(expected)
     for k in fresh:
         np.testing.assert_array_equal(fresh[k], expected[k], err_msg=k)

@@ -20,8 +20,42 @@ def _verdict(name, expected, actual, kind):
 
 
 def test_shipped_fixtures_are_small():
+    """Every clone carries them: the two main ones under 6.5 MB, all together under 10 MB."""
+    from parity.fixtures import FIXTURE_DIR
     total = sum(os.path.getsize(p) for p in (PARITY_FIXTURE, VERIFY_FIXTURE))
     assert total < 6.5e6, f'shipped fixtures take {total / 1e6:.1f} MB'
+    every = sum(os.path.getsize(os.path.join(FIXTURE_DIR, f)) for f in os.listdir(FIXTURE_DIR))
+    assert every < 10e6, f'all shipped fixtures take {every / 1e6:.1f} MB'
+
+
+# issue 14's golden fixtures (python -m ms_ddpm_tools.verify.fixtures cfg|repaint|guided): the run's kind
+# (report key), what it compares, what the report says of the sampler
+ISSUE14_FIXTURES = {
+    'verify-cfg.npz': ('conditional', {'unet', 'guided', 'loss', 'sample', 'buffer'}, 'at classes [0, 2], cond_scale 3'),
+    'verify-repaint.npz': ('sampler', {'sample'}, 'RePaint (DDPM, 10 steps, resample_iter 2, resample_jump 2'),
+    'verify-guided.npz': ('sampler', {'sample'}, 'DDPM with classifier guidance'),
+}
+
+
+def test_issue14_golden_fixtures_run_without_pytorch(tmp_path):
+    """``ms-ddpm verify --fixture`` of the shipped classifier-free guidance, RePaint and
+    classifier-guidance fixtures, in one process where ``import torch`` fails: each PASSes with
+    the recorded run's options (classes / cond_scale, the RePaint schedule, the example
+    classifier, whose weights travel with the inputs) and its pictures."""
+    from parity.fixtures import FIXTURE_DIR
+    runs = [(os.path.join(FIXTURE_DIR, f), str(tmp_path / f.split('.')[0])) for f in ISSUE14_FIXTURES]
+    code = ('import sys; sys.modules["torch"] = None\n'
+            'from ms_ddpm_tools.verify.command import main\n'
+            f'codes = [main(["--fixture", fx, "--out", out, "--no-graph", "--quiet"]) for fx, out in {runs!r}]\n'
+            'print("codes", codes); sys.exit(max(codes))')
+    p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0 and p.stdout.count('verdict: PASS') == 3, p.stdout[-3000:] + p.stderr[-3000:]
+    for (fx, out), (key, kinds, sampler) in zip(runs, ISSUE14_FIXTURES.values()):
+        rep = json.loads(open(os.path.join(out, 'verify.json')).read())
+        assert rep['versions']['torch_source'] == 'fixture' and rep[key], fx
+        assert {r['name'].split('/')[0] for r in rep['results']} == kinds, fx
+        assert sampler in rep['sampling']['sampler'], (fx, rep['sampling'])
+        assert os.path.getsize(os.path.join(out, 'samples.png')) > 0
 
 
 def test_parity_cases_fixture_and_live_give_the_same_verdicts(record):

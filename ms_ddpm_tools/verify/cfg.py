@@ -179,21 +179,24 @@ def torch_side(cfg, state_dict, inp, opts, timer, parts, notes):
     to_np = lambda a: a.detach().cpu().numpy()
     with torch.no_grad():
         args = (t(inp['unet_x']), t(inp['unet_t']), t(inp['unet_classes']))
-        rec = _Recorder(to_np)
-        handles = [m.register_forward_hook(rec.hook(n)) for n, m in tu.named_modules()]
-        with timer('layers (hooked forward)'):
-            tu(*args, cond_drop_prob=0.)
-        for h in handles:
-            h.remove()
-        out.update(('layer/' + k, v) for k, v in rec.out.items())
+        layers = 'layers' in parts
+        if layers:
+            rec = _Recorder(to_np)
+            handles = [m.register_forward_hook(rec.hook(n)) for n, m in tu.named_modules()]
+            with timer('layers (hooked forward)'):
+                tu(*args, cond_drop_prob=0.)
+            for h in handles:
+                h.remove()
+            out.update(('layer/' + k, v) for k, v in rec.out.items())
         tu64 = copy.deepcopy(tu).double()
         rec64 = _Recorder(to_np)
-        handles = [m.register_forward_hook(rec64.hook(n)) for n, m in tu64.named_modules()]
+        handles = [m.register_forward_hook(rec64.hook(n)) for n, m in tu64.named_modules()] if layers else []
         f64 = {k: (v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in inp.items()}
         default_dtype = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)      # tensors made inside forward (time embedding) too
         try:
-            tu64(t(f64['unet_x']), t(f64['unet_t']), t(f64['unet_classes']), cond_drop_prob=0.)
+            if layers:
+                tu64(t(f64['unet_x']), t(f64['unet_t']), t(f64['unet_classes']), cond_drop_prob=0.)
             for h in handles:
                 h.remove()
             handles = []
@@ -231,13 +234,14 @@ def ms_side(cfg, state_dict, inp, opts, timer, parts, graph):
     mu, md = build(cfg, state_dict, 'ms')
     out = OrderedDict()
     args = (T(inp['unet_x']), T(inp['unet_t']), T(inp['unet_classes']))
-    rec = _Recorder(lambda a: a.asnumpy())
-    handles = [c.register_forward_hook(rec.hook(n)) for n, c in mu.cells_and_names()]
-    with timer('layers (hooked forward)'):
-        mu(*args, cond_drop_prob=0.)
-    for h in handles:
-        h.remove()
-    out.update(('layer/' + k, v) for k, v in rec.out.items())
+    if 'layers' in parts:
+        rec = _Recorder(lambda a: a.asnumpy())
+        handles = [c.register_forward_hook(rec.hook(n)) for n, c in mu.cells_and_names()]
+        with timer('layers (hooked forward)'):
+            mu(*args, cond_drop_prob=0.)
+        for h in handles:
+            h.remove()
+        out.update(('layer/' + k, v) for k, v in rec.out.items())
     with timer('network at the classes (cond, null, keep mask, guided)'):
         _network_outputs(mu, inp, opts, T, lambda a: a.asnumpy(), out, timer=timer)
     if graph:

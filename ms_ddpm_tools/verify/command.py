@@ -93,8 +93,11 @@ def run(args, log=print):
                   sample_batch=args.sample_batch, seed=args.seed, graph=not args.no_graph, fixture=args.fixture,
                   recipe=args.recipe, threads=args.threads, out=args.out, progress=not args.quiet, log=log,
                   classes=args.classes, cond_scale=args.cond_scale, rescaled_phi=args.rescaled_phi,
-                  sampler=args.sampler, resample=dict(resample_iter=args.resample_iter, resample_jump=args.resample_jump,
-                                                      resample_every=args.resample_every))
+                  sampler=args.sampler, resample=_resample(args))
+
+
+def _resample(args):
+    return dict(resample_iter=args.resample_iter, resample_jump=args.resample_jump, resample_every=args.resample_every)
 
 
 def _where(r):
@@ -127,7 +130,8 @@ def _main(args):
             from ms_ddpm_tools.verify.fixtures import record_verify
             path = record_verify(args.record_fixture, args.checkpoint, args.recipe, args.ema, args.image_size,
                                  args.config, args.batch, args.sample_batch, args.seed, args.sampling_timesteps,
-                                 classes=args.classes, cond_scale=args.cond_scale, rescaled_phi=args.rescaled_phi)
+                                 classes=args.classes, cond_scale=args.cond_scale, rescaled_phi=args.rescaled_phi,
+                                 sampler=args.sampler, resample=_resample(args))
             print(f'{path}: {os.path.getsize(path) / 1e6:.2f} MB')
             return EXIT_OK
         baseline = _read_report(args.baseline) if args.baseline else None

@@ -37,10 +37,14 @@ def _source_line(info):
 def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config=None, image_size=None, seq_length=None,
            sampling_timesteps=None, batch=4, sample_batch=8, seed=0, graph=True, fixture=None,
            recipe='default', threads=1, parts=PARTS, out=None, progress=True, log=print, classes=None, cond_scale=None,
-           rescaled_phi=None, sampler='default', resample=None):
+           rescaled_phi=None, sampler='default', resample=None, record=None):
     """Run the comparisons; returns the report dict (written to ``out`` when given:
     verify.json, report.md, samples.png).  Errors in the inputs raise ``VerifyError`` or the
-    converter's ``ConvertError`` (missing, corrupt or unsafe files)."""
+    converter's ``ConvertError`` (missing, corrupt or unsafe files).  ``record``: write the
+    PyTorch side of this run (weights, inputs, draws, reference outputs, the run's options and
+    parts) as a golden fixture at that path and return the path, MindSpore not run; a fixture
+    run (``fixture``) replays it: every kind verify runs (networks, processes, classifier-free
+    guidance, ``--sampler repaint|guided``) records the same way."""
     import mindspore as ms
     ms.set_device('CPU')
     from ms_ddpm_tools.verify import report
@@ -51,6 +55,10 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
     t_start = time.perf_counter()
     t_torch, t_ms = core.Timer(), core.Timer()
     weights_label = None
+    sampler_opts = None
+    builtin = None
+    if fixture and record:
+        raise VerifyError('--fixture and --record-fixture: a fixture is recorded from a checkpoint, not from a fixture')
     if fixture:
         from ms_ddpm_tools.verify.fixtures import load_verify_fixture
         meta, sd, inp, expected = load_verify_fixture(fixture)
@@ -58,6 +66,9 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         cfg_opts = meta.get('cfg_options')            # issue 14: a conditional run's classes / cond_scale
         if cfg_opts is not None:
             parts = tuple(p for p in parts if p in conditional.PARTS)
+        sampler_opts = meta.get('sampler_options')     # --sampler repaint|guided, recorded
+        if meta.get('parts') is not None:              # the parts recorded (a lean fixture: no layers)
+            parts = tuple(p for p in parts if p in meta['parts'])
         checkpoint, source = meta['checkpoint'], f'golden fixture {fixture}'
         weights_label = meta.get('weights') or core.weights_label(meta.get('source') or {}, False)
         t_torch.times.update(meta.get('torch_timings', {}))
@@ -69,6 +80,7 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         if checkpoint is None:
             r = RECIPES[recipe]
             checkpoint, built = ensure_checkpoint(r, log=log)
+            builtin = f'built-in "{r["name"]}"'
             config = config or config_of(r)
             source = f'built-in default "{r["name"]}"' + (' (built now)' if built else ' (cached)')
         else:
@@ -104,7 +116,6 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
                 cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
             inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch,
                                        sample_batch=sample_batch, seed=seed)
-    sampler_opts = None
     if sampler != 'default' and not fixture:        # issue 14: RePaint / classifier guidance in place of the sampler
         sampler_opts = samplers.options(cfg, sampler, classes, cond_scale, resample)
         inp.update(samplers.make_inputs(cfg, sampler_opts, sample_batch=sample_batch, seed=seed))
@@ -136,6 +147,11 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
             if sampler_notes:
                 expected['notes'] = list(expected.get('notes', [])) + sampler_notes
     reference_notes = expected.pop('notes', []) if isinstance(expected, dict) else []
+    if fixture:
+        reference_notes = list(meta.get('reference_notes', []))
+    if record:
+        return _record(record, cfg, ts, batch, builtin or os.path.basename(checkpoint), info, weights_label, t_torch,
+                       parts, cfg_opts, sampler_opts, reference_notes, sd, inp, expected)
     if networks.is_network(cfg):
         actual = networks.ms_side(cfg, ms_sd, inp, t_ms, graph=graph and 'unet' in parts)
     elif cfg_opts is not None:
@@ -183,7 +199,7 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
         against=(os.path.abspath(against) if against is not None else None),
         against_source=_source_line(against_info) if against_info else None,
         parts=list(parts), config=cfg, timesteps_compared=ts, batch=batch, seed=seed,
-        reference_notes=reference_notes if not fixture else [],
+        reference_notes=reference_notes,
         sampling={'steps': steps, 'sampler': sampler,
                   'batch': int(inp['sample_noise'].shape[1])} if 'sample' in parts else None,
         verdict=verdict,
@@ -235,6 +251,21 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
                                       f'largest |difference| {dmax:.2e} (pixels in [0, 1]; the last row is stretched).')
         report.write_report(out, rep)
     return rep
+
+
+def _record(path, cfg, ts, batch, name, info, weights_label, t_torch, parts, cfg_opts, sampler_opts, notes,
+            sd, inp, expected):
+    from reference.builders import torch_versions
+    from ms_ddpm_tools.verify.fixtures import FORMAT, save_verify_fixture
+    meta = {'format': FORMAT, 'version': 1, 'config': cfg, 'timesteps': ts, 'batch': batch, 'checkpoint': name,
+            'source': info, 'weights': weights_label, 'versions': torch_versions(),
+            'torch_timings': dict(t_torch.times), 'parts': list(parts), 'reference_notes': list(notes)}
+    if cfg_opts is not None:
+        meta['cfg_options'] = cfg_opts
+    if sampler_opts is not None:
+        meta['sampler_options'] = sampler_opts
+    save_verify_fixture(path, meta, sd, inp, expected)
+    return path
 
 
 def _where(r):

@@ -14,42 +14,15 @@ FORMAT = 'ms_ddpm-verify-fixture'
 
 def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=None, config=None,
                   batch=1, sample_batch=4, seed=0, sampling_timesteps=None, classes=None, cond_scale=None,
-                  rescaled_phi=None):
-    """The reference side of a ``verify`` run, written to ``path``."""
-    import torch
-    from reference.builders import torch_versions
-    from ms_ddpm_tools.verify import core
-    from ms_ddpm_tools.verify.default import RECIPES, config_of, ensure_checkpoint
-    torch.set_num_threads(1)
-    if checkpoint is None:
-        r = RECIPES[recipe]
-        checkpoint, _ = ensure_checkpoint(r)
-        config = config or config_of(r)
-        name = f'built-in "{r["name"]}"'
-    else:
-        name = os.path.basename(checkpoint)
-    cfg, sd, info = core.load_checkpoint(checkpoint, ema=ema, config=config, image_size=image_size)
-    if sampling_timesteps:
-        cfg['diffusion']['sampling_timesteps'] = sampling_timesteps
-    timer = core.Timer()
-    from ms_ddpm_tools.verify import cfg as conditional
-    opts = None
-    if conditional.is_cfg(cfg):        # issue 14: the conditional path at the given classes / cond_scale
-        opts = conditional.options(cfg, classes, cond_scale, rescaled_phi)
-        inp, ts = conditional.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), opts, batch=batch,
-                                          per_class=max(1, sample_batch // len(opts['classes'])), seed=seed)
-        expected = conditional.torch_side(cfg, sd, inp, opts, timer, conditional.PARTS, [])
-    else:
-        inp, ts = core.make_inputs(cfg, core.alphas_cumprod_of(cfg, sd), batch=batch, sample_batch=sample_batch,
-                                   seed=seed)
-        expected = core.torch_side(cfg, sd, inp, progress=False, timer=timer)
-    meta = {'format': FORMAT, 'version': 1, 'config': cfg, 'timesteps': ts, 'batch': batch,
-            'checkpoint': name, 'source': info, 'weights': core.weights_label(info, ema),
-            'versions': torch_versions(), 'torch_timings': dict(timer.times)}
-    if opts is not None:
-        meta['cfg_options'] = opts
-    save_verify_fixture(path, meta, sd, inp, expected)
-    return path
+                  rescaled_phi=None, sampler='default', resample=None, parts=None):
+    """The reference side of a ``verify`` run, written to ``path`` (``engine.verify(record=path)``:
+    the run's own code path, whatever the kind).  ``parts``: the comparisons recorded (default
+    all; a fixture without ``layers`` is a fraction of the size, its replay compares the rest)."""
+    from ms_ddpm_tools.verify.engine import PARTS, verify
+    return verify(checkpoint, ema=ema, config=config, image_size=image_size, sampling_timesteps=sampling_timesteps,
+                  batch=batch, sample_batch=sample_batch, seed=seed, recipe=recipe, parts=parts or PARTS,
+                  classes=classes, cond_scale=cond_scale, rescaled_phi=rescaled_phi, sampler=sampler,
+                  resample=resample, record=path, progress=False, log=lambda *a: None)
 
 
 def save_verify_fixture(path, meta, state_dict, inputs, expected):
@@ -102,22 +75,57 @@ def tiny_cfg_state_dict():
     return cfg_ref.GaussianDiffusion(cfg_ref.Unet(**kwargs_of(TINY_CFG['unet'])), **TINY_CFG['diffusion']).state_dict()
 
 
-def record_cfg(path):
+# the comparisons the shipped CFG fixture records: all but the per-layer activations (which, with
+# their float64 twins, were 5.6 of its 5.8 MB; the live CFG run compares them, test_convert_cfg)
+CFG_FIXTURE_PARTS = ('unet', 'loss', 'sample', 'buffers')
+
+
+def record_cfg(path, parts=CFG_FIXTURE_PARTS):
     """Record the shipped CFG verify fixture (``python -m ms_ddpm_tools.verify.fixtures cfg [PATH]``)."""
     import tempfile
     import torch
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, 'tiny-cfg.pt')
         torch.save(tiny_cfg_state_dict(), src)
-        return record_verify(path, src, config={'unet': TINY_CFG['unet']}, image_size=8, **TINY_CFG_OPTIONS)
+        return record_verify(path, src, config={'unet': TINY_CFG['unet']}, image_size=8, parts=parts,
+                             **TINY_CFG_OPTIONS)
+
+
+# the shipped sampler fixtures (issue 14: verify --sampler repaint | guided): a tiny plain
+# GaussianDiffusion (torch.manual_seed(0) weights, 3 channels: the example classifier's), its
+# final samples only; RePaint's whole schedule at resample_iter 2, resample_jump 2, every 5
+TINY_SAMPLER = {'unet': {'dim': 8, 'dim_mults': [1, 2], 'channels': 3, 'attn_heads': 2, 'attn_dim_head': 8},
+                'diffusion': {'image_size': 8, 'timesteps': 10, 'objective': 'pred_noise'}}
+SAMPLER_OPTIONS = {'repaint': dict(resample={'resample_iter': 2, 'resample_jump': 2, 'resample_every': 5}),
+                   'guided': dict(classes=[1, 3], cond_scale=2.)}
+
+
+def record_sampler(path, sampler):
+    """Record the shipped ``--sampler`` fixture of ``sampler`` (``python -m
+    ms_ddpm_tools.verify.fixtures repaint|guided [PATH]``)."""
+    import tempfile
+    import torch
+    import denoising_diffusion_pytorch as ddp
+    from weight_convert.config import kwargs_of
+    torch.manual_seed(0)
+    gd = ddp.GaussianDiffusion(ddp.Unet(**kwargs_of(TINY_SAMPLER['unet'])), **TINY_SAMPLER['diffusion'])
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, 'tiny-plain.pt')
+        torch.save(gd.state_dict(), src)
+        return record_verify(path, src, config={'unet': TINY_SAMPLER['unet']}, image_size=8, batch=1, sample_batch=2,
+                             parts=('sample',), sampler=sampler, **SAMPLER_OPTIONS[sampler])
+
+
+RECORDERS = {'1d': ('verify-1d.npz', record_1d), 'cfg': ('verify-cfg.npz', record_cfg),
+             'repaint': ('verify-repaint.npz', lambda p: record_sampler(p, 'repaint')),
+             'guided': ('verify-guided.npz', lambda p: record_sampler(p, 'guided'))}
 
 
 if __name__ == '__main__':
     import sys
     from parity.fixtures import FIXTURE_DIR
-    if sys.argv[1:2] == ['cfg']:
-        out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(FIXTURE_DIR, 'verify-cfg.npz')
-        print(f'{record_cfg(out)}: {os.path.getsize(out) / 1e6:.2f} MB')
-        sys.exit(0)
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(FIXTURE_DIR, 'verify-1d.npz')
-    print(f'{record_1d(out)}: {os.path.getsize(out) / 1e6:.2f} MB')
+    args = sys.argv[1:]
+    which = args.pop(0) if args and args[0] in RECORDERS else '1d'
+    name, fn = RECORDERS[which]
+    out = args[0] if args else os.path.join(FIXTURE_DIR, name)
+    print(f'{fn(out)}: {os.path.getsize(out) / 1e6:.2f} MB')

@@ -22,6 +22,7 @@ import numpy as np
 SAMPLERS = ('default', 'repaint', 'guided')
 MODULES = {'repaint': 'repaint', 'guided': 'guided_diffusion'}
 GUIDED_NUM_CLASSES, GUIDED_SEED, GUIDED_SCALE = 10, 7, 1.
+CLASSIFIER = 'sampler_classifier.'        # input keys of the example classifier's weights
 REPAINT_DEFAULTS = dict(resample_iter=10, resample_jump=10, resample_every=50)     # the reference's sample()
 
 
@@ -108,6 +109,11 @@ def make_inputs(cfg, opts, sample_batch=8, seed=0):
         inp['sampler_y'] = np.resize(np.array(opts['classes'], np.int64), sample_batch)
         steps = d.get('sampling_timesteps') or T
         count = steps
+        # the example classifier's weights (built by the reference's code from the seed) travel with
+        # the inputs: the MindSpore side loads them, so a golden fixture replays without PyTorch
+        from parity.cases_guided import example_classifiers
+        _, tc, _, _ = example_classifiers(size, opts['num_classes'], opts['seed'])
+        inp.update((CLASSIFIER + k, v.detach().numpy()) for k, v in tc.state_dict().items())
     inp['sampler_noise'] = rng.standard_normal((count,) + shape).astype(np.float32)
     return inp
 
@@ -146,8 +152,8 @@ def torch_sample(cfg, state_dict, inp, opts, timer, notes):
 
 
 def ms_sample(cfg, state_dict, inp, opts, timer, graph=False):
+    """MindSpore's samples (no PyTorch needed: the classifier's weights are inputs)."""
     import mindspore as ms
-    from parity.cases_guided import example_classifiers
     T = ms.Tensor
     proc = build(cfg, state_dict, opts['sampler'], 'ms')
     proc.jit_sampling = bool(graph)           # the compiled sampling steps in GRAPH runs only
@@ -155,7 +161,11 @@ def ms_sample(cfg, state_dict, inp, opts, timer, graph=False):
         with timer('sampling (repaint)'):
             return proc.sample(gt=T(inp['sampler_gt']), mask=T(inp['sampler_mask']), noise=inp['sampler_noise'],
                                **_repaint_kw(opts)).asnumpy()
-    _, _, m_cond_fn, mc = example_classifiers(int(cfg['diffusion']['image_size']), opts['num_classes'], opts['seed'])
+    from ms_ddpm import guided_diffusion as mg
+    from weight_convert import load_torch_state_dict
+    mc = mg.Classifier(int(cfg['diffusion']['image_size']), opts['num_classes'])
+    load_torch_state_dict(mc, {k[len(CLASSIFIER):]: v for k, v in inp.items() if k.startswith(CLASSIFIER)})
+    m_cond_fn = mg.classifier_cond_fn
     with timer('sampling (guided)'):
         return proc.sample(batch_size=inp['sampler_noise'].shape[1], cond_fn=m_cond_fn, noise=inp['sampler_noise'],
                            guidance_kwargs=dict(classifier=mc, y=T(inp['sampler_y']),
