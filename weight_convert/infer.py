@@ -693,28 +693,34 @@ def infer_karras_unet3d_config(shapes, diffusion=False, image_size=None, frames=
 # pred_objective, the schedule shift (noise_d*) and the sampling/training options are not stored
 # (``rules.SIMPLE_DIFFUSION_NOT_INFERABLE``).
 
+def _ushape(shapes, key):
+    if key not in shapes:
+        raise InferenceError(f'missing {key}: not a reference UViT state dict')
+    return tuple(shapes[key])
+
+
 def _uvit_stem(shapes):
     """(channels, patch_size, dual_patchnorm, init_dim) from UViT's first layers."""
     if 'unpatchify.weight' not in shapes:
         if 'init_conv.2.weight' in shapes:
             raise InferenceError('init_conv.2.weight (a dual_patchnorm stem) without unpatchify.weight: '
                                  'not a reference UViT state dict')
-        ic = _shape(shapes, 'init_conv.weight')
+        ic = _ushape(shapes, 'init_conv.weight')
         if len(ic) != 4 or ic[2:] != (7, 7):
             raise InferenceError(f'init_conv.weight has shape {ic}: without unpatchify.weight (patch_size 1) it is '
                                  f'the (init_dim, channels, 7, 7) conv')
         return ic[1], 1, False, ic[0]
-    up = _shape(shapes, 'unpatchify.weight')
+    up = _ushape(shapes, 'unpatchify.weight')
     if len(up) != 4 or up[2] != up[3] or up[0] != up[1] * up[2] * up[3]:
         raise InferenceError(f'unpatchify.weight has shape {up}: expected (channels p p, channels, p, p)')
     channels, p = up[1], up[2]
     if 'init_conv.weight' in shapes:
-        ic = _shape(shapes, 'init_conv.weight')
+        ic = _ushape(shapes, 'init_conv.weight')
         if len(ic) != 4 or ic[1:] != (channels, p, p):
             raise InferenceError(f'init_conv.weight has shape {ic}; unpatchify.weight {up} gives patch_size {p}, '
                                  f'channels {channels}: expected (init_dim, {channels}, {p}, {p})')
         return channels, p, False, ic[0]
-    lin = _shape(shapes, 'init_conv.2.weight')
+    lin = _ushape(shapes, 'init_conv.2.weight')
     if len(lin) != 2 or lin[1] != channels * p * p:
         raise InferenceError(f'init_conv.2.weight has shape {lin}; unpatchify.weight {up} gives patch_size {p}, '
                              f'channels {channels}: expected (init_dim, {channels * p * p})')
@@ -728,8 +734,8 @@ def infer_uvit_config(shapes, diffusion=False):
     from weight_convert.rules import UVIT_DEFAULTS, UVIT_NO_ATTENTION, UVIT_NOT_INFERABLE
     report = {'inferred': [], 'not_inferred': dict(UVIT_NOT_INFERABLE), 'ambiguous': {}}
     cfg = dict(UVIT_DEFAULTS)
-    half = _shape(shapes, 'time_mlp.0.weights')
-    t1 = _shape(shapes, 'time_mlp.1.weight')
+    half = _ushape(shapes, 'time_mlp.0.weights')
+    t1 = _ushape(shapes, 'time_mlp.1.weight')
     if len(half) != 1 or len(t1) != 2 or t1[0] % 4 or t1[1] != 2 * half[0] + 1:
         raise InferenceError(f'time_mlp.0.weights {half} / time_mlp.1.weight {t1}: expected (n,) and '
                              f'(4 dim, 2 n + 1) (the learned sinusoidal time embedding)')
@@ -745,7 +751,7 @@ def infer_uvit_config(shapes, diffusion=False):
     widths, mults, factors = [init_dim], [], []
     for i in stages:
         key = f'downs.{i}.3.1.weight'
-        w = _shape(shapes, key)
+        w = _ushape(shapes, key)
         dim_in = widths[-1]
         f2 = w[1] // dim_in if len(w) == 4 and w[1] % dim_in == 0 else 0
         f = int(round(f2 ** 0.5))
@@ -765,12 +771,12 @@ def infer_uvit_config(shapes, diffusion=False):
         raise InferenceError(f'ViT layers {layers} are not 0..n-1: not a reference UViT state dict')
     cfg['vit_depth'] = len(layers)
     if layers:
-        dh = _shape(shapes, 'vit.layers.0.0.q_scale')
-        qkv = _shape(shapes, 'vit.layers.0.0.to_qkv.weight')
+        dh = _ushape(shapes, 'vit.layers.0.0.q_scale')
+        qkv = _ushape(shapes, 'vit.layers.0.0.to_qkv.weight')
         if len(dh) != 1 or len(qkv) != 2 or qkv[1] != mid or qkv[0] % (3 * dh[0]):
             raise InferenceError(f'vit.layers.0.0.q_scale {dh} / to_qkv.weight {qkv}: expected (dim_head,) and '
                                  f'(3 heads dim_head, {mid})')
-        ff = _shape(shapes, 'vit.layers.0.1.proj_in.0.weight')
+        ff = _ushape(shapes, 'vit.layers.0.1.proj_in.0.weight')
         if len(ff) != 2 or ff[1] != mid or ff[0] % mid:
             raise InferenceError(f'vit.layers.0.1.proj_in.0.weight has shape {ff}: expected ({mid} ff_mult, {mid})')
         cfg.update(attn_dim_head=dh[0], attn_heads=qkv[0] // (3 * dh[0]), ff_mult=ff[0] // mid)
@@ -778,7 +784,7 @@ def infer_uvit_config(shapes, diffusion=False):
     else:
         for k in ('attn_dim_head', 'attn_heads', 'ff_mult'):
             report['not_inferred'][k] = UVIT_NO_ATTENTION
-    out = _shape(shapes, 'final_conv.weight')[0]
+    out = _ushape(shapes, 'final_conv.weight')[0]
     default_out = channels * patch * patch
     if diffusion and out != default_out:
         raise InferenceError(f'final_conv gives {out} channels, the images have {channels} (x patch_size^2 = '
