@@ -87,7 +87,7 @@ class Upsample(Module):
 
     def init_conv_(self, conv):
         kaiming_uniform_repeated(conv.weight, self.factor_squared)
-        conv.bias.set_data(ops.zeros(conv.bias.shape, conv.bias.dtype))
+        conv.bias.set_data(ms.Tensor(np.zeros(conv.bias.shape, np.float32)))     # no kernel: convert builds it before verify sets the device
 
     def construct(self, x):
         return self.net(x)
@@ -275,8 +275,9 @@ class FeedForward(Module):
             TokenAxis()         # Rearrange('b d -> b 1 d')
         ])
 
-        to_scale_shift_linear.weight.set_data(ops.zeros(to_scale_shift_linear.weight.shape, ms.float32))
-        to_scale_shift_linear.bias.set_data(ops.zeros(to_scale_shift_linear.bias.shape, ms.float32))
+        # zeros from NumPy (no kernel runs while the network is built: convert builds it before verify sets the device)
+        to_scale_shift_linear.weight.set_data(ms.Tensor(np.zeros(to_scale_shift_linear.weight.shape, np.float32)))
+        to_scale_shift_linear.bias.set_data(ms.Tensor(np.zeros(to_scale_shift_linear.bias.shape, np.float32)))
 
         self.proj_in = Sequential([
             Linear(dim, dim_hidden, bias = False),

@@ -215,3 +215,26 @@ def test_verify_process_command_writes_its_report(converted, tmp_path):
     assert f'loss/{SIMPLE}' in names and 'sample/final' in names and 'layer/init_conv.1' in names
     assert rep['sampling']['steps'] == 2
     assert f'`{SIMPLE}(' in md and (tmp_path / 'v' / 'samples.png').exists()
+
+
+def test_convert_verify_uvit(converted, tmp_path, capsys):
+    """``ms-ddpm convert --verify`` on a bare UViT (verify picks the images' side: no probe size)."""
+    assert cli_main([str(converted['uvit'][0]), str(tmp_path / 'u.ckpt'), '--verify', '-q']) == EXIT_OK
+    assert 'verify: PASS' in capsys.readouterr().out
+
+
+def test_building_the_twin_runs_no_kernel():
+    """convert builds the twin (its parameter names and shapes) before ``convert --verify`` sets the
+    device; a kernel run then (Upsample / FeedForward zeros were ops.zeros) makes ms.set_device
+    raise.  In a fresh process (this one's device is set by conftest)."""
+    import os
+    import subprocess
+    import sys
+    code = ("from weight_convert.converter import target_spec\n"
+            "target_spec({'model': 'simple_diffusion.GaussianDiffusion', 'unet': dict(dim=8, dim_mults=[1, 2], "
+            "vit_depth=1), 'diffusion': {'image_size': 8}})\n"
+            "import mindspore as ms\nms.set_device('CPU')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    r = subprocess.run([sys.executable, '-c', code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -187,8 +187,12 @@ def ms_side(cfg, state_dict, inp, timer, graph):
     if graph:
         sc, cl = kw.get('self_cond'), kw.get('class_labels')
 
-        def forward(x, tt):
-            return net(x, tt, self_cond=sc, class_labels=cl)
+        if kw:
+            def forward(x, tt):
+                return net(x, tt, self_cond=sc, class_labels=cl)
+        else:                   # UViT: (x, time) only
+            def forward(x, tt):
+                return net(x, tt)
         compiled = ms.jit(forward)
         with timer('U-Net forward [graph] incl. compile'):
             compiled(x, tt).asnumpy()
