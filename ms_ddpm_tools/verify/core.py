@@ -588,8 +588,7 @@ def load_checkpoint(path, ema=False, config=None, image_size=None, seq_length=No
         sd = OrderedDict((k, np.asarray(e.value())) for k, e in source.entries.items())
         public = {'unet': cfg['unet'], 'diffusion': None, 'model': source.kind}
         if 'image_size' not in _KF[source.kind].network_defaults and _KF[source.kind].dims == 2:
-            from ms_ddpm_tools.verify.networks import input_side
-            public['image_size'] = input_side(public, side)
+            public['image_size'] = side         # None: networks.input_side picks it (networks.make_inputs)
         return public, sd, dict(source.info, format=source.format, kind=source.kind)
     given_diffusion = explicit['diffusion']
     from weight_convert.families import CFG_NETWORK_KINDS, KIND_FAMILY

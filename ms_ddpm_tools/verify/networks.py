@@ -62,7 +62,8 @@ def make_inputs(cfg, batch=4, seed=0):
     c, dims = int(u.get('channels', 3)), KIND_FAMILY[cfg['model']].dims
     rng = np.random.default_rng(seed)
     if cfg['model'] in LOG_SNR_NETWORKS:     # UViT: images noised to each log-SNR, the log-SNR its time input
-        x0 = digits_array(int(cfg['image_size']), count=max(batch, 1), offset=1000)
+        cfg['image_size'] = input_side(cfg, cfg.get('image_size'))        # (recorded in the report's config)
+        x0 = digits_array(cfg['image_size'], count=max(batch, 1), offset=1000)
         x0 = np.repeat(x0, c, axis=1).astype(np.float64) * 2 - 1
         ts = list(LOG_SNRS)
         a = np.repeat(1 / (1 + np.exp(-np.array(ts, np.float64))), batch).reshape(-1, 1, 1, 1)
