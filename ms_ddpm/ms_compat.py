@@ -1155,6 +1155,13 @@ class PatchesChannelsLast(nn.Cell):
         return ops.reshape(x, (b, h // p, w // p, c * p * p))
 
 
+class TokenAxis(nn.Cell):
+    """``Rearrange('b d -> b 1 d')`` (FeedForward's time conditioning, broadcast over the tokens)."""
+
+    def construct(self, x):
+        return ops.expand_dims(x, 1)
+
+
 class ChannelsFirst(nn.Cell):
     """``Rearrange('b h w c -> b c h w')`` (exact)."""
 

@@ -32,7 +32,7 @@ from ms_ddpm.ms_compat import (
     normalize, softmax, matmul_nt, matmul_tn, heads_split, heads_merge, randn_parameter, ones_parameter,
     sin, cos, tan, log as _log, exp, expm1, sigmoid, float32_linspace, compiled_step, sampling_draws,
     name_parameters_by_path, LayerNorm, PatchConvTranspose2d, PixelShuffle, SpaceToDepth, PatchesChannelsLast,
-    ChannelsFirst, heads_split_tokens, heads_merge_tokens, kaiming_uniform_repeated,
+    ChannelsFirst, TokenAxis, heads_split_tokens, heads_merge_tokens, kaiming_uniform_repeated,
 )
 
 # helpers
@@ -87,7 +87,7 @@ class Upsample(Module):
 
     def init_conv_(self, conv):
         kaiming_uniform_repeated(conv.weight, self.factor_squared)
-        conv.bias.set_data(ops.zeros(conv.bias.shape, conv.bias.dtype))
+        conv.bias.set_data(ms.Tensor(np.zeros(conv.bias.shape, np.float32)))     # no kernel: convert builds it before verify sets the device
 
     def construct(self, x):
         return self.net(x)
@@ -272,11 +272,12 @@ class FeedForward(Module):
         self.to_scale_shift = Sequential([
             SiLU(),
             to_scale_shift_linear,
-            # Rearrange('b d -> b 1 d') in construct
+            TokenAxis()         # Rearrange('b d -> b 1 d')
         ])
 
-        to_scale_shift_linear.weight.set_data(ops.zeros(to_scale_shift_linear.weight.shape, ms.float32))
-        to_scale_shift_linear.bias.set_data(ops.zeros(to_scale_shift_linear.bias.shape, ms.float32))
+        # zeros from NumPy (no kernel runs while the network is built: convert builds it before verify sets the device)
+        to_scale_shift_linear.weight.set_data(ms.Tensor(np.zeros(to_scale_shift_linear.weight.shape, np.float32)))
+        to_scale_shift_linear.bias.set_data(ms.Tensor(np.zeros(to_scale_shift_linear.bias.shape, np.float32)))
 
         self.proj_in = Sequential([
             Linear(dim, dim_hidden, bias = False),
@@ -292,7 +293,7 @@ class FeedForward(Module):
         x = self.norm(x)
         x = self.proj_in(x)
 
-        scale, shift = chunk(self.to_scale_shift(t)[:, None, :], 2, dim = -1)
+        scale, shift = chunk(self.to_scale_shift(t), 2, dim = -1)
         x = x * (scale + 1) + shift
 
         return self.proj_out(x)

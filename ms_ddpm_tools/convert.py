@@ -150,6 +150,13 @@ def _main(argv=None):
     return EXIT_OK
 
 
+def _sized_by_verify(cfg):
+    """A bare network without an image_size argument (issue 15: UViT): its compared images' side is verify's."""
+    from weight_convert.families import KIND_FAMILY, NETWORK_KINDS
+    model = cfg.get('model')
+    return model in NETWORK_KINDS and 'image_size' not in KIND_FAMILY[model].network_defaults
+
+
 def _verify(args, cfg):
     """``--verify``: the one verify engine on SRC and DST (the reference built from the PyTorch
     file, ms_ddpm from the MindSpore one): every tensor, every layer, the U-Net output and the
@@ -169,6 +176,8 @@ def _verify(args, cfg):
     if str(cfg.get('model', '')).endswith('1D'):
         if cfg.get('model') == 'Unet1D' or not (cfg.get('diffusion') or {}).get('seq_length'):
             seq_length = 2 * probe
+    elif _sized_by_verify(cfg):
+        pass                        # a bare UViT: verify takes the smallest side it fits (verify.networks.input_side)
     elif cfg.get('model') == 'Unet' or not (cfg.get('diffusion') or {}).get('image_size'):
         image_size = probe
     try:

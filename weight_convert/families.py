@@ -26,6 +26,8 @@ How the processes of issue 13 are told apart (wrapper prefixes already stripped)
 ``input_block.weight`` (rank 4)        a bare KarrasUnet (issue 15; kind = the network);
                                        rank 3 / 5: KarrasUnet1D / KarrasUnet3D
 ``net.input_block.weight``             ElucidatedDiffusion(KarrasUnet) (issue 15)
+``ups.0.0.net.0.*`` + final_conv       a bare simple_diffusion UViT (issue 15: its Upsample convs)
+``model.`` + the same, no buffers      simple_diffusion.GaussianDiffusion(UViT) (issue 15)
 =====================================  =====================================================
 """
 
@@ -45,6 +47,10 @@ from weight_convert.rules import (  # noqa: E402  (issue 14: classifier-free gui
 )
 from weight_convert.rules import (  # noqa: E402  (issue 15: KarrasUnet1D / 3D)
     KARRAS_UNET1D_DEFAULTS, KARRAS_UNET1D_NOT_INFERABLE, KARRAS_UNET3D_DEFAULTS, KARRAS_UNET3D_NOT_INFERABLE,
+)
+from weight_convert.rules import (  # noqa: E402  (issue 15: simple_diffusion.UViT / GaussianDiffusion)
+    SIMPLE_DIFFUSION_DEFAULTS, SIMPLE_DIFFUSION_KIND, SIMPLE_DIFFUSION_NOT_INFERABLE, SIMPLE_MODULE, UVIT_DEFAULTS,
+    UVIT_KIND, UVIT_MARKER, UVIT_NOT_INFERABLE,
 )
 
 Family = namedtuple('Family', [
@@ -195,6 +201,22 @@ FAMILIES = (
            'infer_karras_unet_config', 'infer_elucidated_config', KARRAS_UNET_NOT_INFERABLE, ELUCIDATED_NOT_INFERABLE,
            VERIFY_PROCESS, True, note='a KarrasUnet under net., no schedule buffers', verify='process',
            network_module='karras_unet', infer_needs=('image_size',), process_class='ElucidatedDiffusion'),
+    # simple diffusion (simple_diffusion.py): a bare UViT (verify='network': its forward at a few log-SNRs, eval
+    # mode) and its GaussianDiffusion (the UViT under model., no schedule buffers: the log-SNR schedule is a
+    # function; verify='process': the network, its loss with the times / noise injected, its sampler with shared
+    # noise).  `requires` (UViT's Upsample, ups.0.0.net.0.*) tells them from the Unet and the continuous-time
+    # processes, whose recognition the same final_conv / time_mlp.0.weights would otherwise pass.  The process's
+    # class is the main module's name: its kind is qualified by the module (as classifier-free guidance's)
+    Family(UVIT_KIND, UVIT_KIND, SIMPLE_MODULE, 2, 'final_conv.weight', 4, '', False, UVIT_DEFAULTS, {},
+           'infer_uvit_config', None, UVIT_NOT_INFERABLE, {}, VERIFY_NETWORK, True, requires=UVIT_MARKER,
+           note='a bare simple_diffusion UViT (init_conv / unpatchify, downs.*, vit.layers.*, ups.* with '
+                'ups.i.0.net.0 Upsample convs)', verify='network'),
+    Family(SIMPLE_DIFFUSION_KIND, UVIT_KIND, SIMPLE_MODULE, 2, 'final_conv.weight', 4, DIFFUSION_MODEL_PREFIX, False,
+           UVIT_DEFAULTS, SIMPLE_DIFFUSION_DEFAULTS, 'infer_uvit_config', 'infer_simple_diffusion_config',
+           UVIT_NOT_INFERABLE, SIMPLE_DIFFUSION_NOT_INFERABLE, VERIFY_PROCESS, True,
+           requires=DIFFUSION_MODEL_PREFIX + UVIT_MARKER,
+           note='a simple_diffusion UViT under model., no schedule buffers', verify='process',
+           network_module=SIMPLE_MODULE),
 )
 
 BY_DIFFUSION = {f.diffusion: f for f in FAMILIES}

@@ -669,3 +669,133 @@ def infer_karras_unet3d_config(shapes, diffusion=False, image_size=None, frames=
         report['not_inferred'].pop('image_size', None)
         report['inferred'].append('attn_res')
     return cfg, report
+
+
+# === simple diffusion (issue 15: simple_diffusion.UViT and its GaussianDiffusion) =============
+#
+# What a UViT state dict determines (reference 2.3.4, simple_diffusion.py):
+# - ``dim``: ``time_mlp.1.weight`` is (4 dim, learned_sinusoidal_dim + 1); ``learned_sinusoidal_dim``:
+#   2 x the length of ``time_mlp.0.weights``;
+# - ``patch_size``, ``channels``, ``dual_patchnorm``, ``init_dim``: ``unpatchify.weight`` (a
+#   ConvTranspose2d (c p p, c, p, p)) exists iff patch_size p > 1; then ``init_conv.weight`` is the
+#   (init_dim, c, p, p) patch conv, or with dual_patchnorm ``init_conv.2.weight`` the (init_dim, c p p)
+#   Linear between two LayerNorms.  patch_size 1: ``init_conv.weight`` (init_dim, c, 7, 7), and
+#   dual_patchnorm has no effect (no trace: read as False);
+# - ``dim_mults``, ``downsample_factor``: stage i's Downsample conv ``downs.i.3.1.weight`` is
+#   (dim_out, dim_in factor^2, 1, 1) (dim_in: the previous stage's width, init_dim at stage 0);
+#   the factors collapse to an int when all equal;
+# - ``vit_depth``: the ``vit.layers.*``; ``attn_dim_head``: ``q_scale`` (dim_head,);
+#   ``attn_heads``: ``to_qkv.weight`` rows / (3 dim_head); ``ff_mult``: ``proj_in.0.weight`` rows /
+#   the middle width (vit_depth 0: none of the three leaves a trace);
+# - ``out_dim``: rows of ``final_conv.weight`` (default channels x patch_size^2);
+# - never: ``vit_dropout`` and the init/final image transforms (functions) (``rules.UVIT_NOT_INFERABLE``).
+# Its GaussianDiffusion stores no parameters of its own: ``channels`` is the UViT's; image_size,
+# pred_objective, the schedule shift (noise_d*) and the sampling/training options are not stored
+# (``rules.SIMPLE_DIFFUSION_NOT_INFERABLE``).
+
+def _ushape(shapes, key):
+    if key not in shapes:
+        raise InferenceError(f'missing {key}: not a reference UViT state dict')
+    return tuple(shapes[key])
+
+
+def _uvit_stem(shapes):
+    """(channels, patch_size, dual_patchnorm, init_dim) from UViT's first layers."""
+    if 'unpatchify.weight' not in shapes:
+        if 'init_conv.2.weight' in shapes:
+            raise InferenceError('init_conv.2.weight (a dual_patchnorm stem) without unpatchify.weight: '
+                                 'not a reference UViT state dict')
+        ic = _ushape(shapes, 'init_conv.weight')
+        if len(ic) != 4 or ic[2:] != (7, 7):
+            raise InferenceError(f'init_conv.weight has shape {ic}: without unpatchify.weight (patch_size 1) it is '
+                                 f'the (init_dim, channels, 7, 7) conv')
+        return ic[1], 1, False, ic[0]
+    up = _ushape(shapes, 'unpatchify.weight')
+    if len(up) != 4 or up[2] != up[3] or up[0] != up[1] * up[2] * up[3]:
+        raise InferenceError(f'unpatchify.weight has shape {up}: expected (channels p p, channels, p, p)')
+    channels, p = up[1], up[2]
+    if 'init_conv.weight' in shapes:
+        ic = _ushape(shapes, 'init_conv.weight')
+        if len(ic) != 4 or ic[1:] != (channels, p, p):
+            raise InferenceError(f'init_conv.weight has shape {ic}; unpatchify.weight {up} gives patch_size {p}, '
+                                 f'channels {channels}: expected (init_dim, {channels}, {p}, {p})')
+        return channels, p, False, ic[0]
+    lin = _ushape(shapes, 'init_conv.2.weight')
+    if len(lin) != 2 or lin[1] != channels * p * p:
+        raise InferenceError(f'init_conv.2.weight has shape {lin}; unpatchify.weight {up} gives patch_size {p}, '
+                             f'channels {channels}: expected (init_dim, {channels * p * p})')
+    return channels, p, True, lin[0]
+
+
+def infer_uvit_config(shapes, diffusion=False):
+    """``shapes``: {UViT key: shape}.  Returns ``(config, report)`` like :func:`infer_unet_config`
+    for the ``simple_diffusion.UViT`` arguments; ``diffusion``: inside its GaussianDiffusion (the
+    output must have the image's channels)."""
+    from weight_convert.rules import UVIT_DEFAULTS, UVIT_NO_ATTENTION, UVIT_NOT_INFERABLE
+    report = {'inferred': [], 'not_inferred': dict(UVIT_NOT_INFERABLE), 'ambiguous': {}}
+    cfg = dict(UVIT_DEFAULTS)
+    half = _ushape(shapes, 'time_mlp.0.weights')
+    t1 = _ushape(shapes, 'time_mlp.1.weight')
+    if len(half) != 1 or len(t1) != 2 or t1[0] % 4 or t1[1] != 2 * half[0] + 1:
+        raise InferenceError(f'time_mlp.0.weights {half} / time_mlp.1.weight {t1}: expected (n,) and '
+                             f'(4 dim, 2 n + 1) (the learned sinusoidal time embedding)')
+    dim = t1[0] // 4
+    channels, patch, dual, init_dim = _uvit_stem(shapes)
+    cfg.update(dim=dim, init_dim=None if init_dim == dim else init_dim, channels=channels, patch_size=patch,
+               dual_patchnorm=dual, learned_sinusoidal_dim=2 * half[0])
+    if patch == 1:
+        report['not_inferred']['dual_patchnorm'] = 'patch_size 1: no patching, dual_patchnorm has no effect (read as False)'
+    stages = sorted({int(m.group(1)) for k in shapes for m in [re.match(r'downs\.(\d+)\.', k)] if m})
+    if not stages or stages != list(range(len(stages))):
+        raise InferenceError(f'down stages {stages} are not 0..n-1: not a reference UViT state dict')
+    widths, mults, factors = [init_dim], [], []
+    for i in stages:
+        key = f'downs.{i}.3.1.weight'
+        w = _ushape(shapes, key)
+        dim_in = widths[-1]
+        f2 = w[1] // dim_in if len(w) == 4 and w[1] % dim_in == 0 else 0
+        f = int(round(f2 ** 0.5))
+        if len(w) != 4 or f < 1 or f * f != f2 or w[2:] != (1, 1):
+            raise InferenceError(f'{key} has shape {w}: the Downsample conv of stage {i} is (dim_out, {dim_in} x '
+                                 f'factor^2, 1, 1)')
+        if w[0] % dim:
+            raise InferenceError(f'{key}: width {w[0]} is not a multiple of dim={dim}')
+        widths.append(w[0])
+        mults.append(w[0] // dim)
+        factors.append(f)
+    cfg['dim_mults'] = list(mults)
+    cfg['downsample_factor'] = _collapse(factors)
+    mid = widths[-1]
+    layers = sorted({int(m.group(1)) for k in shapes for m in [re.match(r'vit\.layers\.(\d+)\.', k)] if m})
+    if layers != list(range(len(layers))):
+        raise InferenceError(f'ViT layers {layers} are not 0..n-1: not a reference UViT state dict')
+    cfg['vit_depth'] = len(layers)
+    if layers:
+        dh = _ushape(shapes, 'vit.layers.0.0.q_scale')
+        qkv = _ushape(shapes, 'vit.layers.0.0.to_qkv.weight')
+        if len(dh) != 1 or len(qkv) != 2 or qkv[1] != mid or qkv[0] % (3 * dh[0]):
+            raise InferenceError(f'vit.layers.0.0.q_scale {dh} / to_qkv.weight {qkv}: expected (dim_head,) and '
+                                 f'(3 heads dim_head, {mid})')
+        ff = _ushape(shapes, 'vit.layers.0.1.proj_in.0.weight')
+        if len(ff) != 2 or ff[1] != mid or ff[0] % mid:
+            raise InferenceError(f'vit.layers.0.1.proj_in.0.weight has shape {ff}: expected ({mid} ff_mult, {mid})')
+        cfg.update(attn_dim_head=dh[0], attn_heads=qkv[0] // (3 * dh[0]), ff_mult=ff[0] // mid)
+        report['inferred'] += ['attn_dim_head', 'attn_heads', 'ff_mult']
+    else:
+        for k in ('attn_dim_head', 'attn_heads', 'ff_mult'):
+            report['not_inferred'][k] = UVIT_NO_ATTENTION
+    out = _ushape(shapes, 'final_conv.weight')[0]
+    default_out = channels * patch * patch
+    if diffusion and out != default_out:
+        raise InferenceError(f'final_conv gives {out} channels, the images have {channels} (x patch_size^2 = '
+                             f'{default_out}): no simple_diffusion.GaussianDiffusion has out_dim != its input')
+    cfg['out_dim'] = None if out == default_out else out
+    report['inferred'] += ['dim', 'init_dim', 'channels', 'patch_size', 'learned_sinusoidal_dim', 'dim_mults',
+                           'downsample_factor', 'vit_depth', 'out_dim'] + (['dual_patchnorm'] if patch > 1 else [])
+    return cfg, report
+
+
+def infer_simple_diffusion_config(shapes, buffers, unet):
+    """simple_diffusion.GaussianDiffusion: no parameters of its own; ``channels`` is the UViT's."""
+    from weight_convert.rules import SIMPLE_DIFFUSION_DEFAULTS, SIMPLE_DIFFUSION_NOT_INFERABLE
+    return _process_report(SIMPLE_DIFFUSION_DEFAULTS, SIMPLE_DIFFUSION_NOT_INFERABLE, unet)

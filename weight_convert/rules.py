@@ -255,3 +255,50 @@ KARRAS_UNET3D_NOT_INFERABLE = dict(
 # a verify / convert option that names a network argument under another name
 NETWORK_ALIASES = {'seq_length': 'seq_len'}
 NETWORK_ARGUMENTS = NETWORK_ARGUMENTS | frozenset(KARRAS_UNET1D_DEFAULTS) | frozenset(KARRAS_UNET3D_DEFAULTS)
+
+
+# --- simple diffusion (issue 15: simple_diffusion.UViT and its GaussianDiffusion) ----------------
+# UViT(...) keyword arguments and their reference defaults (2.3.4, simple_diffusion.py).  A bare
+# UViT state dict: init_conv.weight (init_dim, channels, 7, 7) (patch_size 1), or (init_dim,
+# channels, p, p) with unpatchify.* (a ConvTranspose2d (c p p, c, p, p)) for patch_size p > 1, or
+# with dual_patchnorm init_conv.1/2/3.* (LayerNorm, Linear (init_dim, c p p), LayerNorm);
+# time_mlp.0.weights (learned_sinusoidal_dim / 2,), time_mlp.1.weight (4 dim, learned_sinusoidal_dim
+# + 1); downs.i.3.1.weight (Downsample: (dim_out, dim_in * factor^2, 1, 1)); ups.i.0.net.0.* (its
+# Upsample: conv + SiLU + PixelShuffle, the key no other family has); the middle ViT vit.layers.*
+# (Attention: q_scale (dim_head,), to_qkv (3 heads dim_head, mid_dim); FeedForward proj_in.0
+# (mid_dim ff_mult, mid_dim)); final_conv.weight (out_dim, init_dim, 1, 1).
+SIMPLE_MODULE = 'simple_diffusion'
+UVIT_KIND = 'UViT'
+SIMPLE_DIFFUSION_KIND = SIMPLE_MODULE + '.GaussianDiffusion'   # the main module's class name: qualified
+UVIT_MARKER = 'ups.0.0.net.0.'      # recognition (with final_conv.weight, rank 4): UViT's Upsample
+UVIT_DEFAULTS = dict(
+    dim=None, init_dim=None, out_dim=None, dim_mults=(1, 2, 4, 8), downsample_factor=2, channels=3, vit_depth=6,
+    vit_dropout=0.2, attn_dim_head=32, attn_heads=4, ff_mult=4, learned_sinusoidal_dim=16, patch_size=1,
+    dual_patchnorm=False,
+)
+# simple_diffusion.GaussianDiffusion(model, ...) keyword arguments and their reference defaults; its
+# noise_schedule is a function (the module's only one, logsnr_schedule_cosine, is used: not a
+# config value), the shifted / interpolated schedules are numbers (noise_d, noise_d_low/high)
+SIMPLE_DIFFUSION_DEFAULTS = dict(
+    image_size=None, channels=3, pred_objective='v', noise_d=None, noise_d_low=None, noise_d_high=None,
+    num_sample_steps=500, clip_sample_denoised=True, min_snr_loss_weight=True, min_snr_gamma=5,
+)
+UVIT_NOT_INFERABLE = {
+    'vit_dropout': 'no parameters (nn.Dropout; verify runs in eval mode)',
+    'init_img_transform / final_img_itransform': 'functions, not parameters (and not config values): identity',
+}
+UVIT_NO_ATTENTION = 'vit_depth 0: no ViT layer, no trace (default used)'
+SIMPLE_IMAGE_SIZE = ('no parameter depends on it (UViT is convolutional, its ViT has no position embedding): '
+                     'pass --image-size N (or "image_size" in --config)')
+SIMPLE_DIFFUSION_NOT_INFERABLE = {
+    'image_size': SIMPLE_IMAGE_SIZE,
+    'pred_objective': "'v' and 'eps' train the same parameters: not stored (default 'v'; "
+                      "pass \"pred_objective\" in --config)",
+    'noise_d': 'the log-SNR schedule is a function of t, not parameters: not stored (pass it in --config)',
+    'noise_d_low': 'the log-SNR schedule is a function of t, not parameters: not stored (pass it in --config)',
+    'noise_d_high': 'the log-SNR schedule is a function of t, not parameters: not stored (pass it in --config)',
+    'num_sample_steps': SAMPLING_NOT_INFERABLE, 'clip_sample_denoised': SAMPLING_NOT_INFERABLE + ' (unused in both)',
+    'min_snr_loss_weight': TRAINING_NOT_INFERABLE, 'min_snr_gamma': TRAINING_NOT_INFERABLE,
+}
+NETWORK_ARGUMENTS = NETWORK_ARGUMENTS | frozenset(UVIT_DEFAULTS)
+PROCESS_ARGUMENTS = PROCESS_ARGUMENTS | frozenset(SIMPLE_DIFFUSION_DEFAULTS)

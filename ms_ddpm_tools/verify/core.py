@@ -578,10 +578,16 @@ def load_checkpoint(path, ema=False, config=None, image_size=None, seq_length=No
         explicit['diffusion']['seq_length'] = seq_length
     from weight_convert.families import NETWORK_KINDS
     if source.kind in NETWORK_KINDS:        # issue 15: a bare network verified on its own (verify.networks)
+        from weight_convert.families import KIND_FAMILY as _KF
+        side = None
+        if 'image_size' not in _KF[source.kind].network_defaults:     # UViT: only the compared images' side
+            side = explicit['diffusion'].pop('image_size', None)
         cfg = resolve_config(source, explicit)
         sd = OrderedDict((k, np.asarray(e.value())) for k, e in source.entries.items())
-        return ({'unet': cfg['unet'], 'diffusion': None, 'model': source.kind}, sd,
-                dict(source.info, format=source.format, kind=source.kind))
+        public = {'unet': cfg['unet'], 'diffusion': None, 'model': source.kind}
+        if 'image_size' not in _KF[source.kind].network_defaults and _KF[source.kind].dims == 2:
+            public['image_size'] = side         # None: networks.input_side picks it (networks.make_inputs)
+        return public, sd, dict(source.info, format=source.format, kind=source.kind)
     given_diffusion = explicit['diffusion']
     from weight_convert.families import CFG_NETWORK_KINDS, KIND_FAMILY
     cfg_bare = source.kind in CFG_NETWORK_KINDS     # issue 14: a bare class-conditional Unet, in its GaussianDiffusion

@@ -1,5 +1,5 @@
 """verify for bare networks verified on their own (issue 15: rows of ``weight_convert.families``
-with ``verify='network'``: KarrasUnet, KarrasUnet1D, KarrasUnet3D).
+with ``verify='network'``: KarrasUnet, KarrasUnet1D, KarrasUnet3D, simple_diffusion's UViT).
 
 What is compared (keys as ``core``'s, so the report and the gate need nothing new):
 
@@ -8,6 +8,10 @@ What is compared (keys as ``core``'s, so the report and the gate need nothing ne
   log(sigma) / 4 with its c_in-scaled input, sigma in ``processes.SIGMAS``), class labels and a
   self-conditioning input where the network takes them, PyNative and (``graph``) compiled;
   the reference's float64 run of the same weights and inputs is the accuracy gate's yardstick.
+  UViT takes the log-SNR its GaussianDiffusion feeds it: the images noised to the log-SNRs of
+  ``processes.LOG_SNRS`` (alpha^2 = sigmoid(log-SNR)); it has no image_size argument (convolutions
+  and a ViT without position embedding): the compared images' side is ``--image-size`` or the
+  smallest side >= 8 its patching and downsampling take (:func:`input_side`).
 
 Both networks run in eval mode: the Karras convolutions overwrite their own weights with the
 normalised ones on every *training* forward, which would change the weights being compared.
@@ -28,14 +32,45 @@ def is_network(cfg):
     return cfg.get('model') in NETWORK_KINDS
 
 
+LOG_SNR_NETWORKS = ('UViT',)       # conditioned on the log-SNR (simple_diffusion.GaussianDiffusion feeds it)
+
+
+def input_side(cfg, image_size=None):
+    """The side of the images a bare network without an ``image_size`` argument (UViT) is compared
+    on: ``image_size`` (checked to fit), else the smallest side >= 8 that its patch_size and
+    downsample factors divide.  Raises VerifyError (one line) for a side that does not fit."""
+    from ms_ddpm_tools.verify.core import VerifyError
+    u = cfg['unet']
+    stages = len(u.get('dim_mults') or ())
+    factors = u.get('downsample_factor', 2)
+    factors = list(factors) if isinstance(factors, (list, tuple)) else [factors] * stages
+    step = int(u.get('patch_size') or 1) * int(np.prod(factors))
+    if image_size is None:
+        return step * -(-8 // step)
+    if image_size % step:
+        raise VerifyError(f'--image-size {image_size}: the {cfg["model"]} takes sides divisible by {step} '
+                          f'(patch_size {u.get("patch_size")} x downsample factors {factors})')
+    return int(image_size)
+
+
 def make_inputs(cfg, batch=4, seed=0):
     """(inputs, conditioning values) of a network verify run, as NumPy arrays."""
     from ms_ddpm_tools.verify.default import digits_array
-    from ms_ddpm_tools.verify.processes import SIGMAS
+    from ms_ddpm_tools.verify.processes import LOG_SNRS, SIGMAS
     from weight_convert.families import KIND_FAMILY
     u = cfg['unet']
     c, dims = int(u.get('channels', 3)), KIND_FAMILY[cfg['model']].dims
     rng = np.random.default_rng(seed)
+    if cfg['model'] in LOG_SNR_NETWORKS:     # UViT: images noised to each log-SNR, the log-SNR its time input
+        cfg['image_size'] = input_side(cfg, cfg.get('image_size'))        # (recorded in the report's config)
+        x0 = digits_array(cfg['image_size'], count=max(batch, 1), offset=1000)
+        x0 = np.repeat(x0, c, axis=1).astype(np.float64) * 2 - 1
+        ts = list(LOG_SNRS)
+        a = np.repeat(1 / (1 + np.exp(-np.array(ts, np.float64))), batch).reshape(-1, 1, 1, 1)
+        noise = rng.standard_normal((len(ts) * batch,) + x0.shape[1:])
+        x = np.sqrt(a) * np.tile(x0, (len(ts), 1, 1, 1)) + np.sqrt(1 - a) * noise
+        return OrderedDict(unet_x=x.astype(np.float32),
+                           unet_t=np.repeat(np.array(ts, np.float32), batch)), ts
     if dims == 1:       # KarrasUnet1D: a row of the digit pictures per channel, (b, c, seq_len)
         n = int(u['seq_len'])
         x0 = digits_array(n, count=max(batch, 1), offset=1000)[:, :, n // 2, :]
@@ -153,8 +188,12 @@ def ms_side(cfg, state_dict, inp, timer, graph):
     if graph:
         sc, cl = kw.get('self_cond'), kw.get('class_labels')
 
-        def forward(x, tt):
-            return net(x, tt, self_cond=sc, class_labels=cl)
+        if kw:
+            def forward(x, tt):
+                return net(x, tt, self_cond=sc, class_labels=cl)
+        else:                   # UViT: (x, time) only
+            def forward(x, tt):
+                return net(x, tt)
         compiled = ms.jit(forward)
         with timer('U-Net forward [graph] incl. compile'):
             compiled(x, tt).asnumpy()

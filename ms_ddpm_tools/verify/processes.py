@@ -1,16 +1,18 @@
 """verify for the processes of issue 13 (rows of ``weight_convert.families`` with
 ``verify='process'``): LearnedGaussianDiffusion, WeightedObjectiveGaussianDiffusion,
 ContinuousTimeGaussianDiffusion, VParamContinuousTimeGaussianDiffusion, ElucidatedDiffusion and
-XMWrapper around any of them (or GaussianDiffusion).
+XMWrapper around any of them (or GaussianDiffusion); ElucidatedDiffusion(KarrasUnet) and
+simple_diffusion.GaussianDiffusion(UViT) (issue 15).
 
 What is compared (keys as ``core``'s, so the report and the gate need nothing new):
 
 - ``layer/*``, ``unet/*``: the network, every layer hooked, at a few conditioning values of the
-  kind the process feeds it (integer timesteps; the continuous processes' log-SNR; Elucidated's
-  c_noise(sigma) with its c_in-scaled input), PyNative and (``graph``) compiled;
+  kind the process feeds it (integer timesteps; the continuous processes' and simple diffusion's
+  log-SNR; Elucidated's c_noise(sigma) with its c_in-scaled input), PyNative and (``graph``) compiled;
 - ``loss/<process>``: the process's ``forward`` with every draw injected (the reference's
   ``noise`` / ``times`` / ``sigma`` / self-conditioning coin through ``reference.draws``; an
-  XMWrapper's per-chunk noise in its chunks);
+  XMWrapper's per-chunk noise in its chunks; simple diffusion's forward takes no times: its
+  ``uniform_`` draw is injected);
 - ``sample/final``: the sampler with every ``randn`` shared (few steps: ``--sampling-timesteps``
   sets ``num_sample_steps`` of the continuous processes and Elucidated);
 - ``buffer/*``: Learned / WeightedObjective's 13 schedule buffers.
@@ -30,6 +32,8 @@ import numpy as np
 from reference.upstream_fixes import fix_targets
 
 CONTINUOUS = ('ContinuousTimeGaussianDiffusion', 'VParamContinuousTimeGaussianDiffusion')
+SIMPLE = ('simple_diffusion.GaussianDiffusion',)     # issue 15: UViT's process (times drawn by uniform_, none taken)
+LOG_SNR_TIMES = CONTINUOUS + SIMPLE         # the network is fed the log-SNR; loss times t in (0, 1)
 GAUSSIAN_LIKE = ('GaussianDiffusion', 'LearnedGaussianDiffusion', 'WeightedObjectiveGaussianDiffusion')
 LOG_SNRS = (-8.0, -3.0, 0.0, 3.0, 8.0)          # the continuous processes' network conditioning
 SIGMAS = (0.002, 0.1, 1.0, 10.0, 80.0)          # Elucidated's noise levels
@@ -102,7 +106,7 @@ def make_inputs(cfg, state_dict, batch=4, sample_batch=8, seed=0):
         ac = np.asarray(state_dict.get('alphas_cumprod', state_dict.get('flow_model.alphas_cumprod')), np.float64)
         a = ac[np.array(ts)]
         cond = np.array(ts, np.int64)
-    elif kind in CONTINUOUS:
+    elif kind in LOG_SNR_TIMES:
         ts = list(LOG_SNRS)
         a = 1 / (1 + np.exp(-np.array(ts)))              # alpha^2 = sigmoid(log_snr)
         cond = np.array(ts, np.float32)
@@ -125,7 +129,7 @@ def make_inputs(cfg, state_dict, batch=4, sample_batch=8, seed=0):
         T = int(d.get('timesteps', 1000))
         times = rng.integers(0, T, size=(batch,)).astype(np.int64)
         times[0] = 0                     # Learned: the decoder NLL branch (t = 0)
-    elif kind in CONTINUOUS:
+    elif kind in LOG_SNR_TIMES:
         times = rng.uniform(0.02, 0.98, size=(batch,)).astype(np.float32)
     else:
         times = np.exp(-1.2 + 1.2 * rng.standard_normal(batch)).astype(np.float32)      # P_mean, P_std
@@ -247,6 +251,9 @@ def torch_rest(cfg, tp, inp, timer, parts, out, notes):
         extra = {}
         if kind in CONTINUOUS and 'uniform' in inspect.signature(injected_draws).parameters and not wrapped:
             extra['uniform'] = [inp['loss_times']]     # their forward draws random_times even when times are given
+        if kind in SIMPLE and not wrapped:       # its forward takes no times: the uniform_(0, 1) draw is injected
+            del kw[_time_kwarg(cfg)]
+            extra['uniform'] = [inp['loss_times']]
         with timer('loss'), torch.no_grad(), injected_draws(randn=randn, coins=coins, **extra):
             out[f'loss/{cfg["model"]}'] = tp(t(inp['loss_img']), **kw).numpy()
     if 'sample' in parts and no_sampler(cfg):
