@@ -40,18 +40,20 @@ def test_gradients_every_parameter(case, mode, record):
                      record=record)
 
 
-ADAM_RUNS = [(TRAIN_CASES[0], 'pynative'), (TRAIN_CASES[0], 'graph'), (TRAIN_CASES[1], 'graph')]
+# (case, mode, steps): PyNative's value_and_grad costs ~5x the compiled step here, so its run is 3
+# steps (each step's update is the same code as the compiled one's); the compiled runs take 10
+ADAM_RUNS = [(TRAIN_CASES[0], 'pynative', 3), (TRAIN_CASES[0], 'graph', 10), (TRAIN_CASES[1], 'graph', 10)]
 
 
-@pytest.mark.parametrize('case,mode', ADAM_RUNS, ids=[f'{c[0]}-{m}' for c, m in ADAM_RUNS])
-def test_ten_adam_steps(case, mode, record):
+@pytest.mark.parametrize('case,mode,n_steps', ADAM_RUNS, ids=[f'{c[0]}-{m}' for c, m, _ in ADAM_RUNS])
+def test_ten_adam_steps(case, mode, n_steps, record):
     import torch
     case_id, unet_cfg, kw, extra = case
     td, md = build_diffusion_pair(unet_cfg, kw)
     t_opt = torch.optim.Adam(td.parameters(), **ADAM)
     m_opt = Adam(md.trainable_params(), **ADAM)
 
-    steps = [loss_inputs(kw, extra, seed=100 + i) for i in range(10)]
+    steps = [loss_inputs(kw, extra, seed=100 + i) for i in range(n_steps)]
     fn0, _ = ms_loss_fn(md, steps[0], 'mean')
     grad_fn = ms.value_and_grad(fn0, None, md.trainable_params())
 
@@ -75,7 +77,7 @@ def test_ten_adam_steps(case, mode, record):
     m_params = {p.name: p.asnumpy() for p in md.trainable_params()}
     worst = None
     for name, tv in t_params.items():
-        r = assert_parity(f'param after 10 Adam steps {name} {case_id} [{mode}]', tv, m_params[name], 'adam')
+        r = assert_parity(f'param after {n_steps} Adam steps {name} {case_id} [{mode}]', tv, m_params[name], 'adam')
         worst = r if worst is None or r.rel_fro > worst.rel_fro else worst
     record(worst)
     # the update itself (params after - params before) agrees too: the check is not vacuous

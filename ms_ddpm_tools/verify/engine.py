@@ -60,7 +60,7 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
     if fixture and record:
         raise VerifyError('--fixture and --record-fixture: a fixture is recorded from a checkpoint, not from a fixture')
     if fixture:
-        from ms_ddpm_tools.verify.fixtures import load_verify_fixture
+        from ms_ddpm_tools.verify.fixture_io import load_verify_fixture
         meta, sd, inp, expected = load_verify_fixture(fixture)
         cfg, ts, batch = meta['config'], meta['timesteps'], meta['batch']
         cfg_opts = meta.get('cfg_options')            # issue 14: a conditional run's classes / cond_scale
@@ -256,7 +256,7 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
 def _record(path, cfg, ts, batch, name, info, weights_label, t_torch, parts, cfg_opts, sampler_opts, notes,
             sd, inp, expected):
     from reference.builders import torch_versions
-    from ms_ddpm_tools.verify.fixtures import FORMAT, save_verify_fixture
+    from ms_ddpm_tools.verify.fixture_io import FORMAT, save_verify_fixture
     meta = {'format': FORMAT, 'version': 1, 'config': cfg, 'timesteps': ts, 'batch': batch, 'checkpoint': name,
             'source': info, 'weights': weights_label, 'versions': torch_versions(),
             'torch_timings': dict(t_torch.times), 'parts': list(parts), 'reference_notes': list(notes)}

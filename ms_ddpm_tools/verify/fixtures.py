@@ -9,7 +9,7 @@ PyTorch is not installed.  The file layout is the project's one fixture layout
 
 import os
 
-FORMAT = 'ms_ddpm-verify-fixture'
+from ms_ddpm_tools.verify.fixture_io import FORMAT, load_verify_fixture, save_verify_fixture  # noqa: F401
 
 
 def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=None, config=None,
@@ -23,21 +23,6 @@ def record_verify(path, checkpoint=None, recipe='tiny', ema=False, image_size=No
                   batch=batch, sample_batch=sample_batch, seed=seed, recipe=recipe, parts=parts or PARTS,
                   classes=classes, cond_scale=cond_scale, rescaled_phi=rescaled_phi, sampler=sampler,
                   resample=resample, record=path, progress=False, log=lambda *a: None)
-
-
-def save_verify_fixture(path, meta, state_dict, inputs, expected):
-    from parity.fixtures import pack, save_fixture
-    save_fixture(path, meta, pack({'w': state_dict, 'in': inputs, 'out': expected}))
-
-
-def load_verify_fixture(path):
-    """(meta, weights, inputs, reference outputs) of a verify fixture."""
-    from ms_ddpm_tools.verify.core import VerifyError
-    from parity.fixtures import load_fixture, subtree
-    meta, arrays = load_fixture(path)
-    if meta.get('format') != FORMAT:
-        raise VerifyError(f'{path}: not a verify fixture (format {meta.get("format")!r}; expected {FORMAT!r})')
-    return (meta,) + tuple(subtree(arrays, p) for p in ('w', 'in', 'out'))
 
 
 # the shipped 1D fixture: a small GaussianDiffusion1D (torch.manual_seed(0) weights), 2 channels
