@@ -128,7 +128,7 @@ def test_ddim_loop_10_steps(case, mode, record):
 
 @pytest.mark.parametrize('case,mode', with_modes(rows('ddpm_loop')))
 def test_ddpm_full_loop_1000_steps(case, mode, record):
-    """The full 1000-step DDPM loop on the small U-Net, compiled steps, shared noise."""
+    """The full 1000-step DDPM loop on a one-stage U-Net (parity.cases LOOP_UNET), compiled steps, shared noise."""
     kw = case.kwargs
     td, md = build_pair(case)
     md.jit_sampling = mode == 'graph'

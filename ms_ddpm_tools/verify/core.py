@@ -427,6 +427,7 @@ def ms_side(cfg, state_dict, inp, progress=True, timer=None, graph=True, parts=N
     if 'noising' in parts and 'noising_x' in inp:
         out['noising/all'] = md.q_sample(T(inp['noising_x']), T(inp['noising_t']), noise=T(inp['noising_noise'])).asnumpy()
     if 'sample' in parts:
+        md.jit_sampling = bool(graph)           # the compiled sampling steps in GRAPH runs only (--no-graph: none)
         with timer('sampling'):
             traj = md.sample(batch_size=inp['sample_noise'].shape[1], return_all_timesteps=True,
                              noise=inp['sample_noise']).asnumpy()
