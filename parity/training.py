@@ -5,6 +5,8 @@ draws; :class:`Recorder` keeps every batch and draw it used, and :class:`RefRun`
 reference Trainer exactly those (its ``dl`` replaced by the recorded batches, its ``randn``/
 ``randint``/``random`` by ``reference.draws.injected_draws``)."""
 
+from pathlib import Path
+
 import numpy as np
 
 __all__ = ['write_digits', 'RefRun', 'reference_draws', 'ms_trainer', 'Recorder', 'train_ms', 'continue_both', 'flat_params']
@@ -117,6 +119,31 @@ def continue_both(ref, mt, steps, rec):
     n0b, n0d = len(rec.batches), len(rec.draws)
     train_ms(mt, steps)
     ref.train_to(ref.trainer.step + steps, rec.batches[n0b:], rec.draws[n0d:])
+
+
+def reference_to_ms_and_on(ref, mt, td, md, rec, folder, more, seed, accum):
+    """Checkpoint interop, reference -> MindSpore: ``ref`` (a :class:`RefRun`) saves, the MindSpore
+    Trainer ``mt`` (its weights scrambled first: the load must restore everything) loads the
+    conversion (``weight_convert.from_reference_trainer_checkpoint``), then both train ``more``
+    steps.  Returns ((reference, MindSpore) parameters flattened, (reference, MindSpore) EMA
+    weights flattened), the step counts checked."""
+    from weight_convert import from_reference_trainer_checkpoint
+    ref.trainer.save('back')
+    step_before = mt.step
+    for p in md.trainable_params():
+        p.set_data(p * 0 + 1)
+    from_reference_trainer_checkpoint(Path(folder) / 'model-back.pt', Path(folder) / 'back.ckpt', seed=seed,
+                                      gradient_accumulate_every=accum)
+    mt.load(str(Path(folder) / 'back.ckpt'))
+    rec.wrap_dl()                               # load() reopened the pipeline at the saved position
+    assert mt.step == step_before
+    continue_both(ref, mt, more, rec)
+    t_sd, m_sd = ref.trainer.ema.state_dict(), mt.ema.state_dict()
+    assert int(t_sd['step']) == int(m_sd['step']) == step_before + more
+    keys = [k for k in t_sd if k.startswith('ema_model.')]
+    ema = (np.concatenate([t_sd[k].numpy().ravel() for k in keys]),
+           np.concatenate([np.asarray(m_sd[k]).ravel() for k in keys]))
+    return flat_params(td, md), ema
 
 
 def flat_params(td, md):

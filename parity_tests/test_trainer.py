@@ -123,7 +123,7 @@ def test_checkpoint_interop_both_ways(runs, digits, tmp_path, record):
     import torch
     import denoising_diffusion_pytorch as ddp
     import ms_ddpm
-    from weight_convert import to_reference_trainer_checkpoint, from_reference_trainer_checkpoint
+    from weight_convert import to_reference_trainer_checkpoint
     mt, rec = runs['mt'], runs['rec']
 
     # 1. MindSpore -> reference: a fresh reference Trainer (other initial weights) loads it
@@ -145,23 +145,10 @@ def test_checkpoint_interop_both_ways(runs, digits, tmp_path, record):
     record(assert_parity(f'ms ckpt -> reference Trainer.load, {MORE} more steps', flat_t, flat_m, 'trainer'))
 
     # 2. reference -> MindSpore: the reference saves, the MindSpore Trainer loads the conversion
-    ref2.trainer.save('back')
-    step_before = mt.step
-    for p in runs['md'].trainable_params():     # scramble: the load must restore everything
-        p.set_data(p * 0 + 1)
-    from_reference_trainer_checkpoint(tmp_path / 'ref2' / 'model-back.pt', tmp_path / 'back.ckpt', seed=SEED,
-                                      gradient_accumulate_every=ACCUM)
-    mt.load(str(tmp_path / 'back.ckpt'))
-    rec.wrap_dl()                               # load() reopened the pipeline at the saved position
-    assert mt.step == step_before
-    continue_both(ref2, mt, MORE, rec)
-    flat_t, flat_m = flat_params(td2, runs['md'])
+    (flat_t, flat_m), (ema_t, ema_m) = training.reference_to_ms_and_on(ref2, mt, td2, runs['md'], rec, tmp_path / 'ref2',
+                                                                       MORE, SEED, ACCUM)
     record(assert_parity(f'reference ckpt -> ms Trainer.load, {MORE} more steps', flat_t, flat_m, 'trainer'))
-    t_sd, m_sd = ref2.trainer.ema.state_dict(), mt.ema.state_dict()
-    assert int(t_sd['step']) == int(m_sd['step']) == STEPS + 2 * MORE
-    flat_t = np.concatenate([t_sd[k].numpy().ravel() for k in t_sd if k.startswith('ema_model.')])
-    flat_m = np.concatenate([m_sd[k].ravel() for k in t_sd if k.startswith('ema_model.')])
-    record(assert_parity('EMA after both conversions', flat_t, flat_m, 'trainer'))
+    record(assert_parity('EMA after both conversions', ema_t, ema_m, 'trainer'))
 
 
 # --- the short last batch of an epoch under gradient accumulation -----------------------------

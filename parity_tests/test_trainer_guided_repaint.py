@@ -21,7 +21,8 @@ import pytest
 from parity.cases import Case
 from parity.compare import assert_parity
 from parity.harness import build_pair
-from parity.training import RefRun, Recorder, continue_both, flat_params, ms_trainer, train_ms, write_digits
+from parity.training import (RefRun, Recorder, continue_both, flat_params, ms_trainer, reference_to_ms_and_on,
+                             train_ms, write_digits)
 
 BATCH, ACCUM, STEPS, MORE, SEED = 8, 2, 2, 1, 7     # repaint's reference Trainer wants batch x accum >= 16
 MAX_GRAD_NORM = 1.                                   # guided's Trainer clips at 1.0 (no option)
@@ -92,7 +93,7 @@ def test_losses_parameters_and_ema(run, record):
 def test_checkpoint_interop_both_ways(run, digits, tmp_path, record, monkeypatch):
     import torch
     from reference.upstream_fixes import fix_targets
-    from weight_convert import from_reference_trainer_checkpoint, to_reference_trainer_checkpoint
+    from weight_convert import to_reference_trainer_checkpoint
     rid, module, mt, rec = run['rid'], run['module'], run['mt'], run['rec']
     if module == 'guided_diffusion':    # the reference's save() raises NameError (__version__ never imported)
         for obj, attr, value in fix_targets('guided_trainer_version'):
@@ -112,20 +113,7 @@ def test_checkpoint_interop_both_ways(run, digits, tmp_path, record, monkeypatch
     record(assert_parity(f'trainer[{rid}] ms ckpt -> reference Trainer.load, {MORE} more', flat_t, flat_m, 'trainer'))
 
     # 2. the reference saves; the twin's Trainer loads the conversion (its own weights scrambled)
-    ref2.trainer.save('back')
-    step_before = mt.step
-    for p in run['md'].trainable_params():
-        p.set_data(p * 0 + 1)
-    from_reference_trainer_checkpoint(tmp_path / 'ref2' / 'model-back.pt', tmp_path / 'back.ckpt', seed=SEED,
-                                      gradient_accumulate_every=ACCUM)
-    mt.load(str(tmp_path / 'back.ckpt'))
-    rec.wrap_dl()
-    assert mt.step == step_before
-    continue_both(ref2, mt, MORE, rec)
-    flat_t, flat_m = flat_params(td2, run['md'])
+    (flat_t, flat_m), (ema_t, ema_m) = reference_to_ms_and_on(ref2, mt, td2, run['md'], rec, tmp_path / 'ref2', MORE,
+                                                              SEED, ACCUM)
     record(assert_parity(f'trainer[{rid}] reference ckpt -> ms Trainer.load, {MORE} more', flat_t, flat_m, 'trainer'))
-    t_sd, m_sd = ref2.trainer.ema.state_dict(), mt.ema.state_dict()
-    assert int(t_sd['step']) == int(m_sd['step']) == STEPS + 2 * MORE
-    keys = [k for k in t_sd if k.startswith('ema_model.')]
-    record(assert_parity(f'trainer[{rid}] EMA after both conversions', np.concatenate([t_sd[k].numpy().ravel() for k in keys]),
-                         np.concatenate([np.asarray(m_sd[k]).ravel() for k in keys]), 'trainer'))
+    record(assert_parity(f'trainer[{rid}] EMA after both conversions', ema_t, ema_m, 'trainer'))
