@@ -136,7 +136,6 @@ def _repaint_kw(opts):
 def torch_sample(cfg, state_dict, inp, opts, timer, notes):
     import torch
     from reference.draws import injected_draws
-    from parity.cases_guided import example_classifiers
     t = torch.from_numpy
     proc = build(cfg, state_dict, opts['sampler'], 'torch')
     if opts['sampler'] == 'repaint':
@@ -145,7 +144,11 @@ def torch_sample(cfg, state_dict, inp, opts, timer, notes):
     if proc.is_ddim_sampling:
         notes.append('guided: DDIM sampling (sampling_timesteps < timesteps): the reference\'s ddim_sample does '
                      'not use cond_fn; compared all the same')
-    t_cond_fn, tc, _, _ = example_classifiers(int(cfg['diffusion']['image_size']), opts['num_classes'], opts['seed'])
+    from reference.guided_example import example
+    TClassifier, t_cond_fn = example()
+    tc = TClassifier(int(cfg['diffusion']['image_size']), opts['num_classes'])
+    tc.load_state_dict({k[len(CLASSIFIER):]: torch.from_numpy(np.array(v)) for k, v in inp.items()
+                        if k.startswith(CLASSIFIER)}, strict=True)      # the weights both sides load (make_inputs)
     with timer('sampling (guided)'), torch.no_grad(), injected_draws(randn=list(inp['sampler_noise'])):
         return proc.sample(batch_size=inp['sampler_noise'].shape[1], cond_fn=t_cond_fn, guidance_kwargs=dict(
             classifier=tc, y=t(inp['sampler_y']), classifier_scale=opts['classifier_scale'])).numpy()
