@@ -18,6 +18,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common.initializer import initializer, HeUniform, Uniform, Normal, One
+from . import fastconv as _fastconv
 
 __all__ = [
     'Module', 'Sequential', 'ModuleList', 'Identity', 'Conv2d', 'Linear', 'GELU', 'SiLU', 'Sigmoid', 'Dropout', 'NearestUpsample2x', 'PixelUnshuffle2x',
@@ -69,7 +70,12 @@ def softmax(x, dim):
     PRECISE_TRANSCENDENTALS).  Along any other axis (LinearAttention's ``q.softmax(dim=-2)``)
     MindSpore 2.8's float32 kernel already computes like torch's: measured within ~2e-8
     relative of torch's result, with the same worst case (~23 ulp) against the exact value,
-    at half the cost of the float64 route; so it is used as is there."""
+    at half the cost of the float64 route; so it is used as is there.  On the fast CPU path
+    (``fastconv.FUSED``) float32 inputs take one fused float32 kernel instead, with a 1-ulp exp,
+    as torch's CPU kernel computes it."""
+    fused = _fastconv.FUSED['softmax']
+    if fused is not None and x.dtype == ms.float32:
+        return fused(x, dim % x.ndim)
     if PRECISE_TRANSCENDENTALS and dim not in (-1, x.ndim - 1):
         return ops.softmax(x, axis=dim)
     return ops.softmax(_up(x), axis=dim).astype(x.dtype)
@@ -79,6 +85,9 @@ class SiLU(nn.Cell):
     """``torch.nn.SiLU()``: ``x * sigmoid(x)``, evaluated as one correctly rounded op."""
 
     def construct(self, x):
+        fused = _fastconv.FUSED['silu']         # the fast CPU path's fused float32 kernel
+        if fused is not None and x.dtype == ms.float32:
+            return fused(x)
         y = _up(x)
         return (y * ops.sigmoid(y)).astype(x.dtype)
 
@@ -106,8 +115,6 @@ def Conv2d(in_channels, out_channels, kernel_size, padding=0, bias=True):
 # kernels torch runs) instead of MindSpore's im2col + GEMM.  Same parameters, names and shapes;
 # the bias is added after the convolution (as oneDNN does in its kernel: one rounding either
 # way).  Other dtypes, other targets, or the path not buildable: MindSpore's own kernels.
-
-from . import fastconv as _fastconv
 
 
 def _fast_conv(nsp, stride, padding):

@@ -1,7 +1,9 @@
 """The optional oneDNN convolution path (``ms_ddpm.fastconv``, ``MS_DDPM_CPU_CONV=onednn``)
 against the reference, at the stock path's tolerances: conv building blocks (2D and 1D), a small
-Unet forward, and the loss + gradients of every parameter of a GaussianDiffusion train step,
-PyNative and (on representative rows) GRAPH.  The rows are the existing parity rows; only the
+Unet forward, and the loss + gradients of every parameter of a GaussianDiffusion train step
+(gradients on the accuracy gate, as test_training's), PyNative and (on representative rows)
+GRAPH; and the fused float32 softmax / SiLU kernels alone (forward and backward, against torch
+and its float64 run).  The rows are the existing parity rows; only the
 conv path of the MindSpore side differs.  The oneDNN packages are part of the test install
 (``make setup`` installs ``ms_ddpm[fast]``): if the library cannot be built this file FAILS."""
 
@@ -14,8 +16,9 @@ import mindspore as ms
 from ms_ddpm import fastconv
 from parity.cases import rows, TRAIN_CASES
 from parity.cases_1d import rows_1d
-from parity.compare import assert_parity
-from parity.harness import build_pair, build_diffusion_pair, case_inputs, run_torch, run_ms, loss_inputs, ms_loss_fn, torch_loss
+from parity.compare import assert_gradients, assert_parity, check
+from parity.harness import (build_pair, build_diffusion_pair, case_inputs, run_torch, run_ms, loss_inputs, ms_loss_fn,
+                            torch_loss, reference_grads)
 
 # conv-bearing building blocks: (row, modes).  GRAPH on one 3x3 block and one strided conv.
 _LAYERS_2D = {'Block': ('pynative', 'graph'), 'ResnetBlock-time': ('pynative',), 'ResnetBlock-notime': ('pynative',),
@@ -44,6 +47,7 @@ def fast_path():
 def _assert_on_fast_path(cell):
     n = sum(isinstance(c, fastconv.FastConv) for _, c in cell.cells_and_names())
     assert n > 0, 'the MindSpore cell was built without the oneDNN convolutions'
+    assert all(fastconv.FUSED.values()), f'the fused kernels are not on: {fastconv.FUSED}'
 
 
 def _ids(runs):
@@ -72,10 +76,9 @@ def test_fast_gradients_every_parameter(mode, record):
     td, md = build_diffusion_pair(unet_cfg, kw)
     _assert_on_fast_path(md)
     d = loss_inputs(kw, extra, seed=11)
-    td.zero_grad()
-    t_loss = torch_loss(td, d, 'mean')
-    t_loss.backward()
-    t_grads = {n: p.grad.numpy() for n, p in td.named_parameters()}
+    loss_of = lambda t, cast: torch_loss(t, cast(d), 'mean')
+    _, t64 = reference_grads(td, loss_of, float64=True)   # the accuracy gate's yardstick
+    t_loss, t_grads = reference_grads(td, loss_of)
 
     fn, args = ms_loss_fn(md, d, 'mean')
     weights = md.trainable_params()
@@ -84,16 +87,9 @@ def test_fast_gradients_every_parameter(mode, record):
         grad_fn = ms.jit(grad_fn)
     m_loss, m_grads = grad_fn(*[ms.Tensor(a) for a in args])
     names = [p.name for p in weights]
-    assert set(names) == set(t_grads), 'gradient sets differ'
-    record(assert_parity(f'fastconv train loss {case_id} [{mode}]', t_loss.detach().numpy(), m_loss.asnumpy(), 'loss'))
-    worst = None
-    for name, g in zip(names, m_grads):
-        r = assert_parity(f'fastconv grad {name} {case_id} [{mode}]', t_grads[name], g.asnumpy(), 'grad')
-        worst = r if worst is None or r.rel_fro > worst.rel_fro else worst
-    record(worst)
-    flat_t = np.concatenate([t_grads[n].ravel() for n in names])
-    flat_m = np.concatenate([g.asnumpy().ravel() for g in m_grads])
-    record(assert_parity(f'fastconv grad all parameters {case_id} [{mode}]', flat_t, flat_m, 'grad'))
+    record(assert_parity(f'fastconv train loss {case_id} [{mode}]', t_loss, m_loss.asnumpy(), 'loss'))
+    assert_gradients(f'fastconv {case_id} [{mode}]', t_grads, dict(zip(names, (g.asnumpy() for g in m_grads))), t64,
+                     record=record)
 
 
 # --- the kernels alone: F.conv{1,2,3}d and its two gradients --------------------------------
@@ -172,3 +168,45 @@ def test_unbuildable_is_one_warning_and_the_stock_path(monkeypatch, tmp_path, ca
     assert len(lines) == 1 and 'no-such-g++' in lines[0], lines
     with pytest.raises(fastconv.FastConvError):
         fastconv.library(strict=True)
+
+
+# --- the fused float32 kernels alone (fused_ops.cc): softmax along the last and a strided axis, SiLU ---
+
+FUSED_OPS = [('softmax', (3, 2, 37, 41), 3, 'pynative'), ('softmax', (2, 4, 33, 50), 2, 'graph'),
+             ('softmax', (5, 7), 0, 'pynative'), ('silu', (4, 9, 17), None, 'pynative'), ('silu', (3, 1000), None, 'graph')]
+
+
+@pytest.mark.parametrize('op,shape,axis,mode', FUSED_OPS, ids=[f'{o}-{len(s)}d-ax{a}-{m}' for o, s, a, m in FUSED_OPS])
+def test_fused_op(op, shape, axis, mode, record):
+    """The fused kernel's forward and its gradient (of ``sum(y * g)``) against torch's float32 op,
+    on the accuracy gate (torch's own float64 run the yardstick); inputs spread over [-30, 30] so
+    that exp meets large and tiny arguments."""
+    import torch
+    rng = np.random.default_rng(len(shape) * 7 + (axis or 0))
+    x = (rng.standard_normal(shape) * 10).clip(-30, 30).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    f = (lambda v: v.softmax(axis)) if op == 'softmax' else torch.nn.functional.silu
+    out = {}
+    for dt in (torch.float32, torch.float64):
+        xt = torch.tensor(x, dtype=dt, requires_grad=True)
+        yt = f(xt)
+        yt.backward(torch.tensor(g, dtype=dt))
+        out[dt] = (yt.detach().numpy(), xt.grad.numpy())
+    cell = fastconv.FUSED[op]
+    gm = ms.Tensor(g)
+
+    def fwd(a):
+        return cell(a, axis) if axis is not None else cell(a)
+
+    def loss(a):
+        return (fwd(a) * gm).sum()
+    grad = ms.grad(loss)
+    if mode == 'graph':
+        fwd, grad = ms.jit(fwd), ms.jit(grad)
+    y, dx = fwd(ms.Tensor(x)).asnumpy(), grad(ms.Tensor(x)).asnumpy()
+    name = f'fused {op} {shape} axis {axis} [{mode}]'
+    (t32, tdx), (t64, tdx64) = out[torch.float32], out[torch.float64]
+    for label, expected, actual, e64 in ((name, t32, y, t64), (name + ' dx', tdx, dx, tdx64)):
+        r = check(label, expected, actual, 'elementwise', expected64=e64)
+        record(r)
+        assert r.ok, r.why

@@ -3,15 +3,18 @@
 MindSpore 2.8 runs CPU convolutions as im2col + GEMM on plain NCHW memory (2.9 / 2.10 fall back
 to oneDNN's reference convolution, ~200x slower); torch runs oneDNN's blocked direct kernels.
 This package ships ``onednn_conv.cc`` (forward, backward-data and backward-weights for 1D / 2D /
-3D convolutions, primitives cached per shape, ``format_tag::any`` + reorders), compiles it with
-g++ on first use into the cache folder (``$MS_DDPM_CACHE`` or ``~/.cache/ms_ddpm``; built under a
+3D convolutions, primitives cached per shape, ``format_tag::any`` + reorders) and ``fused_ops.cc``
+(softmax and SiLU with their backward in float32 with a 1-ulp exp, as torch's CPU kernels compute
+them: the stock twins evaluate these in float64), compiles them with g++ on first use into the cache folder (``$MS_DDPM_CACHE`` or ``~/.cache/ms_ddpm``; built under a
 temporary name and renamed into place) against the oneDNN of the pip extra ``ms_ddpm[fast]``
 (``onednn-cpu-gomp`` + ``onednn-devel-cpu-gomp``), and wraps the kernels as
 ``ops.Custom(func_type='aot')`` with a bprop, so they run in PyNative and inside ``ms.jit``.
 
 Switched on with ``MS_DDPM_CPU_CONV=onednn`` (or ``set_enabled(True)``, which the commands'
 ``--fast-cpu`` calls) when the device target is CPU; ``ms_ddpm.ms_compat``'s conv layers built
-while it is on dispatch here.  MindSpore's own kernels stay the default.  Asked for but not
+while it is on dispatch here, and ``ms_compat.softmax`` / ``ms_compat.SiLU`` use the fused kernels
+in graphs traced (and PyNative calls made) while ``FUSED`` holds them.  MindSpore's own kernels
+stay the default.  Asked for but not
 usable (no compiler, no oneDNN package, a failed build): one warning line and the stock path.
 See docs/fastconv.md.
 """
@@ -28,15 +31,21 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Tensor
 
-__all__ = ['requested', 'set_enabled', 'active', 'library', 'status', 'conv_op', 'FastConvError', 'ENV']
+__all__ = ['requested', 'set_enabled', 'active', 'library', 'status', 'conv_op', 'FUSED', 'FastConvError', 'ENV']
 
 ENV = 'MS_DDPM_CPU_CONV'
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'onednn_conv.cc')
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCES = (os.path.join(_HERE, 'onednn_conv.cc'), os.path.join(_HERE, 'fused_ops.cc'))
 _PACKAGES = ('onednn-cpu-gomp', 'onednn-devel-cpu-gomp')
 
 _override = None      # set_enabled(): True / False beats the environment variable; None reads it
 _state = {}           # 'lib': path of the built library, 'error': why it is unusable
 _ops = {}             # (nsp, stride, padding) -> _ConvOps
+# The fused softmax / SiLU cells that ms_compat.softmax and ms_compat.SiLU call, or None: filled
+# when a conv layer is built on the active path (conv_op) or by set_enabled(True), emptied by
+# set_enabled(False / None).  A plain dict of module state, so that code compiled by ms.jit reads
+# it as a constant when it traces (a graph compiled before keeps what it saw).
+FUSED = {'softmax': None, 'silu': None}
 
 
 class FastConvError(RuntimeError):
@@ -61,6 +70,9 @@ def set_enabled(flag):
     conv layers built from now on."""
     global _override
     _override = flag
+    FUSED.update(softmax=None, silu=None)
+    if flag:
+        _fill_fused()
 
 
 def _cache_dir():
@@ -93,9 +105,11 @@ def _build():
     if not shutil.which(cxx):
         raise FastConvError(f'no C++ compiler {cxx!r} (g++ on PATH, or $CXX)')
     cxx = shutil.which(cxx)
-    with open(SOURCE, 'rb') as f:
-        src = f.read()
-    tag = hashlib.sha256(src + f'|{version}|{include}|{lib}|{cxx}'.encode()).hexdigest()[:16]
+    src = b''
+    for source in SOURCES:
+        with open(source, 'rb') as f:
+            src += f.read()
+    tag = hashlib.sha256(src + f'|{version}|{include}|{lib}|{cxx}|{_cpu_flags()}'.encode()).hexdigest()[:16]
     folder = os.path.join(_cache_dir(), 'fastconv')
     target = os.path.join(folder, f'ms_ddpm_onednn_conv_{tag}.so')
     if os.path.exists(target):
@@ -103,18 +117,31 @@ def _build():
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.build-', suffix='.so', dir=folder)
     os.close(fd)
-    cmd = [cxx, '-O2', '-std=c++17', '-shared', '-fPIC', '-I' + include, SOURCE, '-o', tmp,
-           '-L' + lib, '-ldnnl', '-Wl,-rpath,' + lib]
+    # -march=native: built on (and cached for) the CPU it runs on, so the fused loops vectorise
+    cmd = [cxx, '-O3', '-march=native', '-fopenmp', '-std=c++17', '-shared', '-fPIC', '-I' + include,
+           *SOURCES, '-o', tmp, '-L' + lib, '-ldnnl', '-Wl,-rpath,' + lib]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             first = (done.stderr.strip().splitlines() or ['?'])[0]
-            raise FastConvError(f'compiling {os.path.basename(SOURCE)} failed: {first}')
+            raise FastConvError(f"compiling {' + '.join(map(os.path.basename, SOURCES))} failed: {first}")
         os.replace(tmp, target)          # atomic: a reader sees no library or the whole one
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _cpu_flags():
+    """The CPU's model and flags (the library is compiled with -march=native; a cache folder
+    shared by machines with other CPUs gets one build per CPU)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            lines = [ln for ln in f.read().splitlines() if ln.startswith(('model name', 'flags'))][:2]
+    except OSError:
+        import platform
+        lines = [platform.machine(), platform.processor()]
+    return hashlib.sha256('\n'.join(lines).encode()).hexdigest()[:12]
 
 
 def library(strict=False):
@@ -206,8 +233,53 @@ def conv_op(nsp, stride=1, padding=0):
     """A FastConv cell for ``nsp`` spatial dims, or None when the path is not active."""
     if not active():
         return None
+    _fill_fused()
     stride, padding = _tuple(stride, nsp), _tuple(padding, nsp)
     key = (nsp, stride, padding)
     if key not in _ops:
         _ops[key] = _ConvOps(_state['lib'], nsp, stride, padding)
     return FastConv(_ops[key])
+
+
+class FusedSoftmax(nn.Cell):
+    """``x.softmax(dim=axis)`` (float32, ``axis`` a non-negative Python int) through
+    ``fused_ops.cc``, differentiable (its backward is one more fused kernel)."""
+
+    def __init__(self, lib):
+        super().__init__()
+        bwd = ops.Custom(lib + ':ms_ddpm_softmax_bwd', out_shape=lambda y, dy, c: y,
+                         out_dtype=lambda y, dy, c: y, func_type='aot')
+
+        def bprop(x, cfg, out, dout):
+            return bwd(out, dout, cfg), ops.zeros_like(cfg)
+
+        self.fwd = ops.Custom(lib + ':ms_ddpm_softmax_fwd', out_shape=lambda x, c: x,
+                              out_dtype=lambda x, c: x, func_type='aot', bprop=bprop)
+        self.bwd = bwd
+
+    def construct(self, x, axis):
+        return self.fwd(x, Tensor([axis], ms.int64))
+
+
+class FusedSiLU(nn.Cell):
+    """``F.silu(x)`` (float32) through ``fused_ops.cc``, differentiable."""
+
+    def __init__(self, lib):
+        super().__init__()
+        bwd = ops.Custom(lib + ':ms_ddpm_silu_bwd', out_shape=lambda x, dy: x, out_dtype=lambda x, dy: x,
+                         func_type='aot')
+
+        def bprop(x, out, dout):
+            return (bwd(x, dout),)
+
+        self.fwd = ops.Custom(lib + ':ms_ddpm_silu_fwd', out_shape=lambda x: x, out_dtype=lambda x: x,
+                              func_type='aot', bprop=bprop)
+        self.bwd = bwd
+
+    def construct(self, x):
+        return self.fwd(x)
+
+
+def _fill_fused():
+    if FUSED['softmax'] is None and active():
+        FUSED.update(softmax=FusedSoftmax(_state['lib']), silu=FusedSiLU(_state['lib']))

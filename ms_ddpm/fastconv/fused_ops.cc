@@ -1,0 +1,217 @@
+// Fused float32 CPU kernels for ms_ddpm's optional fast CPU path (docs/fastconv.md), in MindSpore's
+// Custom(func_type='aot') calling convention; compiled with onednn_conv.cc into one library by
+// ms_ddpm/fastconv/__init__.py.
+//
+// MindSpore 2.8's float32 exp is a fast approximation (~30 ulp), so the stock twins evaluate
+// softmax and SiLU in float64 and round once: accurate, but the float64 softmax and its unfused
+// backward (ReduceSum, Mul, Sub, Transpose, Cast) were ~20% of a small U-Net's compiled train
+// step.  These kernels compute what torch's CPU kernels compute: an exp accurate to about 1 ulp
+// (the Cody-Waite reduction and degree-6 polynomial of SLEEF's expf_u10, which ATen's vectorised
+// exp calls), float32 accumulation in 16 lanes, one pass per row.
+//
+//   ms_ddpm_softmax_fwd(x, cfg) -> y                 cfg = [axis] (non-negative)
+//   ms_ddpm_softmax_bwd(y, dy, cfg) -> dx            dx = y * (dy - sum(dy * y, axis))
+//   ms_ddpm_silu_fwd(x) -> y                         y = x / (1 + exp(-x))
+//   ms_ddpm_silu_bwd(x, dy) -> dx                    s = 1 / (1 + exp(-x)); dx = dy * s * (1 + x * (1 - s))
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+constexpr int LANES = 16;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MSD_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define MSD_CLONES
+#endif
+
+inline float pow2i(int q) {
+  int32_t bits = (q + 0x7f) << 23;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// SLEEF's xexpf (u10): |error| <= 1 ulp over the whole float range.
+inline float expf_u10(float d) {
+  float q = std::rint(d * 1.442695040888963407359924681001892137f);
+  int qi = static_cast<int>(q);
+  float s = std::fma(q, -0.693145751953125f, d);
+  s = std::fma(q, -1.428606765330187045e-06f, s);
+  float u = 0.000198527617612853646278381f;
+  u = std::fma(u, s, 0.00139304355252534151077271f);
+  u = std::fma(u, s, 0.00833336077630519866943359f);
+  u = std::fma(u, s, 0.0416664853692054748535156f);
+  u = std::fma(u, s, 0.166666671633720397949219f);
+  u = std::fma(u, s, 0.5f);
+  u = std::fma(s * s, u, s + 1.0f);
+  int h = qi >> 1;
+  u = u * pow2i(h) * pow2i(qi - h);
+  u = d < -104.0f ? 0.0f : u;
+  u = d > 104.0f ? INFINITY : u;
+  return u;
+}
+
+// softmax along an axis of length n with elements `inner` apart, for `outer` independent blocks.
+MSD_CLONES void softmax_fwd(const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
+  if (inner == 1) {
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < outer; ++o) {
+      const float *xr = x + o * n;
+      float *yr = y + o * n;
+      float mx[LANES], sm[LANES];
+      for (int j = 0; j < LANES; ++j) { mx[j] = -INFINITY; sm[j] = 0.0f; }
+      int64_t i = 0;
+      for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; ++j) mx[j] = xr[i + j] > mx[j] ? xr[i + j] : mx[j];
+      float m = -INFINITY;
+      for (int j = 0; j < LANES; ++j) m = mx[j] > m ? mx[j] : m;
+      for (; i < n; ++i) m = xr[i] > m ? xr[i] : m;
+      for (i = 0; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; ++j) {
+          float e = expf_u10(xr[i + j] - m);
+          yr[i + j] = e;
+          sm[j] += e;
+        }
+      float s = 0.0f;
+      for (int j = 0; j < LANES; ++j) s += sm[j];
+      for (; i < n; ++i) { float e = expf_u10(xr[i] - m); yr[i] = e; s += e; }
+      float r = 1.0f / s;
+      for (i = 0; i < n; ++i) yr[i] *= r;
+    }
+    return;
+  }
+  // strided axis: vectorise across `inner`, one block of LANES columns at a time
+  int64_t blocks = (inner + LANES - 1) / LANES;
+#pragma omp parallel for schedule(static)
+  for (int64_t ob = 0; ob < outer * blocks; ++ob) {
+    int64_t o = ob / blocks, c0 = (ob % blocks) * LANES;
+    int w = static_cast<int>(inner - c0 < LANES ? inner - c0 : LANES);
+    const float *xb = x + o * n * inner + c0;
+    float *yb = y + o * n * inner + c0;
+    float mx[LANES], sm[LANES];
+    for (int j = 0; j < LANES; ++j) { mx[j] = -INFINITY; sm[j] = 0.0f; }
+    for (int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < w; ++j) { float v = xb[i * inner + j]; mx[j] = v > mx[j] ? v : mx[j]; }
+    for (int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < w; ++j) {
+        float e = expf_u10(xb[i * inner + j] - mx[j]);
+        yb[i * inner + j] = e;
+        sm[j] += e;
+      }
+    for (int j = 0; j < w; ++j) sm[j] = 1.0f / sm[j];
+    for (int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < w; ++j) yb[i * inner + j] *= sm[j];
+  }
+}
+
+MSD_CLONES void softmax_bwd(const float *y, const float *dy, float *dx, int64_t outer, int64_t n, int64_t inner) {
+  if (inner == 1) {
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < outer; ++o) {
+      const float *yr = y + o * n, *gr = dy + o * n;
+      float *dr = dx + o * n;
+      float sm[LANES];
+      for (int j = 0; j < LANES; ++j) sm[j] = 0.0f;
+      int64_t i = 0;
+      for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; ++j) sm[j] += gr[i + j] * yr[i + j];
+      float s = 0.0f;
+      for (int j = 0; j < LANES; ++j) s += sm[j];
+      for (; i < n; ++i) s += gr[i] * yr[i];
+      for (i = 0; i < n; ++i) dr[i] = yr[i] * (gr[i] - s);
+    }
+    return;
+  }
+  int64_t blocks = (inner + LANES - 1) / LANES;
+#pragma omp parallel for schedule(static)
+  for (int64_t ob = 0; ob < outer * blocks; ++ob) {
+    int64_t o = ob / blocks, c0 = (ob % blocks) * LANES;
+    int w = static_cast<int>(inner - c0 < LANES ? inner - c0 : LANES);
+    int64_t base = o * n * inner + c0;
+    float sm[LANES];
+    for (int j = 0; j < LANES; ++j) sm[j] = 0.0f;
+    for (int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < w; ++j) sm[j] += dy[base + i * inner + j] * y[base + i * inner + j];
+    for (int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < w; ++j) {
+        int64_t k = base + i * inner + j;
+        dx[k] = y[k] * (dy[k] - sm[j]);
+      }
+  }
+}
+
+MSD_CLONES void silu_fwd(const float *x, float *y, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + expf_u10(-x[i]));
+}
+
+MSD_CLONES void silu_bwd(const float *x, const float *dy, float *dx, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    float s = 1.0f / (1.0f + expf_u10(-x[i]));
+    dx[i] = dy[i] * (s * (1.0f + x[i] * (1.0f - s)));
+  }
+}
+
+int64_t numel(int nd, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < nd; ++i) n *= shape[i];
+  return n;
+}
+
+bool all_f32(int nparam, const char **dtypes, int skip) {
+  for (int i = 0; i < nparam; ++i)
+    if (i != skip && std::strcmp(dtypes[i], "float32") != 0) return false;
+  return true;
+}
+
+// (outer, n, inner) of `axis` in a tensor of shape `shape`; false if the axis is out of range
+bool split_axis(int nd, const int64_t *shape, int64_t axis, int64_t &outer, int64_t &n, int64_t &inner) {
+  if (axis < 0 || axis >= nd) return false;
+  outer = 1; inner = 1; n = shape[axis];
+  for (int i = 0; i < axis; ++i) outer *= shape[i];
+  for (int i = static_cast<int>(axis) + 1; i < nd; ++i) inner *= shape[i];
+  return true;
+}
+
+}  // namespace
+
+extern "C" int ms_ddpm_softmax_fwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                   void *stream_, void *extra) {
+  if (nparam != 3 || !all_f32(nparam, dtypes, 1)) return 2;
+  int64_t outer, n, inner;
+  if (!split_axis(ndims[0], shapes[0], static_cast<const int64_t *>(params[1])[0], outer, n, inner)) return 4;
+  if (outer * n * inner == 0) return 0;
+  softmax_fwd(static_cast<const float *>(params[0]), static_cast<float *>(params[2]), outer, n, inner);
+  return 0;
+}
+
+extern "C" int ms_ddpm_softmax_bwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                   void *stream_, void *extra) {
+  if (nparam != 4 || !all_f32(nparam, dtypes, 2)) return 2;
+  int64_t outer, n, inner;
+  if (!split_axis(ndims[0], shapes[0], static_cast<const int64_t *>(params[2])[0], outer, n, inner)) return 4;
+  if (outer * n * inner == 0) return 0;
+  softmax_bwd(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+              static_cast<float *>(params[3]), outer, n, inner);
+  return 0;
+}
+
+extern "C" int ms_ddpm_silu_fwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                void *stream_, void *extra) {
+  if (nparam != 2 || !all_f32(nparam, dtypes, -1)) return 2;
+  silu_fwd(static_cast<const float *>(params[0]), static_cast<float *>(params[1]), numel(ndims[0], shapes[0]));
+  return 0;
+}
+
+extern "C" int ms_ddpm_silu_bwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                void *stream_, void *extra) {
+  if (nparam != 3 || !all_f32(nparam, dtypes, -1)) return 2;
+  silu_bwd(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+           static_cast<float *>(params[2]), numel(ndims[0], shapes[0]));
+  return 0;
+}
