@@ -21,15 +21,16 @@ SUBCOMMANDS = {
 }
 
 # issue 18: ``--fast-cpu`` on these runs their convolutions through ms_ddpm.fastconv's oneDNN
-# kernels (as MS_DDPM_CPU_CONV=onednn does; ``bench`` parses its own --fast-cpu)
-FAST_CPU_COMMANDS = ('train', 'sample')
+# kernels and softmax / SiLU through its fused ones (as MS_DDPM_CPU_CONV=onednn does; ``bench``
+# parses its own --fast-cpu); verify's report names the path that ran
+FAST_CPU_COMMANDS = ('train', 'sample', 'verify')
 
 
 def usage():
     lines = ['usage: ms-ddpm <command> [options]   (ms-ddpm <command> --help for details)',
              '       ms-ddpm --version', '', 'commands:']
     lines += [f'  {name:9s} {help_}' for name, (_, help_) in SUBCOMMANDS.items()]
-    lines += ['', f'  --fast-cpu (with {"/".join(FAST_CPU_COMMANDS)}/bench): oneDNN convolutions on CPU (pip extra ms_ddpm[fast],',
+    lines += ['', f'  --fast-cpu (with {"/".join(FAST_CPU_COMMANDS)}/bench): oneDNN convolutions + fused softmax/SiLU on CPU (ms_ddpm[fast],',
               '    or MS_DDPM_CPU_CONV=onednn); if they cannot be built: one warning line and MindSpore\'s own', '', EPILOG]
     return '\n'.join(lines)
 

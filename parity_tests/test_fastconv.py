@@ -129,6 +129,17 @@ def test_fast_conv_op(nsp, stride, pad, k, mode, record):
     record(assert_parity(name + ' dw', wt.grad.numpy(), dw.asnumpy(), 'grad'))
 
 
+def test_verify_report_names_the_fast_path():
+    """verify's report says which kernels the MindSpore side ran (issue 18)."""
+    from ms_ddpm_tools.verify import report
+    assert report.kernels() == 'onednn'
+    fastconv.set_enabled(False)
+    try:
+        assert report.kernels() == 'mindspore'
+    finally:
+        fastconv.set_enabled(True)
+
+
 def test_cli_fast_cpu_flag_switches_it_on():
     """``ms-ddpm sample --fast-cpu`` turns the path on before the command builds its model."""
     from ms_ddpm_tools.cli import main

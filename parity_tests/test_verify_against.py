@@ -57,6 +57,8 @@ def test_a_faithful_conversion_passes(files, capsys):
     assert len(weights) == int((files / 'count').read_text())      # every tensor of the state dict ...
     assert all(r['max_abs'] == 0 for r in weights)                  # ... bit-exact
     assert rep['against'].endswith('dst.safetensors') and 'verdict: PASS' in out
+    assert rep['mindspore_kernels'] == 'mindspore'                    # issue 18: the report names the kernels
+    assert 'MindSpore CPU kernels: mindspore' in (files / 'ok' / 'report.md').read_text()
 
 
 def test_an_edited_tensor_is_named_and_fails(files, capsys):

@@ -207,6 +207,7 @@ def verify(checkpoint=None, *, against=None, ema=False, against_ema=None, config
                  for r in results],
         unmatched={'only_torch': [k[6:] for k in only_torch], 'only_mindspore': only_ms},
         versions=report.versions(torch_info), machine=report.machine(),
+        mindspore_kernels=report.kernels(),
         timings={'torch': dict(t_torch.times), 'mindspore': dict(t_ms.times),
                  'total_wall': time.perf_counter() - t_start},
         image=None)

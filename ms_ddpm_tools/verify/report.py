@@ -18,6 +18,14 @@ def versions(torch_info=None):
     return v(torch_info)
 
 
+def kernels():
+    """Which CPU kernels the MindSpore side ran (issue 18): 'mindspore' (MindSpore's own, the
+    default and what the parity claims are about) or 'onednn' (ms_ddpm.fastconv: oneDNN
+    convolutions + fused softmax / SiLU; MS_DDPM_CPU_CONV=onednn or --fast-cpu)."""
+    from ms_ddpm import fastconv
+    return fastconv.status()
+
+
 def machine():
     from ms_ddpm.io.records import machine as m
     return m()
@@ -112,6 +120,8 @@ def markdown(report):
             f'- model: `{report["config"].get("model")}({_kw(report["config"]["unet"])})` (the network alone)'),
            f'- reference side: {report["versions"]["torch_source"]}; '
            + ', '.join(f'{k} {x}' for k, x in report['versions'].items() if k != 'torch_source'),
+           f'- MindSpore CPU kernels: {report.get("mindspore_kernels") or "mindspore"}'
+           + (' (ms_ddpm.fastconv: oneDNN convolutions, fused softmax / SiLU)' if report.get('mindspore_kernels') == 'onednn' else ''),
            f'- first layer that diverges (execution order, beyond the gate): **{v["first_divergent_layer"] or "none"}**',
            f'- first layer beyond its tolerance: {v.get("first_beyond_tolerance") or "none"}',
            f'- first layer beyond the single-block tolerance `layer` (where drift starts; informative): '
