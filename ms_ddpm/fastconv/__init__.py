@@ -31,7 +31,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Tensor
 
-__all__ = ['requested', 'set_enabled', 'active', 'library', 'status', 'conv_op', 'FUSED', 'FastConvError', 'ENV']
+__all__ = ['requested', 'set_enabled', 'enabled', 'active', 'library', 'status', 'conv_op', 'FUSED', 'FastConvError', 'ENV']
 
 ENV = 'MS_DDPM_CPU_CONV'
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,6 +73,27 @@ def set_enabled(flag):
     FUSED.update(softmax=None, silu=None)
     if flag:
         _fill_fused()
+
+
+class enabled:
+    """``with fastconv.enabled(True):`` the path on (or off) for what is built, traced and run
+    inside; the previous setting (and fused kernels) back afterwards.  Conv layers keep the path
+    they were built with; softmax / SiLU follow the setting in force when a graph is traced or
+    a PyNative call runs, so compile a fast model's graphs inside the block."""
+
+    def __init__(self, flag=True):
+        self.flag = flag
+
+    def __enter__(self):
+        self.saved = (_override, dict(FUSED))
+        set_enabled(self.flag)
+        return self
+
+    def __exit__(self, *exc):
+        global _override
+        _override, fused = self.saved
+        FUSED.update(fused)
+        return False
 
 
 def _cache_dir():
