@@ -3,13 +3,14 @@ MindSpore GRAPH-mode ``ms_compat.Conv2d``, forward and forward + backward (input
 gradients), wall-clock medians of 5 back-to-back calls after 2 warm-ups, weighted by how often
 the U-Net runs each shape.  Shows which convolutions the MindSpore side loses time on.
 
-    python -m bench.conv_shapes [--threads 2]
+    python -m bench.conv_shapes [--threads 2] [--fast-cpu]
     ONEDNN_VERBOSE=1 python -m bench.conv_shapes   # which oneDNN kernel each framework runs
 
 Found with it (MindSpore 2.8.0, oneDNN 2.2 inside): MindSpore hands oneDNN plain NCHW tensors,
 for which oneDNN picks ``gemm:jit`` (im2col + sgemm) for forward, backward-data and
 backward-weights; torch lets oneDNN choose blocked layouts and gets ``jit:avx512_core`` direct
-convolutions (plus reorders).
+convolutions (plus reorders).  ``--fast-cpu`` adds ms_ddpm.fastconv's oneDNN convolutions
+(the same conv built on the fast path) as a third column.
 """
 
 import argparse
@@ -21,6 +22,7 @@ import numpy as np
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m bench.conv_shapes', description=__doc__.split('\n\n')[0])
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--fast-cpu', action='store_true', help='also time ms_ddpm.fastconv\'s oneDNN convolutions')
     args = p.parse_args(argv)
     from bench.run import set_threads
     from bench.timing import median_s
@@ -29,6 +31,7 @@ def main(argv=None):
     import mindspore as ms
     from reference.builders import build_unet
     from ms_ddpm.ms_compat import Conv2d
+    from bench.items import fast_built
 
     shapes = collections.Counter()
 
@@ -42,7 +45,9 @@ def main(argv=None):
         net(torch.randn(16, 3, 32, 32), torch.randint(0, 1000, (16,)))
 
     total = collections.defaultdict(float)
-    print(f'{"input, out channels, kernel":38s} n | {"torch fwd":>9s} {"MS fwd":>8s}       | {"torch f+b":>9s} {"MS f+b":>8s}   (ms)')
+    fast_hdr = f' | {"fast fwd":>8s}        {"fast f+b":>8s}' if args.fast_cpu else ''
+    print(f'{"input, out channels, kernel":38s} n | {"torch fwd":>9s} {"MS fwd":>8s}       | {"torch f+b":>9s} {"MS f+b":>8s}'
+          f'{fast_hdr}   (ms)')
     for (shape, out_ch, k, pad), n in sorted(shapes.items(), key=lambda kv: -kv[1]):
         tc = torch.nn.Conv2d(shape[1], out_ch, k, padding=pad)
         mc = Conv2d(shape[1], out_ch, k, padding=pad)
@@ -66,14 +71,29 @@ def main(argv=None):
         ms_fwd = ms.jit(forward)
         ms_fb = ms.jit(ms.grad(loss, grad_position=0, weights=mc.trainable_params()))
         fns = dict(tf=torch_fwd, mf=lambda: ms_fwd(xm).asnumpy(), tfb=torch_fb, mfb=lambda: ms_fb(xm)[0].asnumpy())
+        if args.fast_cpu:
+            fc = fast_built(lambda: Conv2d(shape[1], out_ch, k, padding=pad))
+
+            def forward_fast(a):
+                return fc(a)
+
+            def loss_fast(a):
+                return fc(a).sum()
+            fast_fwd = ms.jit(forward_fast)
+            fast_fb = ms.jit(ms.grad(loss_fast, grad_position=0, weights=fc.trainable_params()))
+            fns.update(ff=lambda: fast_fwd(xm).asnumpy(), ffb=lambda: fast_fb(xm)[0].asnumpy())
         r = {key: median_s(fn) * 1e3 for key, fn in fns.items()}
         for key, v in r.items():
             total[key] += n * v
         print(f'{str((shape, out_ch, k)):38s} {n} | {r["tf"]:9.2f} {r["mf"]:8.2f} ({r["mf"] / r["tf"]:4.1f}x) | '
-              f'{r["tfb"]:9.2f} {r["mfb"]:8.2f} ({r["mfb"] / r["tfb"]:4.1f}x)', flush=True)
+              f'{r["tfb"]:9.2f} {r["mfb"]:8.2f} ({r["mfb"] / r["tfb"]:4.1f}x)'
+              + (f' | {r["ff"]:8.2f} ({r["ff"] / r["tf"]:4.1f}x) {r["ffb"]:8.2f} ({r["ffb"] / r["tfb"]:4.1f}x)'
+                 if args.fast_cpu else ''), flush=True)
     print(f'weighted total: forward torch {total["tf"]:.0f} ms, MindSpore {total["mf"]:.0f} ms '
           f'({total["mf"] / total["tf"]:.2f}x); forward + backward torch {total["tfb"]:.0f} ms, '
-          f'MindSpore {total["mfb"]:.0f} ms ({total["mfb"] / total["tfb"]:.2f}x)')
+          f'MindSpore {total["mfb"]:.0f} ms ({total["mfb"] / total["tfb"]:.2f}x)'
+          + (f'; fast path forward {total["ff"]:.0f} ms ({total["ff"] / total["tf"]:.2f}x), forward + backward '
+             f'{total["ffb"]:.0f} ms ({total["ffb"] / total["tfb"]:.2f}x)' if args.fast_cpu else ''))
 
 
 if __name__ == '__main__':
