@@ -35,7 +35,7 @@ class Settings:
     ddpm_steps: int = 1000
     modes: tuple = ('pynative', 'graph')
     extras: tuple = ('nn_adam',)
-    fast_cpu: bool = False     # --fast-cpu: also time the oneDNN conv path (ms_ddpm.fastconv), side by side
+    fast_cpu: bool = False     # --fast-cpu: also time the fast CPU path (ms_ddpm.fastconv), side by side
 
 
 def set_threads(n):
@@ -73,8 +73,9 @@ def parse_args(argv):
     p.add_argument('--repeats', type=int, default=None, help='timed repeats per item (after warm-up)')
     p.add_argument('--no-pynative', action='store_true', help='skip MindSpore PyNative timings (GRAPH only)')
     p.add_argument('--fast-cpu', action='store_true',
-                   help="also time MindSpore with the oneDNN convolutions (ms_ddpm.fastconv, pip extra ms_ddpm[fast]) "
-                        "beside the stock kernels: the conv items and the train steps")
+                   help="also time MindSpore on ms_ddpm.fastconv's fast CPU path (oneDNN convolutions, fused "
+                        "softmax / SiLU; pip extra ms_ddpm[fast]) beside the stock kernels: the conv items, "
+                        "the train steps and the sampling items")
     p.add_argument('--out', default=None, help='JSON output path (default: bench/results/bench-ms<version>.json)')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)   # internal: run one item, print its JSON
     return p.parse_args(argv)
@@ -157,7 +158,7 @@ def table(results):
             if 'ms_graph_nn_adam' in f:
                 lines.append(f'{"  (nn.Adam)":13s} {"":>10s} {"":>12s} {_ms(f["ms_graph_nn_adam"]["median_s"]):>10s} '
                              f'{_ms(r["compile_s"].get("ms_graph_nn_adam")):>9s} {_r(r["ratios"].get("ms_graph_nn_adam")):>12s}')
-            lines += _fast_lines('  (fast conv)', f, r)
+            lines += _fast_lines('  (fast path)', f, r)
             if 'steps' in r:
                 lines.append(f'{"  per step":13s} {_ms(f["torch"]["per_step_s"]):>10s} {"":>12s} {_ms(f["ms_graph"]["per_step_s"]):>10s}')
         elif r['item'] == 'convs':
@@ -166,7 +167,7 @@ def table(results):
                 lines.append(f'{"conv " + k:13s} {_ms(kf["torch"]["median_s"]):>10s} {_ms(kf.get("ms_pynative", {}).get("median_s")):>12s} '
                              f'{_ms(kf["ms_graph"]["median_s"]):>10s} {_ms(kr["compile_s"]["ms_graph"]):>9s} '
                              f'{_r(kr["ratios"].get("ms_graph")):>12s} {_r(kr["ratios"].get("ms_pynative")):>10s}')
-                lines += _fast_lines('  (fast conv)', kf, kr)
+                lines += _fast_lines('  (fast path)', kf, kr)
         elif r['item'] == 'convert':
             lines.append(f'{"convert":13s} ' + (r.get('skipped') or _convert_line(r.get('convert_bench', {}))))
         elif r['item'] == 'suite':
