@@ -1,6 +1,6 @@
 """MindSpore twin of ``denoising_diffusion_pytorch/attend.py`` (2.3.4)."""
 
-from ms_ddpm.ms_compat import Module, Dropout, softmax, matmul_nt
+from ms_ddpm.ms_compat import Module, Dropout, softmax, matmul_nn, matmul_nt
 from mindspore import ops
 
 # helpers
@@ -58,6 +58,6 @@ class Attend(Module):
 
         # aggregate values
 
-        out = ops.matmul(attn, v)
+        out = matmul_nn(attn, v)
 
         return out

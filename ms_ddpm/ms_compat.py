@@ -23,7 +23,7 @@ from . import fastconv as _fastconv
 __all__ = [
     'Module', 'Sequential', 'ModuleList', 'Identity', 'Conv2d', 'Linear', 'GELU', 'SiLU', 'Sigmoid', 'Dropout', 'NearestUpsample2x', 'PixelUnshuffle2x',
     'PRECISE_TRANSCENDENTALS', 'exp', 'log', 'expm1', 'tanh', 'cos', 'sigmoid', 'softmax', 'pow_scalar', 'rdiv', 'float32_unary', 'linear',
-    'normalize', 'chunk', 'split', 'cat', 'heads_split', 'heads_merge', 'matmul_nt', 'matmul_tn', 'einsum_bjhw_bjchw',
+    'normalize', 'chunk', 'split', 'cat', 'heads_split', 'heads_merge', 'matmul_nn', 'matmul_nt', 'matmul_tn', 'einsum_bjhw_bjchw',
     'ones_parameter', 'randn_parameter', 'buffer_parameter', 'name_parameters_by_path', 'float64_linspace', 'float32_linspace', 'float64_sigmoid',
     'compiled_step', 'in_graph', 'sampling_draws', 'take_draw', 'save_checkpoint', 'ParameterUpdater', 'torch_pow_scalar', 'call_positional', 'positional_parameters',
     'Conv1d', 'NearestUpsample1d', 'normalize1d', 'heads_split1d', 'heads_merge1d', 'SqueezeLast', 'UnsqueezeLast', 'is_tensor', 'tree_map', 'tree_flatten', 'repeat_batch',
@@ -204,7 +204,11 @@ def normalize(x, dim=1, eps=1e-12):
     Over the channels of a float32 NCHW tensor (RMSNorm) the sum of squares is a matmul with a
     row of ones: on MindSpore 2.8 CPU 2-3x faster than ``ops.sum`` over axis 1 (a strided
     reduction), and it adds in the order torch's norm does (bit-identical to
-    ``F.normalize`` in nearly every shape measured, else within one rounding)."""
+    ``F.normalize`` in nearly every shape measured, else within one rounding).  On the fast CPU
+    path (``fastconv.FUSED``) float32 inputs take one fused kernel each way."""
+    fused = _fastconv.FUSED['normalize']
+    if fused is not None and x.dtype == ms.float32 and eps == 1e-12:
+        return fused(x, dim % x.ndim)
     if dim == 1 and x.ndim == 4 and x.dtype == ms.float32:
         b, c, h, w = x.shape
         sum_sq = ops.matmul(ops.ones((1, c), x.dtype), ops.reshape(x * x, (b, c, h * w)))
@@ -247,13 +251,36 @@ def heads_merge(t, x, y, channels_last):
     return ops.reshape(t, (b, h * d, x, y))
 
 
+def _fused_matmul(a, b):
+    """The fast CPU path's batched matmul cell when it applies (float32, same leading dims), else None."""
+    fused = _fastconv.FUSED['matmul']
+    if fused is not None and a.dtype == ms.float32 and b.dtype == ms.float32 and a.ndim == b.ndim \
+            and a.shape[:-2] == b.shape[:-2]:
+        return fused
+    return None
+
+
+def matmul_nn(a, b):
+    """``a @ b`` (``torch.matmul``; on the fast CPU path oneDNN's sgemm, its gradients too)."""
+    fused = _fused_matmul(a, b)
+    if fused is not None:
+        return fused(a, b, 'nn')
+    return ops.matmul(a, b)
+
+
 def matmul_nt(a, b):
     """``einsum('... i d, ... j d -> ... i j', a, b)``: ``a @ b^T``."""
+    fused = _fused_matmul(a, b)
+    if fused is not None:
+        return fused(a, b, 'nt')
     return ops.matmul(a, ops.swapaxes(b, -1, -2))
 
 
 def matmul_tn(a, b):
     """``einsum('... d i, ... d j -> ... i j', a, b)``: ``a^T @ b``."""
+    fused = _fused_matmul(a, b)
+    if fused is not None:
+        return fused(a, b, 'tn')
     return ops.matmul(ops.swapaxes(a, -1, -2), b)
 
 
@@ -524,7 +551,11 @@ class NearestUpsample1d(nn.Cell):
 def normalize1d(x, eps=1e-12):
     """``torch.nn.functional.normalize(x, dim=1)`` on (b, c, n): the sum of squares over the
     channels as a matmul with a row of ones (as ``normalize`` does for NCHW: faster than a
-    strided ``ops.sum`` over axis 1 on MindSpore 2.8 CPU, and summed in torch's order)."""
+    strided ``ops.sum`` over axis 1 on MindSpore 2.8 CPU, and summed in torch's order; the fast
+    CPU path's fused kernel when on)."""
+    fused = _fastconv.FUSED['normalize']
+    if fused is not None and x.dtype == ms.float32 and eps == 1e-12:
+        return fused(x, 1)
     b, c, n = x.shape
     norm = ops.sqrt(ops.matmul(ops.ones((1, c), x.dtype), x * x))     # (b, 1, n)
     return x / ops.clamp(norm, min=eps)

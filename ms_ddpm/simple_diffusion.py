@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ms_ddpm.ms_compat import (
     Module, ModuleList, Sequential, Identity, Conv2d, TorchConv2d, Linear, GELU, SiLU, Dropout, cat, chunk,
-    normalize, softmax, matmul_nt, matmul_tn, heads_split, heads_merge, randn_parameter, ones_parameter,
+    normalize, softmax, matmul_nn, matmul_nt, matmul_tn, heads_split, heads_merge, randn_parameter, ones_parameter,
     sin, cos, tan, log as _log, exp, expm1, sigmoid, float32_linspace, compiled_step, sampling_draws,
     name_parameters_by_path, LayerNorm, PatchConvTranspose2d, PixelShuffle, SpaceToDepth, PatchesChannelsLast,
     ChannelsFirst, TokenAxis, heads_split_tokens, heads_merge_tokens, kaiming_uniform_repeated,
@@ -251,7 +251,7 @@ class Attention(Module):
         attn = softmax(sim, dim = -1)
         attn = self.attn_dropout(attn)
 
-        out = ops.matmul(attn, v)              # einsum('b h i j, b h j d -> b h i d', attn, v)
+        out = matmul_nn(attn, v)              # einsum('b h i j, b h j d -> b h i d', attn, v)
 
         out = heads_merge_tokens(out)
         return self.to_out(out)

@@ -181,10 +181,11 @@ def test_unbuildable_is_one_warning_and_the_stock_path(monkeypatch, tmp_path, ca
         fastconv.library(strict=True)
 
 
-# --- the fused float32 kernels alone (fused_ops.cc): softmax along the last and a strided axis, SiLU ---
+# --- the fused float32 kernels alone (fused_ops.cc): softmax along the last and a strided axis, SiLU, F.normalize ---
 
 FUSED_OPS = [('softmax', (3, 2, 37, 41), 3, 'pynative'), ('softmax', (2, 4, 33, 50), 2, 'graph'),
-             ('softmax', (5, 7), 0, 'pynative'), ('silu', (4, 9, 17), None, 'pynative'), ('silu', (3, 1000), None, 'graph')]
+             ('softmax', (5, 7), 0, 'pynative'), ('silu', (4, 9, 17), None, 'pynative'), ('silu', (3, 1000), None, 'graph'),
+             ('normalize', (3, 24, 9, 11), 1, 'pynative'), ('normalize', (2, 16, 40), 1, 'graph'), ('normalize', (4, 33), 1, 'pynative')]
 
 
 @pytest.mark.parametrize('op,shape,axis,mode', FUSED_OPS, ids=[f'{o}-{len(s)}d-ax{a}-{m}' for o, s, a, m in FUSED_OPS])
@@ -196,7 +197,8 @@ def test_fused_op(op, shape, axis, mode, record):
     rng = np.random.default_rng(len(shape) * 7 + (axis or 0))
     x = (rng.standard_normal(shape) * 10).clip(-30, 30).astype(np.float32)
     g = rng.standard_normal(shape).astype(np.float32)
-    f = (lambda v: v.softmax(axis)) if op == 'softmax' else torch.nn.functional.silu
+    f = {'softmax': lambda v: v.softmax(axis), 'silu': torch.nn.functional.silu,
+         'normalize': lambda v: torch.nn.functional.normalize(v, dim=axis)}[op]
     out = {}
     for dt in (torch.float32, torch.float64):
         xt = torch.tensor(x, dtype=dt, requires_grad=True)
@@ -219,5 +221,46 @@ def test_fused_op(op, shape, axis, mode, record):
     (t32, tdx), (t64, tdx64) = out[torch.float32], out[torch.float64]
     for label, expected, actual, e64 in ((name, t32, y, t64), (name + ' dx', tdx, dx, tdx64)):
         r = check(label, expected, actual, 'elementwise', expected64=e64)
+        record(r)
+        assert r.ok, r.why
+
+
+FUSED_MATMULS = [('nn', 'pynative'), ('nt', 'graph'), ('tn', 'pynative')]
+
+
+@pytest.mark.parametrize('form,mode', FUSED_MATMULS, ids=[f'{f}-{m}' for f, m in FUSED_MATMULS])
+def test_fused_matmul(form, mode, record):
+    """The batched matmul through oneDNN's sgemm (``ms_compat.matmul_nn / _nt / _tn`` on the fast
+    path), forward and both gradients of ``sum(c * g)``, on the accuracy gate."""
+    import torch
+    from ms_ddpm.ms_compat import matmul_nn, matmul_nt, matmul_tn
+    rng = np.random.default_rng({'nn': 1, 'nt': 2, 'tn': 3}[form])
+    m, k, n = 19, 37, 23
+    sa = (2, 3) + ((k, m) if form == 'tn' else (m, k))
+    sb = (2, 3) + ((n, k) if form == 'nt' else (k, n))
+    a, b = (rng.standard_normal(s).astype(np.float32) for s in (sa, sb))
+    g = rng.standard_normal((2, 3, m, n)).astype(np.float32)
+    out = {}
+    for dt in (torch.float32, torch.float64):
+        at, bt = (torch.tensor(v, dtype=dt, requires_grad=True) for v in (a, b))
+        ct = (at.transpose(-1, -2) if form == 'tn' else at) @ (bt.transpose(-1, -2) if form == 'nt' else bt)
+        ct.backward(torch.tensor(g, dtype=dt))
+        out[dt] = (ct.detach().numpy(), at.grad.numpy(), bt.grad.numpy())
+    f = {'nn': matmul_nn, 'nt': matmul_nt, 'tn': matmul_tn}[form]
+    gm = ms.Tensor(g)
+
+    def fwd(x, y):
+        return f(x, y)
+
+    def loss(x, y):
+        return (f(x, y) * gm).sum()
+    grad = ms.grad(loss, grad_position=(0, 1))
+    if mode == 'graph':
+        fwd, grad = ms.jit(fwd), ms.jit(grad)
+    c = fwd(ms.Tensor(a), ms.Tensor(b)).asnumpy()
+    da, db = (v.asnumpy() for v in grad(ms.Tensor(a), ms.Tensor(b)))
+    name = f'fused matmul {form} [{mode}]'
+    for label, i, actual in ((name, 0, c), (name + ' da', 1, da), (name + ' db', 2, db)):
+        r = check(label, out[torch.float32][i], actual, 'layer', expected64=out[torch.float64][i])
         record(r)
         assert r.ok, r.why

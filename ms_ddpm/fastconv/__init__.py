@@ -5,14 +5,14 @@ to oneDNN's reference convolution, ~200x slower); torch runs oneDNN's blocked di
 This package ships ``onednn_conv.cc`` (forward, backward-data and backward-weights for 1D / 2D /
 3D convolutions, primitives cached per shape, ``format_tag::any`` + reorders) and ``fused_ops.cc``
 (softmax and SiLU with their backward in float32 with a 1-ulp exp, as torch's CPU kernels compute
-them: the stock twins evaluate these in float64), compiles them with g++ on first use into the cache folder (``$MS_DDPM_CACHE`` or ``~/.cache/ms_ddpm``; built under a
+them: the stock twins evaluate these in float64; F.normalize, RMSNorm's core, in one pass each way), compiles them with g++ on first use into the cache folder (``$MS_DDPM_CACHE`` or ``~/.cache/ms_ddpm``; built under a
 temporary name and renamed into place) against the oneDNN of the pip extra ``ms_ddpm[fast]``
 (``onednn-cpu-gomp`` + ``onednn-devel-cpu-gomp``), and wraps the kernels as
 ``ops.Custom(func_type='aot')`` with a bprop, so they run in PyNative and inside ``ms.jit``.
 
 Switched on with ``MS_DDPM_CPU_CONV=onednn`` (or ``set_enabled(True)``, which the commands'
 ``--fast-cpu`` calls) when the device target is CPU; ``ms_ddpm.ms_compat``'s conv layers built
-while it is on dispatch here, and ``ms_compat.softmax`` / ``ms_compat.SiLU`` use the fused kernels
+while it is on dispatch here, and ``ms_compat.softmax`` / ``SiLU`` / ``normalize`` use the fused kernels
 in graphs traced (and PyNative calls made) while ``FUSED`` holds them.  MindSpore's own kernels
 stay the default.  Asked for but not
 usable (no compiler, no oneDNN package, a failed build): one warning line and the stock path.
@@ -45,7 +45,7 @@ _ops = {}             # (nsp, stride, padding) -> _ConvOps
 # when a conv layer is built on the active path (conv_op) or by set_enabled(True), emptied by
 # set_enabled(False / None).  A plain dict of module state, so that code compiled by ms.jit reads
 # it as a constant when it traces (a graph compiled before keeps what it saw).
-FUSED = {'softmax': None, 'silu': None}
+FUSED = {'softmax': None, 'silu': None, 'normalize': None, 'matmul': None}
 
 
 class FastConvError(RuntimeError):
@@ -70,7 +70,7 @@ def set_enabled(flag):
     conv layers built from now on."""
     global _override
     _override = flag
-    FUSED.update(softmax=None, silu=None)
+    FUSED.update(softmax=None, silu=None, normalize=None, matmul=None)
     if flag:
         _fill_fused()
 
@@ -282,6 +282,67 @@ class FusedSoftmax(nn.Cell):
         return self.fwd(x, Tensor([axis], ms.int64))
 
 
+class FusedNormalize(nn.Cell):
+    """``F.normalize(x, dim=axis)`` (float32, ``axis`` a non-negative Python int; eps 1e-12)
+    through ``fused_ops.cc``, differentiable: RMSNorm's normalisation in one kernel each way
+    instead of square, ones-row matmul, sqrt, clamp and divide (and their backwards)."""
+
+    def __init__(self, lib):
+        super().__init__()
+        bwd = ops.Custom(lib + ':ms_ddpm_l2norm_bwd', out_shape=lambda x, y, dy, c: x,
+                         out_dtype=lambda x, y, dy, c: x, func_type='aot')
+
+        def bprop(x, cfg, out, dout):
+            return bwd(x, out, dout, cfg), ops.zeros_like(cfg)
+
+        self.fwd = ops.Custom(lib + ':ms_ddpm_l2norm_fwd', out_shape=lambda x, c: x,
+                              out_dtype=lambda x, c: x, func_type='aot', bprop=bprop)
+        self.bwd = bwd
+
+    def construct(self, x, axis):
+        return self.fwd(x, Tensor([axis], ms.int64))
+
+
+class FusedMatmul(nn.Cell):
+    """Batched ``a @ b`` / ``a @ b^T`` / ``a^T @ b`` (float32, equal leading dims) through oneDNN's
+    sgemm, each gradient one more of the three (no transposes materialised).  ``construct(a, b,
+    mode)`` with ``mode`` 'nn', 'nt' or 'tn' (a Python constant)."""
+
+    def __init__(self, lib):
+        super().__init__()
+
+        def shape(ta, tb):
+            def f(a, b):
+                m = a[-1] if ta else a[-2]
+                n = b[-2] if tb else b[-1]
+                return list(a[:-2]) + [m, n]
+            return f
+
+        def op(name, bprop=None):
+            ta, tb = name[0] == 't', name[1] == 't'
+            kw = dict(bprop=bprop) if bprop is not None else {}
+            return ops.Custom(lib + ':ms_ddpm_bmm_' + name, out_shape=shape(ta, tb), out_dtype=lambda a, b: a,
+                              func_type='aot', **kw)
+        nn_, nt_, tn_ = op('nn'), op('nt'), op('tn')
+
+        def bprop_nn(a, b, out, dout):       # c = a b
+            return nt_(dout, b), tn_(a, dout)
+
+        def bprop_nt(a, b, out, dout):       # c = a b^T
+            return nn_(dout, b), tn_(dout, a)
+
+        def bprop_tn(a, b, out, dout):       # c = a^T b
+            return nt_(b, dout), nn_(a, dout)
+        self.nn, self.nt, self.tn = op('nn', bprop_nn), op('nt', bprop_nt), op('tn', bprop_tn)
+
+    def construct(self, a, b, mode):
+        if mode == 'nt':
+            return self.nt(a, b)
+        if mode == 'tn':
+            return self.tn(a, b)
+        return self.nn(a, b)
+
+
 class FusedSiLU(nn.Cell):
     """``F.silu(x)`` (float32) through ``fused_ops.cc``, differentiable."""
 
@@ -303,4 +364,6 @@ class FusedSiLU(nn.Cell):
 
 def _fill_fused():
     if FUSED['softmax'] is None and active():
-        FUSED.update(softmax=FusedSoftmax(_state['lib']), silu=FusedSiLU(_state['lib']))
+        lib = _state['lib']
+        FUSED.update(softmax=FusedSoftmax(lib), silu=FusedSiLU(lib), normalize=FusedNormalize(lib),
+                     matmul=FusedMatmul(lib))

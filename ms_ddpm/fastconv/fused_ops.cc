@@ -11,12 +11,20 @@
 //
 //   ms_ddpm_softmax_fwd(x, cfg) -> y                 cfg = [axis] (non-negative)
 //   ms_ddpm_softmax_bwd(y, dy, cfg) -> dx            dx = y * (dy - sum(dy * y, axis))
+//   ms_ddpm_l2norm_fwd(x, cfg) -> y                  y = x / max(||x||_axis, 1e-12)   (F.normalize; RMSNorm)
+//   ms_ddpm_l2norm_bwd(x, y, dy, cfg) -> dx          dx = (dy - y * sum(dy * y, axis)) / ||x||  (dy / eps where ||x|| <= eps)
+//   ms_ddpm_bmm_nn(a, b) -> a @ b,  ms_ddpm_bmm_nt(a, b) -> a @ b^T,  ms_ddpm_bmm_tn(a, b) -> a^T @ b
+//                                                    batched over equal leading dims, oneDNN's sgemm per matrix
+//                                                    (MindSpore 2.8's BatchMatMul runs the attention backward's
+//                                                    long-K products at ~1/4 of its forward speed)
 //   ms_ddpm_silu_fwd(x) -> y                         y = x / (1 + exp(-x))
 //   ms_ddpm_silu_bwd(x, dy) -> dx                    s = 1 / (1 + exp(-x)); dx = dy * s * (1 + x * (1 - s))
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+
+#include "oneapi/dnnl/dnnl.h"
 
 namespace {
 
@@ -144,6 +152,55 @@ MSD_CLONES void softmax_bwd(const float *y, const float *dy, float *dx, int64_t 
   }
 }
 
+// F.normalize(x, dim=axis): the sum of squares in float32, channel after channel (the order of
+// torch's strided norm and of the stock twins' ones-row matmul), vectorised across `inner`.
+constexpr float NORM_EPS = 1e-12f;
+
+MSD_CLONES void l2norm_fwd(const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
+  int64_t blocks = (inner + LANES - 1) / LANES;
+#pragma omp parallel for schedule(static)
+  for (int64_t ob = 0; ob < outer * blocks; ++ob) {
+    int64_t o = ob / blocks, c0 = (ob % blocks) * LANES;
+    int w = static_cast<int>(inner - c0 < LANES ? inner - c0 : LANES);
+    int64_t base = o * n * inner + c0;
+    float ss[LANES];
+    for (int j = 0; j < LANES; ++j) ss[j] = 0.0f;
+    for (int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < w; ++j) { float v = x[base + i * inner + j]; ss[j] += v * v; }
+    for (int j = 0; j < w; ++j) { float r = std::sqrt(ss[j]); ss[j] = r > NORM_EPS ? r : NORM_EPS; }
+    for (int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < w; ++j) y[base + i * inner + j] = x[base + i * inner + j] / ss[j];
+  }
+}
+
+MSD_CLONES void l2norm_bwd(const float *x, const float *y, const float *dy, float *dx, int64_t outer, int64_t n,
+                           int64_t inner) {
+  int64_t blocks = (inner + LANES - 1) / LANES;
+#pragma omp parallel for schedule(static)
+  for (int64_t ob = 0; ob < outer * blocks; ++ob) {
+    int64_t o = ob / blocks, c0 = (ob % blocks) * LANES;
+    int w = static_cast<int>(inner - c0 < LANES ? inner - c0 : LANES);
+    int64_t base = o * n * inner + c0;
+    float ss[LANES], sd[LANES];
+    for (int j = 0; j < LANES; ++j) { ss[j] = 0.0f; sd[j] = 0.0f; }
+    for (int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < w; ++j) {
+        int64_t k = base + i * inner + j;
+        ss[j] += x[k] * x[k];
+        sd[j] += dy[k] * y[k];
+      }
+    for (int j = 0; j < w; ++j) {
+      float r = std::sqrt(ss[j]);
+      if (r <= NORM_EPS) { ss[j] = NORM_EPS; sd[j] = 0.0f; } else { ss[j] = r; }   // clamped: no gradient through the norm
+    }
+    for (int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < w; ++j) {
+        int64_t k = base + i * inner + j;
+        dx[k] = (dy[k] - y[k] * sd[j]) / ss[j];
+      }
+  }
+}
+
 MSD_CLONES void silu_fwd(const float *x, float *y, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 32768)
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + expf_u10(-x[i]));
@@ -155,6 +212,42 @@ MSD_CLONES void silu_bwd(const float *x, const float *dy, float *dx, int64_t n) 
     float s = 1.0f / (1.0f + expf_u10(-x[i]));
     dx[i] = dy[i] * (s * (1.0f + x[i] * (1.0f - s)));
   }
+}
+
+// C[i] = op(A[i]) @ op(B[i]) for every matrix i of the batch; row-major; A is (M, K) or (K, M) when ta.
+void bmm(bool ta, bool tb, const float *a, const float *b, float *c, int64_t batch, int64_t m, int64_t n, int64_t k) {
+  const int64_t sa = m * k, sb = k * n, sc = m * n;
+  const int64_t lda = ta ? m : k, ldb = tb ? k : n;
+  if (batch == 1) {
+    dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
+    return;
+  }
+  // one matrix per thread (oneDNN's sgemm runs single-threaded inside a parallel region)
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < batch; ++i)
+    dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a + i * sa, lda, b + i * sb, ldb, 0.0f, c + i * sc, n);
+}
+
+int bmm_launch(bool ta, bool tb, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 3) return 1;
+  for (int i = 0; i < 3; ++i)
+    if (std::strcmp(dtypes[i], "float32") != 0) return 2;
+  int nd = ndims[0];
+  if (nd < 2 || ndims[1] != nd || ndims[2] != nd) return 3;
+  const int64_t *sa = shapes[0], *sb = shapes[1];
+  int64_t batch = 1;
+  for (int i = 0; i < nd - 2; ++i) {
+    if (sa[i] != sb[i]) return 3;
+    batch *= sa[i];
+  }
+  int64_t m = ta ? sa[nd - 1] : sa[nd - 2], k = ta ? sa[nd - 2] : sa[nd - 1];
+  int64_t kb = tb ? sb[nd - 1] : sb[nd - 2], n = tb ? sb[nd - 2] : sb[nd - 1];
+  if (k != kb) return 3;
+  float *c = static_cast<float *>(params[2]);
+  if (batch * m * n == 0) return 0;
+  if (k == 0) { std::memset(c, 0, sizeof(float) * batch * m * n); return 0; }
+  bmm(ta, tb, static_cast<const float *>(params[0]), static_cast<const float *>(params[1]), c, batch, m, n, k);
+  return 0;
 }
 
 int64_t numel(int nd, const int64_t *shape) {
@@ -199,6 +292,42 @@ extern "C" int ms_ddpm_softmax_bwd(int nparam, void **params, int *ndims, int64_
   softmax_bwd(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
               static_cast<float *>(params[3]), outer, n, inner);
   return 0;
+}
+
+extern "C" int ms_ddpm_l2norm_fwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *stream_, void *extra) {
+  if (nparam != 3 || !all_f32(nparam, dtypes, 1)) return 2;
+  int64_t outer, n, inner;
+  if (!split_axis(ndims[0], shapes[0], static_cast<const int64_t *>(params[1])[0], outer, n, inner)) return 4;
+  if (outer * n * inner == 0) return 0;
+  l2norm_fwd(static_cast<const float *>(params[0]), static_cast<float *>(params[2]), outer, n, inner);
+  return 0;
+}
+
+extern "C" int ms_ddpm_l2norm_bwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *stream_, void *extra) {
+  if (nparam != 5 || !all_f32(nparam, dtypes, 3)) return 2;
+  int64_t outer, n, inner;
+  if (!split_axis(ndims[0], shapes[0], static_cast<const int64_t *>(params[3])[0], outer, n, inner)) return 4;
+  if (outer * n * inner == 0) return 0;
+  l2norm_bwd(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+             static_cast<const float *>(params[2]), static_cast<float *>(params[4]), outer, n, inner);
+  return 0;
+}
+
+extern "C" int ms_ddpm_bmm_nn(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                              void *stream_, void *extra) {
+  return bmm_launch(false, false, nparam, params, ndims, shapes, dtypes);
+}
+
+extern "C" int ms_ddpm_bmm_nt(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                              void *stream_, void *extra) {
+  return bmm_launch(false, true, nparam, params, ndims, shapes, dtypes);
+}
+
+extern "C" int ms_ddpm_bmm_tn(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                              void *stream_, void *extra) {
+  return bmm_launch(true, false, nparam, params, ndims, shapes, dtypes);
 }
 
 extern "C" int ms_ddpm_silu_fwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
