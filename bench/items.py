@@ -217,7 +217,9 @@ def sampling(s, name, cfg, image_size, batch, timesteps, sampling_timesteps, dim
     torch.manual_seed(0)
     ms.set_seed(0)
     first = {'ms_graph': timed(fns['ms_graph'])}
-    if s.fast_cpu:        # the same weights, ms_ddpm.fastconv's kernels (compiled with the path on)
+    if s.fast_cpu:        # the same weights, ms_ddpm.fastconv's kernels (compiled with the path on), tuned
+        from ms_ddpm import fastconv     # for sampling as `ms-ddpm sample --fast-cpu` does (this worker
+        result['fast_tuned_for_sampling'] = fastconv.tune_for_sampling()   # process has not loaded them yet)
         _, m_fast = fast_built(lambda: build_diffusions(cfg, dims=dims, timesteps=timesteps,
                                                         sampling_timesteps=sampling_timesteps, **size))
         m_fast.set_train(False)

@@ -140,15 +140,30 @@ def test_verify_report_names_the_fast_path():
         fastconv.set_enabled(True)
 
 
-def test_cli_fast_cpu_flag_switches_it_on():
+def test_cli_fast_cpu_flag_switches_it_on(monkeypatch):
     """``ms-ddpm sample --fast-cpu`` turns the path on before the command builds its model."""
     from ms_ddpm_tools.cli import main
+    monkeypatch.setenv('GOMP_SPINCOUNT', '300000')     # sample's tuning leaves a user's setting alone
     fastconv.set_enabled(None)
     try:
         assert main(['sample', '--fast-cpu', '--help']) == 0
         assert fastconv.requested()
     finally:
         fastconv.set_enabled(True)
+
+
+def test_sampling_tuning_only_before_the_kernels_load(monkeypatch):
+    """``tune_for_sampling`` sets GOMP_SPINCOUNT only where nobody did and the kernels' OpenMP
+    runtime is not loaded yet (it reads the variable once, when it loads)."""
+    monkeypatch.delenv('GOMP_SPINCOUNT', raising=False)
+    monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
+    fastconv.FUSED['silu'](ms.Tensor(np.ones(3, np.float32))).asnumpy()     # the library is loaded now
+    assert not fastconv.tune_for_sampling() and 'GOMP_SPINCOUNT' not in os.environ
+    monkeypatch.setattr(fastconv, '_loaded', lambda: False)
+    monkeypatch.setenv('OMP_WAIT_POLICY', 'active')
+    assert not fastconv.tune_for_sampling() and 'GOMP_SPINCOUNT' not in os.environ
+    monkeypatch.delenv('OMP_WAIT_POLICY')
+    assert fastconv.tune_for_sampling() and os.environ['GOMP_SPINCOUNT'] == fastconv.SAMPLING_SPINCOUNT
 
 
 # --- building and falling back ---------------------------------------------------------------
