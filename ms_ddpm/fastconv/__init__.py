@@ -291,19 +291,25 @@ def conv_op(nsp, stride=1, padding=0):
     return FastConv(_ops[key])
 
 
-class FusedSoftmax(nn.Cell):
-    """``x.softmax(dim=axis)`` (float32, ``axis`` a non-negative Python int) through
-    ``fused_ops.cc``, differentiable (its backward is one more fused kernel)."""
+class _AlongAxis(nn.Cell):
+    """A fused op along one axis: ``construct(x, axis)`` (float32, ``axis`` a non-negative Python
+    int), forward ``FWD(x, cfg)``, backward ``BWD(out, dout, cfg)`` or ``BWD(x, out, dout, cfg)``
+    (``BACKWARD_INPUTS``), differentiable."""
+    FWD = BWD = None
+    BACKWARD_INPUTS = ('x', 'out')
 
     def __init__(self, lib):
         super().__init__()
-        bwd = ops.Custom(lib + ':ms_ddpm_softmax_bwd', out_shape=lambda y, dy, c: y,
-                         out_dtype=lambda y, dy, c: y, func_type='aot')
+        bwd = ops.Custom(lib + ':' + self.BWD, out_shape=lambda *shapes: shapes[0],
+                         out_dtype=lambda *types: types[0], func_type='aot')
+        if self.BACKWARD_INPUTS == ('out',):
+            def bprop(x, cfg, out, dout):
+                return bwd(out, dout, cfg), ops.zeros_like(cfg)
+        else:
+            def bprop(x, cfg, out, dout):
+                return bwd(x, out, dout, cfg), ops.zeros_like(cfg)
 
-        def bprop(x, cfg, out, dout):
-            return bwd(out, dout, cfg), ops.zeros_like(cfg)
-
-        self.fwd = ops.Custom(lib + ':ms_ddpm_softmax_fwd', out_shape=lambda x, c: x,
+        self.fwd = ops.Custom(lib + ':' + self.FWD, out_shape=lambda x, c: x,
                               out_dtype=lambda x, c: x, func_type='aot', bprop=bprop)
         self.bwd = bwd
 
@@ -311,25 +317,16 @@ class FusedSoftmax(nn.Cell):
         return self.fwd(x, Tensor([axis], ms.int64))
 
 
-class FusedNormalize(nn.Cell):
-    """``F.normalize(x, dim=axis)`` (float32, ``axis`` a non-negative Python int; eps 1e-12)
-    through ``fused_ops.cc``, differentiable: RMSNorm's normalisation in one kernel each way
-    instead of square, ones-row matmul, sqrt, clamp and divide (and their backwards)."""
+class FusedSoftmax(_AlongAxis):
+    """``x.softmax(dim=axis)`` through ``fused_ops.cc``; its backward from the output alone."""
+    FWD, BWD, BACKWARD_INPUTS = 'ms_ddpm_softmax_fwd', 'ms_ddpm_softmax_bwd', ('out',)
 
-    def __init__(self, lib):
-        super().__init__()
-        bwd = ops.Custom(lib + ':ms_ddpm_l2norm_bwd', out_shape=lambda x, y, dy, c: x,
-                         out_dtype=lambda x, y, dy, c: x, func_type='aot')
 
-        def bprop(x, cfg, out, dout):
-            return bwd(x, out, dout, cfg), ops.zeros_like(cfg)
-
-        self.fwd = ops.Custom(lib + ':ms_ddpm_l2norm_fwd', out_shape=lambda x, c: x,
-                              out_dtype=lambda x, c: x, func_type='aot', bprop=bprop)
-        self.bwd = bwd
-
-    def construct(self, x, axis):
-        return self.fwd(x, Tensor([axis], ms.int64))
+class FusedNormalize(_AlongAxis):
+    """``F.normalize(x, dim=axis)`` (eps 1e-12) through ``fused_ops.cc``: RMSNorm's normalisation
+    in one kernel each way instead of square, ones-row matmul, sqrt, clamp and divide (and their
+    backwards)."""
+    FWD, BWD, BACKWARD_INPUTS = 'ms_ddpm_l2norm_fwd', 'ms_ddpm_l2norm_bwd', ('x', 'out')
 
 
 class FusedMatmul(nn.Cell):

@@ -271,49 +271,33 @@ bool split_axis(int nd, const int64_t *shape, int64_t axis, int64_t &outer, int6
   return true;
 }
 
+// The along-an-axis kernels: `nin` float32 tensor inputs (all of the first one's shape), then the
+// int64 cfg [axis], then the output; `body(inputs, output, outer, n, inner)`.
+template <typename Body>
+int axis_launch(int nin, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, Body body) {
+  if (nparam != nin + 2 || !all_f32(nparam, dtypes, nin)) return 2;
+  int64_t outer, n, inner;
+  if (!split_axis(ndims[0], shapes[0], static_cast<const int64_t *>(params[nin])[0], outer, n, inner)) return 4;
+  if (outer * n * inner == 0) return 0;
+  const float *in[3] = {nullptr, nullptr, nullptr};
+  for (int i = 0; i < nin; ++i) in[i] = static_cast<const float *>(params[i]);
+  body(in, static_cast<float *>(params[nin + 1]), outer, n, inner);
+  return 0;
+}
+
 }  // namespace
 
-extern "C" int ms_ddpm_softmax_fwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                   void *stream_, void *extra) {
-  if (nparam != 3 || !all_f32(nparam, dtypes, 1)) return 2;
-  int64_t outer, n, inner;
-  if (!split_axis(ndims[0], shapes[0], static_cast<const int64_t *>(params[1])[0], outer, n, inner)) return 4;
-  if (outer * n * inner == 0) return 0;
-  softmax_fwd(static_cast<const float *>(params[0]), static_cast<float *>(params[2]), outer, n, inner);
-  return 0;
-}
+#define MSD_AOT_ARGS int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream_, void *extra
+#define MSD_AXIS_KERNEL(name, nin, call)                                                      \
+  extern "C" int name(MSD_AOT_ARGS) {                                                          \
+    return axis_launch(nin, nparam, params, ndims, shapes, dtypes,                             \
+                       [](const float **in, float *out, int64_t o, int64_t n, int64_t i) { call; }); \
+  }
 
-extern "C" int ms_ddpm_softmax_bwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                   void *stream_, void *extra) {
-  if (nparam != 4 || !all_f32(nparam, dtypes, 2)) return 2;
-  int64_t outer, n, inner;
-  if (!split_axis(ndims[0], shapes[0], static_cast<const int64_t *>(params[2])[0], outer, n, inner)) return 4;
-  if (outer * n * inner == 0) return 0;
-  softmax_bwd(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-              static_cast<float *>(params[3]), outer, n, inner);
-  return 0;
-}
-
-extern "C" int ms_ddpm_l2norm_fwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                  void *stream_, void *extra) {
-  if (nparam != 3 || !all_f32(nparam, dtypes, 1)) return 2;
-  int64_t outer, n, inner;
-  if (!split_axis(ndims[0], shapes[0], static_cast<const int64_t *>(params[1])[0], outer, n, inner)) return 4;
-  if (outer * n * inner == 0) return 0;
-  l2norm_fwd(static_cast<const float *>(params[0]), static_cast<float *>(params[2]), outer, n, inner);
-  return 0;
-}
-
-extern "C" int ms_ddpm_l2norm_bwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                  void *stream_, void *extra) {
-  if (nparam != 5 || !all_f32(nparam, dtypes, 3)) return 2;
-  int64_t outer, n, inner;
-  if (!split_axis(ndims[0], shapes[0], static_cast<const int64_t *>(params[3])[0], outer, n, inner)) return 4;
-  if (outer * n * inner == 0) return 0;
-  l2norm_bwd(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-             static_cast<const float *>(params[2]), static_cast<float *>(params[4]), outer, n, inner);
-  return 0;
-}
+MSD_AXIS_KERNEL(ms_ddpm_softmax_fwd, 1, softmax_fwd(in[0], out, o, n, i))
+MSD_AXIS_KERNEL(ms_ddpm_softmax_bwd, 2, softmax_bwd(in[0], in[1], out, o, n, i))
+MSD_AXIS_KERNEL(ms_ddpm_l2norm_fwd, 1, l2norm_fwd(in[0], out, o, n, i))
+MSD_AXIS_KERNEL(ms_ddpm_l2norm_bwd, 3, l2norm_bwd(in[0], in[1], in[2], out, o, n, i))
 
 extern "C" int ms_ddpm_bmm_nn(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                               void *stream_, void *extra) {
