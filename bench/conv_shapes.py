@@ -19,6 +19,16 @@ import collections
 import numpy as np
 
 
+def compiled(ms, conv):
+    """(forward, gradient of sum(forward) w.r.t. the input and weights) of ``conv``, both ``ms.jit``."""
+    def forward(a):
+        return conv(a)
+
+    def loss(a):
+        return conv(a).sum()
+    return ms.jit(forward), ms.jit(ms.grad(loss, grad_position=0, weights=conv.trainable_params()))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m bench.conv_shapes', description=__doc__.split('\n\n')[0])
     p.add_argument('--threads', type=int, default=2)
@@ -63,24 +73,10 @@ def main(argv=None):
             tc(xt).sum().backward()
             xt.grad = tc.weight.grad = tc.bias.grad = None
 
-        def forward(a):
-            return mc(a)
-
-        def loss(a):
-            return mc(a).sum()
-        ms_fwd = ms.jit(forward)
-        ms_fb = ms.jit(ms.grad(loss, grad_position=0, weights=mc.trainable_params()))
+        ms_fwd, ms_fb = compiled(ms, mc)
         fns = dict(tf=torch_fwd, mf=lambda: ms_fwd(xm).asnumpy(), tfb=torch_fb, mfb=lambda: ms_fb(xm)[0].asnumpy())
-        if args.fast_cpu:
-            fc = fast_built(lambda: Conv2d(shape[1], out_ch, k, padding=pad))
-
-            def forward_fast(a):
-                return fc(a)
-
-            def loss_fast(a):
-                return fc(a).sum()
-            fast_fwd = ms.jit(forward_fast)
-            fast_fb = ms.jit(ms.grad(loss_fast, grad_position=0, weights=fc.trainable_params()))
+        if args.fast_cpu:      # the same conv built on ms_ddpm.fastconv's oneDNN kernels
+            fast_fwd, fast_fb = compiled(ms, fast_built(lambda: Conv2d(shape[1], out_ch, k, padding=pad)))
             fns.update(ff=lambda: fast_fwd(xm).asnumpy(), ffb=lambda: fast_fb(xm)[0].asnumpy())
         r = {key: median_s(fn) * 1e3 for key, fn in fns.items()}
         for key, v in r.items():

@@ -5,17 +5,18 @@ to oneDNN's reference convolution, ~200x slower); torch runs oneDNN's blocked di
 This package ships ``onednn_conv.cc`` (forward, backward-data and backward-weights for 1D / 2D /
 3D convolutions, primitives cached per shape, ``format_tag::any`` + reorders) and ``fused_ops.cc``
 (softmax and SiLU with their backward in float32 with a 1-ulp exp, as torch's CPU kernels compute
-them: the stock twins evaluate these in float64; F.normalize, RMSNorm's core, in one pass each way), compiles them with g++ on first use into the cache folder (``$MS_DDPM_CACHE`` or ``~/.cache/ms_ddpm``; built under a
-temporary name and renamed into place) against the oneDNN of the pip extra ``ms_ddpm[fast]``
+them, where the stock twins go through float64; F.normalize, RMSNorm's core, in one pass each way;
+batched matmuls through oneDNN's sgemm), compiles them with g++ on first use into the cache folder
+(``$MS_DDPM_CACHE`` or ``~/.cache/ms_ddpm``; built under a temporary name and renamed into place) against the oneDNN of the pip extra ``ms_ddpm[fast]``
 (``onednn-cpu-gomp`` + ``onednn-devel-cpu-gomp``), and wraps the kernels as
 ``ops.Custom(func_type='aot')`` with a bprop, so they run in PyNative and inside ``ms.jit``.
 
 Switched on with ``MS_DDPM_CPU_CONV=onednn`` (or ``set_enabled(True)``, which the commands'
 ``--fast-cpu`` calls) when the device target is CPU; ``ms_ddpm.ms_compat``'s conv layers built
-while it is on dispatch here, and ``ms_compat.softmax`` / ``SiLU`` / ``normalize`` use the fused kernels
-in graphs traced (and PyNative calls made) while ``FUSED`` holds them.  MindSpore's own kernels
-stay the default.  Asked for but not
-usable (no compiler, no oneDNN package, a failed build): one warning line and the stock path.
+while it is on dispatch here, and ``ms_compat.softmax`` / ``SiLU`` / ``normalize`` / ``matmul_*``
+use the fused kernels in graphs traced (and PyNative calls made) while ``FUSED`` holds them.
+MindSpore's own kernels stay the default.  Asked for but not usable (no compiler, no oneDNN
+package, a failed build): one warning line and the stock path.
 See docs/fastconv.md.
 """
 
@@ -31,7 +32,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Tensor
 
-__all__ = ['requested', 'set_enabled', 'enabled', 'tune_for_sampling', 'active', 'library', 'status', 'conv_op', 'FUSED', 'FastConvError', 'ENV']
+__all__ = ['requested', 'set_enabled', 'enabled', 'tune_for_sampling', 'active', 'library', 'status', 'conv_op', 'FUSED',
+           'FastConvError', 'ENV']
 
 ENV = 'MS_DDPM_CPU_CONV'
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,11 +43,12 @@ _PACKAGES = ('onednn-cpu-gomp', 'onednn-devel-cpu-gomp')
 _override = None      # set_enabled(): True / False beats the environment variable; None reads it
 _state = {}           # 'lib': path of the built library, 'error': why it is unusable
 _ops = {}             # (nsp, stride, padding) -> _ConvOps
-# The fused softmax / SiLU cells that ms_compat.softmax and ms_compat.SiLU call, or None: filled
-# when a conv layer is built on the active path (conv_op) or by set_enabled(True), emptied by
-# set_enabled(False / None).  A plain dict of module state, so that code compiled by ms.jit reads
+# The fused cells that ms_compat.softmax / SiLU / normalize / matmul_* call, or None: filled (from
+# _fused_cells, built once per process) when a conv layer is built on the active path (conv_op)
+# or by set_enabled(True), emptied by set_enabled(False / None).  A plain dict of module state, so that code compiled by ms.jit reads
 # it as a constant when it traces (a graph compiled before keeps what it saw).
 FUSED = {'softmax': None, 'silu': None, 'normalize': None, 'matmul': None}
+_fused_cells = {}
 
 
 class FastConvError(RuntimeError):
@@ -70,7 +73,7 @@ def set_enabled(flag):
     conv layers built from now on."""
     global _override
     _override = flag
-    FUSED.update(softmax=None, silu=None, normalize=None, matmul=None)
+    FUSED.update(dict.fromkeys(FUSED))
     if flag:
         _fill_fused()
 
@@ -110,7 +113,7 @@ def tune_for_sampling():
     user set it or ``OMP_WAIT_POLICY``; takes effect only if the kernels' OpenMP runtime is not
     loaded yet in this process (it is loaded with the library, on the first fast op).  Returns
     whether it set it."""
-    if 'GOMP_SPINCOUNT' in os.environ or 'OMP_WAIT_POLICY' in os.environ or 'lib' in _state and _loaded():
+    if 'GOMP_SPINCOUNT' in os.environ or 'OMP_WAIT_POLICY' in os.environ or ('lib' in _state and _loaded()):
         return False
     os.environ['GOMP_SPINCOUNT'] = SAMPLING_SPINCOUNT
     return True
@@ -312,9 +315,10 @@ class _AlongAxis(nn.Cell):
         self.fwd = ops.Custom(lib + ':' + self.FWD, out_shape=lambda x, c: x,
                               out_dtype=lambda x, c: x, func_type='aot', bprop=bprop)
         self.bwd = bwd
+        self.cfgs = tuple(Tensor([axis], ms.int64) for axis in range(8))    # the kernels' cfg, per axis
 
     def construct(self, x, axis):
-        return self.fwd(x, Tensor([axis], ms.int64))
+        return self.fwd(x, self.cfgs[axis])
 
 
 class FusedSoftmax(_AlongAxis):
@@ -344,11 +348,9 @@ class FusedMatmul(nn.Cell):
                 return list(a[:-2]) + [m, n]
             return f
 
-        def op(name, bprop=None):
-            ta, tb = name[0] == 't', name[1] == 't'
-            kw = dict(bprop=bprop) if bprop is not None else {}
-            return ops.Custom(lib + ':ms_ddpm_bmm_' + name, out_shape=shape(ta, tb), out_dtype=lambda a, b: a,
-                              func_type='aot', **kw)
+        def op(name, **bprop):
+            return ops.Custom(lib + ':ms_ddpm_bmm_' + name, out_shape=shape(name[0] == 't', name[1] == 't'),
+                              out_dtype=lambda a, b: a, func_type='aot', **bprop)
         nn_, nt_, tn_ = op('nn'), op('nt'), op('tn')
 
         def bprop_nn(a, b, out, dout):       # c = a b
@@ -359,7 +361,7 @@ class FusedMatmul(nn.Cell):
 
         def bprop_tn(a, b, out, dout):       # c = a^T b
             return nt_(b, dout), nn_(a, dout)
-        self.nn, self.nt, self.tn = op('nn', bprop_nn), op('nt', bprop_nt), op('tn', bprop_tn)
+        self.nn, self.nt, self.tn = op('nn', bprop=bprop_nn), op('nt', bprop=bprop_nt), op('tn', bprop=bprop_tn)
 
     def construct(self, a, b, mode):
         if mode == 'nt':
@@ -390,6 +392,8 @@ class FusedSiLU(nn.Cell):
 
 def _fill_fused():
     if FUSED['softmax'] is None and active():
-        lib = _state['lib']
-        FUSED.update(softmax=FusedSoftmax(lib), silu=FusedSiLU(lib), normalize=FusedNormalize(lib),
-                     matmul=FusedMatmul(lib))
+        if not _fused_cells:
+            lib = _state['lib']
+            _fused_cells.update(softmax=FusedSoftmax(lib), silu=FusedSiLU(lib), normalize=FusedNormalize(lib),
+                                matmul=FusedMatmul(lib))
+        FUSED.update(_fused_cells)

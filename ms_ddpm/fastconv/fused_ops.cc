@@ -30,11 +30,8 @@ namespace {
 
 constexpr int LANES = 16;
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MSD_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-#else
-#define MSD_CLONES
-#endif
+// Compiled with -march=native (ms_ddpm/fastconv/__init__.py): the 16-lane loops below vectorise
+// to the CPU's widest SIMD (a portable target_clones build ran them 5-25x slower).
 
 inline float pow2i(int q) {
   int32_t bits = (q + 0x7f) << 23;
@@ -63,8 +60,21 @@ inline float expf_u10(float d) {
   return u;
 }
 
+// The strided layouts (outer, n, inner) with inner > 1: body(base, w) for every block of w <= LANES
+// adjacent columns (base: the block's first element), the blocks spread over the OpenMP threads;
+// each body walks its n rows, so the work on the `w` columns vectorises.
+template <typename Body>
+inline void strided_blocks(int64_t outer, int64_t n, int64_t inner, Body body) {
+  int64_t blocks = (inner + LANES - 1) / LANES;
+#pragma omp parallel for schedule(static)
+  for (int64_t ob = 0; ob < outer * blocks; ++ob) {
+    int64_t o = ob / blocks, c0 = (ob % blocks) * LANES;
+    body(o * n * inner + c0, static_cast<int>(inner - c0 < LANES ? inner - c0 : LANES));
+  }
+}
+
 // softmax along an axis of length n with elements `inner` apart, for `outer` independent blocks.
-MSD_CLONES void softmax_fwd(const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
+void softmax_fwd(const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
   if (inner == 1) {
 #pragma omp parallel for schedule(static)
     for (int64_t o = 0; o < outer; ++o) {
@@ -92,14 +102,9 @@ MSD_CLONES void softmax_fwd(const float *x, float *y, int64_t outer, int64_t n, 
     }
     return;
   }
-  // strided axis: vectorise across `inner`, one block of LANES columns at a time
-  int64_t blocks = (inner + LANES - 1) / LANES;
-#pragma omp parallel for schedule(static)
-  for (int64_t ob = 0; ob < outer * blocks; ++ob) {
-    int64_t o = ob / blocks, c0 = (ob % blocks) * LANES;
-    int w = static_cast<int>(inner - c0 < LANES ? inner - c0 : LANES);
-    const float *xb = x + o * n * inner + c0;
-    float *yb = y + o * n * inner + c0;
+  strided_blocks(outer, n, inner, [&](int64_t base, int w) {     // strided axis: across `inner`
+    const float *xb = x + base;
+    float *yb = y + base;
     float mx[LANES], sm[LANES];
     for (int j = 0; j < LANES; ++j) { mx[j] = -INFINITY; sm[j] = 0.0f; }
     for (int64_t i = 0; i < n; ++i)
@@ -113,10 +118,10 @@ MSD_CLONES void softmax_fwd(const float *x, float *y, int64_t outer, int64_t n, 
     for (int j = 0; j < w; ++j) sm[j] = 1.0f / sm[j];
     for (int64_t i = 0; i < n; ++i)
       for (int j = 0; j < w; ++j) yb[i * inner + j] *= sm[j];
-  }
+  });
 }
 
-MSD_CLONES void softmax_bwd(const float *y, const float *dy, float *dx, int64_t outer, int64_t n, int64_t inner) {
+void softmax_bwd(const float *y, const float *dy, float *dx, int64_t outer, int64_t n, int64_t inner) {
   if (inner == 1) {
 #pragma omp parallel for schedule(static)
     for (int64_t o = 0; o < outer; ++o) {
@@ -134,12 +139,7 @@ MSD_CLONES void softmax_bwd(const float *y, const float *dy, float *dx, int64_t 
     }
     return;
   }
-  int64_t blocks = (inner + LANES - 1) / LANES;
-#pragma omp parallel for schedule(static)
-  for (int64_t ob = 0; ob < outer * blocks; ++ob) {
-    int64_t o = ob / blocks, c0 = (ob % blocks) * LANES;
-    int w = static_cast<int>(inner - c0 < LANES ? inner - c0 : LANES);
-    int64_t base = o * n * inner + c0;
+  strided_blocks(outer, n, inner, [&](int64_t base, int w) {
     float sm[LANES];
     for (int j = 0; j < LANES; ++j) sm[j] = 0.0f;
     for (int64_t i = 0; i < n; ++i)
@@ -149,20 +149,15 @@ MSD_CLONES void softmax_bwd(const float *y, const float *dy, float *dx, int64_t 
         int64_t k = base + i * inner + j;
         dx[k] = y[k] * (dy[k] - sm[j]);
       }
-  }
+  });
 }
 
 // F.normalize(x, dim=axis): the sum of squares in float32, channel after channel (the order of
 // torch's strided norm and of the stock twins' ones-row matmul), vectorised across `inner`.
 constexpr float NORM_EPS = 1e-12f;
 
-MSD_CLONES void l2norm_fwd(const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
-  int64_t blocks = (inner + LANES - 1) / LANES;
-#pragma omp parallel for schedule(static)
-  for (int64_t ob = 0; ob < outer * blocks; ++ob) {
-    int64_t o = ob / blocks, c0 = (ob % blocks) * LANES;
-    int w = static_cast<int>(inner - c0 < LANES ? inner - c0 : LANES);
-    int64_t base = o * n * inner + c0;
+void l2norm_fwd(const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
+  strided_blocks(outer, n, inner, [&](int64_t base, int w) {
     float ss[LANES];
     for (int j = 0; j < LANES; ++j) ss[j] = 0.0f;
     for (int64_t i = 0; i < n; ++i)
@@ -170,17 +165,12 @@ MSD_CLONES void l2norm_fwd(const float *x, float *y, int64_t outer, int64_t n, i
     for (int j = 0; j < w; ++j) { float r = std::sqrt(ss[j]); ss[j] = r > NORM_EPS ? r : NORM_EPS; }
     for (int64_t i = 0; i < n; ++i)
       for (int j = 0; j < w; ++j) y[base + i * inner + j] = x[base + i * inner + j] / ss[j];
-  }
+  });
 }
 
-MSD_CLONES void l2norm_bwd(const float *x, const float *y, const float *dy, float *dx, int64_t outer, int64_t n,
-                           int64_t inner) {
-  int64_t blocks = (inner + LANES - 1) / LANES;
-#pragma omp parallel for schedule(static)
-  for (int64_t ob = 0; ob < outer * blocks; ++ob) {
-    int64_t o = ob / blocks, c0 = (ob % blocks) * LANES;
-    int w = static_cast<int>(inner - c0 < LANES ? inner - c0 : LANES);
-    int64_t base = o * n * inner + c0;
+void l2norm_bwd(const float *x, const float *y, const float *dy, float *dx, int64_t outer, int64_t n,
+                int64_t inner) {
+  strided_blocks(outer, n, inner, [&](int64_t base, int w) {
     float ss[LANES], sd[LANES];
     for (int j = 0; j < LANES; ++j) { ss[j] = 0.0f; sd[j] = 0.0f; }
     for (int64_t i = 0; i < n; ++i)
@@ -198,15 +188,15 @@ MSD_CLONES void l2norm_bwd(const float *x, const float *y, const float *dy, floa
         int64_t k = base + i * inner + j;
         dx[k] = (dy[k] - y[k] * sd[j]) / ss[j];
       }
-  }
+  });
 }
 
-MSD_CLONES void silu_fwd(const float *x, float *y, int64_t n) {
+void silu_fwd(const float *x, float *y, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 32768)
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + expf_u10(-x[i]));
 }
 
-MSD_CLONES void silu_bwd(const float *x, const float *dy, float *dx, int64_t n) {
+void silu_bwd(const float *x, const float *dy, float *dx, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 32768)
   for (int64_t i = 0; i < n; ++i) {
     float s = 1.0f / (1.0f + expf_u10(-x[i]));
