@@ -69,8 +69,19 @@ def fast_first_call(fn):
         return timed(fn)
 
 
+def sides(s):
+    """The contestants this worker times: all of them (one process; 'fast' with --fast-cpu), or
+    the one of an isolated run (``s.side``, bench.run.ISOLATED)."""
+    if s.side:
+        return {s.side}
+    return {'torch', 'stock'} | ({'fast'} if s.fast_cpu else set())
+
+
 def _finish(result, figures):
     """Add ratios MindSpore / PyTorch for every MindSpore figure, and the compile times."""
+    result['figures'] = figures
+    if 'torch' not in figures:       # one side of an isolated run: bench.run.merge_sides adds them
+        return result
     torch_s = figures['torch']['median_s']
     result['figures'] = figures
     result['ratios'] = {name: ratio(f['median_s'], torch_s) for name, f in figures.items() if name != 'torch'}
@@ -162,16 +173,19 @@ def train_step(s, name, cfg, batch, image_size, dims=2):
     opt_graph = Adam(params, lr=1e-4, betas=(0.9, 0.99))
     py_step = make_step(opt_py)
     graph_step = ms.jit(make_step(opt_graph))
-    fns = {'torch': run_torch, 'ms_graph': lambda: graph_step(im, tm, nm).asnumpy()}
-    first = {'ms_graph': timed(fns['ms_graph'])}
-    if s.full and 'nn_adam' in s.extras:
+    who = sides(s)
+    fns, first = {'torch': run_torch} if 'torch' in who else {}, {}
+    if 'stock' in who:
+        fns['ms_graph'] = lambda: graph_step(im, tm, nm).asnumpy()
+        first['ms_graph'] = timed(fns['ms_graph'])
+    if 'stock' in who and s.full and 'nn_adam' in s.extras:
         nn_opt = nn.Adam(params, learning_rate=1e-4, beta1=0.9, beta2=0.99)
         graph_nn = ms.jit(make_step(nn_opt))
         fns['ms_graph_nn_adam'] = lambda: graph_nn(im, tm, nm).asnumpy()
         first['ms_graph_nn_adam'] = timed(fns['ms_graph_nn_adam'])
-    if 'pynative' in s.modes:
+    if 'stock' in who and 'pynative' in s.modes:
         fns['ms_pynative'] = lambda: py_step(im, tm, nm).asnumpy()
-    if s.fast_cpu:        # the same weights, the convs through ms_ddpm.fastconv
+    if 'fast' in who:        # the same weights, the convs through ms_ddpm.fastconv
         _, m_fast = fast_built(lambda: build_diffusions(cfg, dims=dims, **size))
         m_fast.set_train(True)
 
@@ -213,13 +227,14 @@ def sampling(s, name, cfg, image_size, batch, timesteps, sampling_timesteps, dim
     def run_torch():
         return t.sample(batch_size=batch)
 
-    fns = {'torch': run_torch, 'ms_graph': lambda: m.sample(batch_size=batch).asnumpy()}
+    who = sides(s)
+    fns, first = {'torch': run_torch} if 'torch' in who else {}, {}
     torch.manual_seed(0)
     ms.set_seed(0)
-    first = {'ms_graph': timed(fns['ms_graph'])}
-    if s.fast_cpu:        # the same weights, ms_ddpm.fastconv's kernels (compiled with the path on), tuned
-        from ms_ddpm import fastconv     # for sampling as `ms-ddpm sample --fast-cpu` does (this worker
-        result['fast_tuned_for_sampling'] = fastconv.tune_for_sampling()   # process has not loaded them yet)
+    if 'stock' in who:
+        fns['ms_graph'] = lambda: m.sample(batch_size=batch).asnumpy()
+        first['ms_graph'] = timed(fns['ms_graph'])
+    if 'fast' in who:        # the same weights, ms_ddpm.fastconv's kernels (compiled with the path on)
         _, m_fast = fast_built(lambda: build_diffusions(cfg, dims=dims, timesteps=timesteps,
                                                         sampling_timesteps=sampling_timesteps, **size))
         m_fast.set_train(False)
@@ -296,7 +311,7 @@ def convs(s):
     for k in (3, 1):
         m = Conv2d(64, 64, k, padding=k // 2)
         t = torch.nn.Conv2d(64, 64, k, padding=k // 2)
-        mf = fast_built(lambda: Conv2d(64, 64, k, padding=k // 2)) if s.fast_cpu else None
+        mf = fast_built(lambda: Conv2d(64, 64, k, padding=k // 2)) if 'fast' in sides(s) else None
 
         def run_torch(t=t):
             with torch.no_grad():
@@ -305,10 +320,13 @@ def convs(s):
         def forward(a, m=m):
             return m(a)
         graph = ms.jit(forward)
-        fns = {'torch': run_torch, 'ms_graph': lambda g=graph: g(xm).asnumpy()}
-        if 'pynative' in s.modes:
-            fns['ms_pynative'] = lambda m=m: m(xm).asnumpy()
-        first = {'ms_graph': timed(fns['ms_graph'])}
+        who = sides(s)
+        fns, first = {'torch': run_torch} if 'torch' in who else {}, {}
+        if 'stock' in who:
+            fns['ms_graph'] = lambda g=graph: g(xm).asnumpy()
+            if 'pynative' in s.modes:
+                fns['ms_pynative'] = lambda m=m: m(xm).asnumpy()
+            first['ms_graph'] = timed(fns['ms_graph'])
         if mf is not None:
             def forward_fast(a, mf=mf):
                 return mf(a)

@@ -36,6 +36,21 @@ class Settings:
     modes: tuple = ('pynative', 'graph')
     extras: tuple = ('nn_adam',)
     fast_cpu: bool = False     # --fast-cpu: also time the fast CPU path (ms_ddpm.fastconv), side by side
+    side: str = None           # None: every contestant in one process; 'torch' / 'stock' / 'fast': one (ISOLATED)
+
+
+# With --fast-cpu these items time each contestant in a process of its own (torch alone; MindSpore's
+# kernels with its defaults; the fast path with ms_ddpm_tools.runtime's settings, as --fast-cpu
+# runs it) and merge the figures.  In one process they disturb each other: the fast path's GNU
+# OpenMP runtime is torch's libgomp.so.1 too, so its settings (or its mere use: libgomp throttles
+# every pool's spin-waits once it manages more threads than there are cores) change torch's speed
+# (torch's train step measured 0.81-0.84 s alone, 1.0-1.65 s beside the fast path).  torch runs
+# before, between and after the MindSpore workers (SIDE_ORDER) and its figure is the median of all
+# its repeats, so that a machine whose speed drifts over the minutes of an item (this VM's does,
+# by up to 30%) weighs on both alike; each worker's own figures are kept in 'sides'.
+ISOLATED = ('convs', 'train_dim64', 'ddim', 'ddpm_small', 'train1d', 'ddim1d')
+SIDES = ('torch', 'stock', 'fast')
+SIDE_ORDER = ('torch', 'fast', 'torch', 'stock', 'torch')
 
 
 def set_threads(n):
@@ -78,6 +93,7 @@ def parse_args(argv):
                         "the train steps and the sampling items")
     p.add_argument('--out', default=None, help='JSON output path (default: bench/results/bench-ms<version>.json)')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)   # internal: run one item, print its JSON
+    p.add_argument('--side', default=None, choices=SIDES, help=argparse.SUPPRESS)   # internal: one contestant
     return p.parse_args(argv)
 
 
@@ -92,6 +108,7 @@ def settings_from(args):
     if args.no_pynative:
         s.modes = ('graph',)
     s.fast_cpu = args.fast_cpu
+    s.side = args.side
     return s
 
 
@@ -214,8 +231,8 @@ def write_json(path, data):
     write(path, data)
 
 
-def _worker_argv(args, name):
-    argv = ['--worker', name, '--threads', str(args.threads)]
+def _worker_argv(args, name, side=None):
+    argv = ['--worker', name, '--threads', str(args.threads)] + (['--side', side] if side else [])
     if args.quick:
         argv.append('--quick')
     if args.repeats:
@@ -227,12 +244,47 @@ def _worker_argv(args, name):
     return argv
 
 
-def run_in_subprocess(args, name):
+def run_isolated(args, name):
+    """One ISOLATED item as a worker per contestant (SIDE_ORDER), merged into one result."""
+    parts = [run_in_subprocess(args, name, side) for side in SIDE_ORDER]
+    failed = [p for p in parts if 'error' in p]
+    return failed[0] if failed else merge_sides(parts)
+
+
+def merge_sides(parts):
+    """The workers' results as one: figures, first-call and compile times side by side; torch's
+    figure from all its workers' repeats together; ratios against it; per worker: its side, the
+    settings it ran with, its own figures and the load, under 'sides'."""
+    from bench.timing import ratio, summary
+
+    def fold(dst, srcs):
+        for key in ('figures', 'first_call_s', 'compile_s'):
+            dst[key] = {k: v for p in srcs for k, v in p.get(key, {}).items() if k != 'torch'}
+        torch_figs = [p['figures']['torch'] for p in srcs if 'torch' in p.get('figures', {})]
+        t = summary([x for f in torch_figs for x in f.get('times_s', [f['median_s']])])
+        if 'per_step_s' in torch_figs[0]:          # sampling: the same number of steps in every worker
+            t['per_step_s'] = t['median_s'] * torch_figs[0]['per_step_s'] / torch_figs[0]['median_s']
+        dst['figures'] = {'torch': t, **dst['figures']}
+        dst['ratios'] = {k: ratio(f['median_s'], t['median_s']) for k, f in dst['figures'].items() if k != 'torch'}
+
+    out = {k: v for k, v in parts[0].items() if k not in ('side', 'figures', 'ratios', 'first_call_s', 'compile_s')}
+    if 'kernels' in out:
+        out['kernels'] = {k: {} for k in parts[0]['kernels']}
+        for k, dst in out['kernels'].items():
+            fold(dst, [p['kernels'][k] for p in parts])
+    else:
+        fold(out, parts)
+    out['sides'] = [p['side'] | {'figures': p.get('figures') or {k: v['figures'] for k, v in p['kernels'].items()}}
+                    for p in parts]
+    return out
+
+
+def run_in_subprocess(args, name, side=None):
     """One item in a fresh interpreter: every item starts from the same state (threads set
     before MindSpore's first op, no error state or memory pool left by an earlier item; a
     GRAPH train step can hold GiBs that MindSpore does not give back)."""
     import subprocess
-    proc = subprocess.run([sys.executable, '-m', 'bench.run'] + _worker_argv(args, name),
+    proc = subprocess.run([sys.executable, '-m', 'bench.run'] + _worker_argv(args, name, side),
                           cwd=ROOT, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(_MARK)]
     if proc.returncode or not lines:
@@ -250,19 +302,27 @@ def main(argv=None):
     os.environ.setdefault('TQDM_DISABLE', '1')    # the sampling loops' progress bars, both frameworks
     os.environ.setdefault('GLOG_v', '3')          # MindSpore: errors only
     if args.worker:
+        tuned = {}
+        if s.side == 'fast':         # before torch or MindSpore load (set_threads imports both)
+            from ms_ddpm_tools.runtime import tune_runtime
+            tuned = tune_runtime()
         threads = set_threads(s.threads)
         try:
             r = run_item(args.worker, s)
         except Exception as err:     # reported in the JSON, the other items still run
             r = {'item': args.worker, 'error': f'{type(err).__name__}: {err}'}
         r['threads'] = threads
+        if s.side:
+            r['side'] = {'side': s.side, 'runtime_settings': tuned, 'load_before': r.get('load_before'),
+                         'load_after': r.get('load_after')}
         print(_MARK + json.dumps(r, default=str), flush=True)
         return 0
     names = selected(args)
     from bench.timing import load, versions
     data = {'started': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'versions': versions(),
             'threads': None, 'settings': vars(s) | {'modes': list(s.modes), 'extras': list(s.extras)},
-            'env': {k: os.environ.get(k) for k in ('MS_DDPM_FAST_MATH', 'MS_DDPM_CPU_CONV', 'OMP_NUM_THREADS', 'PYTHONPATH')},
+            'env': {k: os.environ.get(k) for k in ('MS_DDPM_FAST_MATH', 'MS_DDPM_CPU_CONV', 'OMP_NUM_THREADS', 'PYTHONPATH',
+                                                  'MS_DEV_HOST_BLOCKING_RUN', 'GOMP_SPINCOUNT', 'OMP_WAIT_POLICY')},
             'load_start': load(), 'results': []}
     out = args.out or os.path.join(ROOT, 'bench', 'results', f'bench-ms{data["versions"]["mindspore"]}.json')
     print(f'ms-ddpm bench: mindspore {data["versions"]["mindspore"]}, torch {data["versions"]["torch"]}, '
@@ -271,7 +331,7 @@ def main(argv=None):
     for name in names:
         t0 = time.perf_counter()
         print(f'  {name} ...', end='', flush=True)
-        r = run_in_subprocess(args, name)
+        r = run_isolated(args, name) if args.fast_cpu and name in ISOLATED else run_in_subprocess(args, name)
         r['item_wall_s'] = time.perf_counter() - t0
         data['threads'] = data['threads'] or r.get('threads')
         data['results'].append(r)

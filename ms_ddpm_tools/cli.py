@@ -21,8 +21,9 @@ SUBCOMMANDS = {
 }
 
 # issue 18: ``--fast-cpu`` on these runs their convolutions through ms_ddpm.fastconv's oneDNN
-# kernels and softmax / SiLU through its fused ones (as MS_DDPM_CPU_CONV=onednn does; ``bench``
-# parses its own --fast-cpu); verify's report names the path that ran
+# kernels and softmax / SiLU through its fused ones (as MS_DDPM_CPU_CONV=onednn does), with the
+# process settings of ms_ddpm_tools.runtime (``bench`` parses its own --fast-cpu); verify's report
+# names the path that ran
 FAST_CPU_COMMANDS = ('train', 'sample', 'verify')
 
 
@@ -31,7 +32,8 @@ def usage():
              '       ms-ddpm --version', '', 'commands:']
     lines += [f'  {name:9s} {help_}' for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ['', f'  --fast-cpu (with {"/".join(FAST_CPU_COMMANDS)}/bench): oneDNN convolutions + fused softmax/SiLU on CPU (ms_ddpm[fast],',
-              '    or MS_DDPM_CPU_CONV=onednn); if they cannot be built: one warning line and MindSpore\'s own', '', EPILOG]
+              '    or MS_DDPM_CPU_CONV=onednn), with MS_DEV_HOST_BLOCKING_RUN=1 GOMP_SPINCOUNT=0 unless set;',
+              '    if they cannot be built: one warning line and MindSpore\'s own', '', EPILOG]
     return '\n'.join(lines)
 
 
@@ -53,10 +55,10 @@ def main(argv=None):
         return EXIT_USAGE
     if cmd in FAST_CPU_COMMANDS and '--fast-cpu' in rest:
         rest = [a for a in rest if a != '--fast-cpu']
+        from ms_ddpm_tools.runtime import tune_runtime
+        tune_runtime()          # before MindSpore loads: no busy-waiting host thread, no spinning OpenMP pool
         from ms_ddpm import fastconv
         fastconv.set_enabled(True)
-        if cmd == 'sample':
-            fastconv.tune_for_sampling()      # short OpenMP spin-waits: measured faster for sampling only
     module = importlib.import_module(SUBCOMMANDS[cmd][0])
     entry = getattr(module, f'main_{cmd}', None) or module.main
     try:

@@ -25,3 +25,25 @@ def test_bench_quick_writes_json(tmp_path):
         assert r['figures'][name]['median_s'] > 0
     assert r['ratios']['ms_graph'] > 0 and r['compile_s']['ms_graph'] >= 0
     assert 'graph/torch' in proc.stdout
+
+
+def test_isolated_sides_merge_into_one_result():
+    """``--fast-cpu`` times torch, the stock kernels and the fast path in a process each
+    (bench.run.ISOLATED, SIDE_ORDER); their figures merge into one result: torch's from all its
+    workers' repeats, the ratios against it."""
+    from bench.run import merge_sides
+
+    def part(side, figures, kernels=False):
+        r = {'figures': {k: {'median_s': v[0], 'times_s': v} for k, v in figures.items()},
+             'first_call_s': {k: 3 * v[0] for k, v in figures.items() if k != 'torch'}}
+        head = {'item': 'x', 'what': 'w', 'side': {'side': side}}
+        return head | ({'kernels': {'3x3': r}} if kernels else r)
+    sides = (('torch', {'torch': [1.0]}), ('fast', {'ms_graph_fast': [0.5]}), ('torch', {'torch': [0.8, 1.2]}),
+             ('stock', {'ms_graph': [2.0]}), ('torch', {'torch': [1.1]}))
+    r = merge_sides([part(*a) for a in sides])
+    assert r['figures']['torch']['median_s'] == 1.05 and r['figures']['torch']['times_s'] == [1.0, 0.8, 1.2, 1.1]
+    assert r['ratios'] == {'ms_graph_fast': 0.5 / 1.05, 'ms_graph': 2.0 / 1.05}
+    assert r['first_call_s'] == {'ms_graph_fast': 1.5, 'ms_graph': 6.0}
+    assert [p['side'] for p in r['sides']] == ['torch', 'fast', 'torch', 'stock', 'torch'] and r['what'] == 'w'
+    k = merge_sides([part(*a, kernels=True) for a in sides])['kernels']['3x3']
+    assert k['ratios'] == r['ratios'] and k['figures']['torch']['median_s'] == 1.05

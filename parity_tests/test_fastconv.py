@@ -8,6 +8,8 @@ conv path of the MindSpore side differs.  The oneDNN packages are part of the te
 (``make setup`` installs ``ms_ddpm[fast]``): if the library cannot be built this file FAILS."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from parity.cases_1d import rows_1d
 from parity.compare import assert_gradients, assert_parity, check
 from parity.harness import (build_pair, build_diffusion_pair, case_inputs, run_torch, run_ms, loss_inputs, ms_loss_fn,
                             torch_loss, reference_grads)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # conv-bearing building blocks: (row, modes).  GRAPH on one 3x3 block and one strided conv.
 _LAYERS_2D = {'Block': ('pynative', 'graph'), 'ResnetBlock-time': ('pynative',), 'ResnetBlock-notime': ('pynative',),
@@ -140,10 +144,25 @@ def test_verify_report_names_the_fast_path():
         fastconv.set_enabled(True)
 
 
+def test_a_fast_model_deep_copies():
+    """EMA and the Trainer deep-copy the model (``ms-ddpm train --fast-cpu``): a fast conv cell
+    copies onto the same cached kernels and the copy computes what the original does."""
+    import copy
+    from ms_ddpm.ms_compat import Conv2d
+    conv = Conv2d(3, 4, 3, padding=1)
+    assert conv.fast is not None
+    twin = copy.deepcopy(conv)
+    assert twin.fast is not conv.fast and twin.fast.fwd is conv.fast.fwd
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32))
+    np.testing.assert_array_equal(twin(x).asnumpy(), conv(x).asnumpy())
+
+
 def test_cli_fast_cpu_flag_switches_it_on(monkeypatch):
     """``ms-ddpm sample --fast-cpu`` turns the path on before the command builds its model."""
     from ms_ddpm_tools.cli import main
-    monkeypatch.setenv('GOMP_SPINCOUNT', '300000')     # sample's tuning leaves a user's setting alone
+    from ms_ddpm_tools.runtime import RUNTIME_SETTINGS
+    for name, value in RUNTIME_SETTINGS.items():    # --fast-cpu's settings leave a user's alone
+        monkeypatch.setenv(name, os.environ.get(name, value))
     fastconv.set_enabled(None)
     try:
         assert main(['sample', '--fast-cpu', '--help']) == 0
@@ -152,18 +171,31 @@ def test_cli_fast_cpu_flag_switches_it_on(monkeypatch):
         fastconv.set_enabled(True)
 
 
-def test_sampling_tuning_only_before_the_kernels_load(monkeypatch):
-    """``tune_for_sampling`` sets GOMP_SPINCOUNT only where nobody did and the kernels' OpenMP
-    runtime is not loaded yet (it reads the variable once, when it loads)."""
-    monkeypatch.delenv('GOMP_SPINCOUNT', raising=False)
-    monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
-    fastconv.FUSED['silu'](ms.Tensor(np.ones(3, np.float32))).asnumpy()     # the library is loaded now
-    assert not fastconv.tune_for_sampling() and 'GOMP_SPINCOUNT' not in os.environ
-    monkeypatch.setattr(fastconv, '_loaded', lambda: False)
+def test_runtime_settings_only_where_nobody_set_them(monkeypatch):
+    """``tune_runtime`` (the commands' --fast-cpu) sets each process setting only where the user
+    did not, and GOMP_SPINCOUNT only before an OpenMP runtime is loaded (GNU OpenMP reads it
+    once, when it loads: importing MindSpore loads it) and where OMP_WAIT_POLICY is not set."""
+    from ms_ddpm_tools import runtime
+    for name in (*runtime.RUNTIME_SETTINGS, 'OMP_WAIT_POLICY'):
+        monkeypatch.delenv(name, raising=False)
+    assert runtime.openmp_loaded()                       # this process has imported MindSpore
+    assert runtime.tune_runtime() == {'MS_DEV_HOST_BLOCKING_RUN': '1'} and 'GOMP_SPINCOUNT' not in os.environ
+    monkeypatch.setenv('MS_DEV_HOST_BLOCKING_RUN', '0')
+    monkeypatch.setattr(runtime, 'openmp_loaded', lambda: False)
     monkeypatch.setenv('OMP_WAIT_POLICY', 'active')
-    assert not fastconv.tune_for_sampling() and 'GOMP_SPINCOUNT' not in os.environ
+    assert runtime.tune_runtime() == {} and os.environ['MS_DEV_HOST_BLOCKING_RUN'] == '0'
     monkeypatch.delenv('OMP_WAIT_POLICY')
-    assert fastconv.tune_for_sampling() and os.environ['GOMP_SPINCOUNT'] == fastconv.SAMPLING_SPINCOUNT
+    assert runtime.tune_runtime() == {'GOMP_SPINCOUNT': '0'} and os.environ['GOMP_SPINCOUNT'] == '0'
+
+
+def test_runtime_settings_reach_a_fresh_process(tmp_path):
+    """In a fresh interpreter, ``tune_runtime`` before ``import mindspore`` sets both (what
+    ``ms-ddpm ... --fast-cpu`` and the bench's fast worker do)."""
+    code = ('import os; from ms_ddpm_tools.runtime import tune_runtime as t; d = t(); import mindspore; '
+            'print(sorted(d))')
+    env = {k: v for k, v in os.environ.items() if k not in ('GOMP_SPINCOUNT', 'MS_DEV_HOST_BLOCKING_RUN', 'OMP_WAIT_POLICY')}
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "['GOMP_SPINCOUNT', 'MS_DEV_HOST_BLOCKING_RUN']", out.stderr[-1500:]
 
 
 # --- building and falling back ---------------------------------------------------------------

@@ -16,8 +16,9 @@ Switched on with ``MS_DDPM_CPU_CONV=onednn`` (or ``set_enabled(True)``, which th
 while it is on dispatch here, and ``ms_compat.softmax`` / ``SiLU`` / ``normalize`` / ``matmul_*``
 use the fused kernels in graphs traced (and PyNative calls made) while ``FUSED`` holds them.
 MindSpore's own kernels stay the default.  Asked for but not usable (no compiler, no oneDNN
-package, a failed build): one warning line and the stock path.
-See docs/fastconv.md.
+package, a failed build): one warning line and the stock path.  The commands' ``--fast-cpu`` also
+set the path's process settings before MindSpore loads (``ms_ddpm_tools.runtime``: no busy-waiting
+host thread, no spinning OpenMP workers).  See docs/fastconv.md.
 """
 
 import hashlib
@@ -32,7 +33,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Tensor
 
-__all__ = ['requested', 'set_enabled', 'enabled', 'tune_for_sampling', 'active', 'library', 'status', 'conv_op', 'FUSED',
+__all__ = ['requested', 'set_enabled', 'enabled', 'active', 'library', 'status', 'conv_op', 'FUSED',
            'FastConvError', 'ENV']
 
 ENV = 'MS_DDPM_CPU_CONV'
@@ -96,35 +97,6 @@ class enabled:
         global _override
         _override, fused = self.saved
         FUSED.update(fused)
-        return False
-
-
-SAMPLING_SPINCOUNT = '3000'
-
-
-def tune_for_sampling():
-    """Shorter OpenMP spin-waits for the kernels' thread pool, for sampling runs (the commands'
-    ``sample --fast-cpu`` calls it).  The oneDNN / fused kernels run on GNU OpenMP's pool and
-    MindSpore's ops on its own runtime threads: between the many small calls of a sampling step
-    the pool's idle workers spin (300,000 iterations by default) on cores MindSpore needs.
-    Measured here (2 cores, MindSpore 2.8): a ``Unet(dim=64)`` DDIM step at batch 4 takes 114 ms
-    stock, 106 ms fast, **79 ms** fast with ``GOMP_SPINCOUNT=3000``; a train step does not gain
-    (its kernels are longer), so training keeps the default.  Sets ``GOMP_SPINCOUNT`` unless the
-    user set it or ``OMP_WAIT_POLICY``; takes effect only if the kernels' OpenMP runtime is not
-    loaded yet in this process (it is loaded with the library, on the first fast op).  Returns
-    whether it set it."""
-    if 'GOMP_SPINCOUNT' in os.environ or 'OMP_WAIT_POLICY' in os.environ or ('lib' in _state and _loaded()):
-        return False
-    os.environ['GOMP_SPINCOUNT'] = SAMPLING_SPINCOUNT
-    return True
-
-
-def _loaded():
-    """Is the compiled library already mapped into this process?"""
-    try:
-        with open('/proc/self/maps') as f:
-            return os.path.basename(_state['lib']) in f.read()
-    except OSError:
         return False
 
 
@@ -275,8 +247,14 @@ class FastConv(nn.Cell):
 
     def __init__(self, ops_):
         super().__init__()
+        self.ops_ = ops_
         self.fwd = ops_.fwd
         self.cfg = ops_.cfg
+
+    def __deepcopy__(self, memo):
+        """A new cell on the same cached kernels (``ops.Custom`` primitives cannot be deep-copied;
+        EMA and the Trainer deep-copy the model: ``ms-ddpm train --fast-cpu``)."""
+        return FastConv(self.ops_)
 
     def construct(self, x, weight):
         return self.fwd(x, weight, self.cfg)
