@@ -260,6 +260,12 @@ def _fused_matmul(a, b):
     return None
 
 
+def fused_adam():
+    """The fast CPU path's one-pass Adam update cell (``fastconv.FUSED['adam']``) while it is on,
+    else None; ``training.Adam`` reads it when it traces (as softmax / SiLU do)."""
+    return _fastconv.FUSED['adam']
+
+
 def matmul_nn(a, b):
     """``a @ b`` (``torch.matmul``; on the fast CPU path oneDNN's sgemm, its gradients too)."""
     fused = _fused_matmul(a, b)

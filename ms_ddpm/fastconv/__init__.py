@@ -48,7 +48,7 @@ _ops = {}             # (nsp, stride, padding) -> _ConvOps
 # _fused_cells, built once per process) when a conv layer is built on the active path (conv_op)
 # or by set_enabled(True), emptied by set_enabled(False / None).  A plain dict of module state, so that code compiled by ms.jit reads
 # it as a constant when it traces (a graph compiled before keeps what it saw).
-FUSED = {'softmax': None, 'silu': None, 'normalize': None, 'matmul': None}
+FUSED = {'softmax': None, 'silu': None, 'normalize': None, 'matmul': None, 'adam': None}
 _fused_cells = {}
 
 
@@ -368,10 +368,25 @@ class FusedSiLU(nn.Cell):
         return self.fwd(x)
 
 
+class FusedAdam(nn.Cell):
+    """torch's Adam step on one float32 parameter through ``fused_ops.cc``, in one pass:
+    ``construct(grad, param, exp_avg, exp_avg_sq, cfg) -> (param', exp_avg', exp_avg_sq')``,
+    ``cfg`` = float32 (1 - beta1, beta2, 1 - beta2, eps, step_size, sqrt(bias_correction2)); the
+    same float32 operations as ``ms_ddpm.training.Adam``'s stock update, in its order."""
+
+    def __init__(self, lib):
+        super().__init__()
+        self.op = ops.Custom(lib + ':ms_ddpm_adam', out_shape=lambda g, p, m, v, c: (p, p, p),
+                             out_dtype=lambda g, p, m, v, c: (p, p, p), func_type='aot')
+
+    def construct(self, grad, param, exp_avg, exp_avg_sq, cfg):
+        return self.op(grad, param, exp_avg, exp_avg_sq, cfg)
+
+
 def _fill_fused():
     if FUSED['softmax'] is None and active():
         if not _fused_cells:
             lib = _state['lib']
             _fused_cells.update(softmax=FusedSoftmax(lib), silu=FusedSiLU(lib), normalize=FusedNormalize(lib),
-                                matmul=FusedMatmul(lib))
+                                matmul=FusedMatmul(lib), adam=FusedAdam(lib))
         FUSED.update(_fused_cells)

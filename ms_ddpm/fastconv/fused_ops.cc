@@ -19,6 +19,10 @@
 //                                                    long-K products at ~1/4 of its forward speed)
 //   ms_ddpm_silu_fwd(x) -> y                         y = x / (1 + exp(-x))
 //   ms_ddpm_silu_bwd(x, dy) -> dx                    s = 1 / (1 + exp(-x)); dx = dy * s * (1 + x * (1 - s))
+//   ms_ddpm_adam(g, p, m, v, cfg) -> (p', m', v')    torch's Adam step in one pass, cfg = (1 - beta1, beta2,
+//                                                    1 - beta2, eps, step_size, sqrt(bias_correction2)):
+//                                                    the stock twin's float32 operations in its order
+//                                                    (ms_ddpm/training/step.py), not contracted to FMAs
 
 #include <cmath>
 #include <cstdint>
@@ -316,5 +320,41 @@ extern "C" int ms_ddpm_silu_bwd(int nparam, void **params, int *ndims, int64_t *
   if (nparam != 3 || !all_f32(nparam, dtypes, -1)) return 2;
   silu_bwd(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
            static_cast<float *>(params[2]), numel(ndims[0], shapes[0]));
+  return 0;
+}
+
+
+namespace {
+
+// One pass over a parameter instead of ~17 MindSpore ops (each a pass over memory and a kernel
+// launch); fp-contract=off: the same roundings as the stock twin's separate multiplies and adds.
+__attribute__((optimize("fp-contract=off"))) void adam_step(const float *g, const float *p, const float *m,
+                                                            const float *v, const float *c, float *po, float *mo,
+                                                            float *vo, int64_t n) {
+  const float omb1 = c[0], b2 = c[1], omb2 = c[2], eps = c[3], step = c[4], bc2 = c[5];
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float mi = m[i] + omb1 * (g[i] - m[i]);
+    const float vi = v[i] * b2 + omb2 * g[i] * g[i];
+    const float denom = std::sqrt(vi) / bc2 + eps;
+    mo[i] = mi;
+    vo[i] = vi;
+    po[i] = p[i] - step * (mi / denom);
+  }
+}
+
+}  // namespace
+
+extern "C" int ms_ddpm_adam(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                            void *stream_, void *extra) {
+  if (nparam != 8 || !all_f32(nparam, dtypes, -1)) return 2;
+  const int64_t n = numel(ndims[1], shapes[1]);
+  if (numel(ndims[0], shapes[0]) != n || numel(ndims[2], shapes[2]) != n || numel(ndims[3], shapes[3]) != n ||
+      numel(ndims[4], shapes[4]) != 6)
+    return 2;
+  adam_step(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+            static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
+            static_cast<const float *>(params[4]), static_cast<float *>(params[5]), static_cast<float *>(params[6]),
+            static_cast<float *>(params[7]), n);
   return 0;
 }

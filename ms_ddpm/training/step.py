@@ -12,6 +12,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Parameter, Tensor
 
+from ms_ddpm.ms_compat import fused_adam
+
 __all__ = ['Adam', 'grad_global_norm', 'clip_grad_norm_', 'build_train_step', 'TrainStep']
 
 
@@ -41,6 +43,7 @@ class Adam(nn.Cell):
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
         self.eps = float(eps)
         self.hyper_map = ops.HyperMap()
+        self.float32 = all(p.dtype == ms.float32 for p in self.parameters)   # the fused update's case
 
     @ms.jit   # one compiled update even when called from PyNative code (~150 tensors x 8 ops)
     def construct(self, gradients):
@@ -50,6 +53,17 @@ class Adam(nn.Cell):
         bias_correction2 = 1. - ops.pow(Tensor(self.beta2, ms.float64), step)
         step_size = (self.lr / bias_correction1).astype(ms.float32)
         bias_correction2_sqrt = ops.sqrt(bias_correction2).astype(ms.float32)
+        fused = fused_adam()
+        if fused is not None and self.float32:    # the fast CPU path: one kernel per parameter, same roundings
+            cfg = ops.stack([Tensor(1. - self.beta1, ms.float32), Tensor(self.beta2, ms.float32),
+                             Tensor(1. - self.beta2, ms.float32), Tensor(self.eps, ms.float32), step_size,
+                             bias_correction2_sqrt])
+            for grad, param, exp_avg, exp_avg_sq in zip(gradients, self.parameters, self.exp_avg, self.exp_avg_sq):
+                new_param, new_exp_avg, new_exp_avg_sq = fused(grad.astype(param.dtype), param, exp_avg, exp_avg_sq, cfg)
+                ops.assign(exp_avg, new_exp_avg)
+                ops.assign(exp_avg_sq, new_exp_avg_sq)
+                ops.assign(param, new_param)
+            return True
         return self.hyper_map(
             ops.partial(_adam_update, Tensor(1. - self.beta1, ms.float32), Tensor(self.beta2, ms.float32),
                         Tensor(1. - self.beta2, ms.float32), Tensor(self.eps, ms.float32), step_size,
