@@ -19,6 +19,12 @@ import time
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The environment this process started with, for the workers.  ``import mindspore`` (versions(),
+# in this parent) writes PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python, LD_LIBRARY_PATH,
+# HCCL_CONNECT_TIMEOUT and KMP_DUPLICATE_LIB_OK into os.environ; workers that inherited them ran
+# MindSpore slower (the fast Unet(dim=64) train step 1.6 s instead of 1.0 s; the pure-Python
+# protobuf alone 1.3 s), and every bench result before 2026-12-03 18:00 was taken that way.
+START_ENV = dict(os.environ)
 
 ITEMS = ('convs', 'unet_dim64', 'unet_small', 'train_dim64', 'ddim', 'ddpm_small', 'unet1d', 'train1d', 'ddim1d',
          'karras_unet', 'train_karras', 'uvit', 'train_uvit', 'convert', 'fid_features', 'suite')
@@ -285,7 +291,7 @@ def run_in_subprocess(args, name, side=None):
     GRAPH train step can hold GiBs that MindSpore does not give back)."""
     import subprocess
     proc = subprocess.run([sys.executable, '-m', 'bench.run'] + _worker_argv(args, name, side),
-                          cwd=ROOT, capture_output=True, text=True)
+                          cwd=ROOT, capture_output=True, text=True, env=START_ENV)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(_MARK)]
     if proc.returncode or not lines:
         tail = (proc.stderr or proc.stdout)[-1500:]
@@ -299,8 +305,9 @@ _MARK = '@@BENCH-ITEM@@'
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     s = settings_from(args)
-    os.environ.setdefault('TQDM_DISABLE', '1')    # the sampling loops' progress bars, both frameworks
-    os.environ.setdefault('GLOG_v', '3')          # MindSpore: errors only
+    for env in (os.environ, START_ENV):
+        env.setdefault('TQDM_DISABLE', '1')    # the sampling loops' progress bars, both frameworks
+        env.setdefault('GLOG_v', '3')          # MindSpore: errors only
     if args.worker:
         tuned = {}
         if s.side == 'fast':         # before torch or MindSpore load (set_threads imports both)

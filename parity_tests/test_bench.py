@@ -47,3 +47,14 @@ def test_isolated_sides_merge_into_one_result():
     assert [p['side'] for p in r['sides']] == ['torch', 'fast', 'torch', 'stock', 'torch'] and r['what'] == 'w'
     k = merge_sides([part(*a, kernels=True) for a in sides])['kernels']['3x3']
     assert k['ratios'] == r['ratios'] and k['figures']['torch']['median_s'] == 1.05
+
+
+def test_workers_get_the_environment_the_bench_started_with():
+    """``import mindspore`` in the bench's parent (versions()) writes PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION
+    =python, LD_LIBRARY_PATH, ... into os.environ; the workers must not inherit them (they slowed
+    MindSpore's timed steps by up to 60%)."""
+    code = ('import os, bench.run as r; import mindspore; '
+            'print(os.environ.get("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"), r.START_ENV.get("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"))')
+    env = {k: v for k, v in os.environ.items() if k != 'PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION'}
+    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split()[-2:] == ['python', 'None'], proc.stdout + proc.stderr[-1500:]
