@@ -228,14 +228,43 @@ def test_unbuildable_is_one_warning_and_the_stock_path(monkeypatch, tmp_path, ca
         fastconv.library(strict=True)
 
 
+def test_small_reorders_on_one_thread_change_no_bit():
+    """onednn_conv.cc runs the reorders of tensors under 2 MB on the calling thread (an OpenMP
+    region's wake-up costs more than such a copy): a conv's output and both gradients are
+    bit-identical with every reorder threaded (threshold 0) and with every one on one thread."""
+    import ctypes
+    lib = ctypes.CDLL(fastconv.library())          # the handle MindSpore's Custom ops opened
+    lib.ms_ddpm_set_seq_bytes.restype = ctypes.c_long
+    lib.ms_ddpm_set_seq_bytes.argtypes = [ctypes.c_long]
+    rng = np.random.default_rng(5)
+    x = ms.Tensor(rng.standard_normal((4, 16, 20, 20)).astype(np.float32))
+    w = ms.Tensor(rng.standard_normal((32, 16, 3, 3)).astype(np.float32))
+    conv = fastconv.conv_op(2, 1, 1)
+    grad = ms.grad(lambda a, b: (conv(a, b) ** 2).sum(), grad_position=(0, 1))
+    runs = {}
+    old = lib.ms_ddpm_set_seq_bytes(0)
+    try:
+        for threshold in (0, 1 << 40):
+            lib.ms_ddpm_set_seq_bytes(threshold)
+            runs[threshold] = [conv(x, w).asnumpy(), *(g.asnumpy() for g in grad(x, w))]
+    finally:
+        lib.ms_ddpm_set_seq_bytes(old)
+    assert old == 2 << 20, old
+    for a, b in zip(*runs.values()):
+        assert np.array_equal(a, b)
+
+
 # --- the fused float32 kernels alone (fused_ops.cc): softmax along the last and a strided axis, SiLU, F.normalize ---
 
 FUSED_OPS = [('softmax', (3, 2, 37, 41), 3, 'pynative'), ('softmax', (2, 4, 33, 50), 2, 'graph'),
              ('softmax', (5, 7), 0, 'pynative'), ('silu', (4, 9, 17), None, 'pynative'), ('silu', (3, 1000), None, 'graph'),
-             ('normalize', (3, 24, 9, 11), 1, 'pynative'), ('normalize', (2, 16, 40), 1, 'graph'), ('normalize', (4, 33), 1, 'pynative')]
+             ('normalize', (3, 24, 9, 11), 1, 'pynative'), ('normalize', (2, 16, 40), 1, 'graph'), ('normalize', (4, 33), 1, 'pynative'),
+             # at or above fused_ops.cc's PAR_MIN (32768 elements): the OpenMP branches
+             ('softmax', (2, 4, 64, 80), 3, 'pynative'), ('softmax', (2, 64, 16, 32), 1, 'pynative'),
+             ('normalize', (2, 64, 16, 16), 1, 'pynative')]
 
 
-@pytest.mark.parametrize('op,shape,axis,mode', FUSED_OPS, ids=[f'{o}-{len(s)}d-ax{a}-{m}' for o, s, a, m in FUSED_OPS])
+@pytest.mark.parametrize('op,shape,axis,mode', FUSED_OPS, ids=[f'{o}-{len(s)}d-ax{a}-{m}' + ('-threaded' if np.prod(s) >= 32768 else '') for o, s, a, m in FUSED_OPS])
 def test_fused_op(op, shape, axis, mode, record):
     """The fused kernel's forward and its gradient (of ``sum(y * g)``) against torch's float32 op,
     on the accuracy gate (torch's own float64 run the yardstick); inputs spread over [-30, 30] so
@@ -272,17 +301,19 @@ def test_fused_op(op, shape, axis, mode, record):
         assert r.ok, r.why
 
 
-FUSED_MATMULS = [('nn', 'pynative'), ('nt', 'graph'), ('tn', 'pynative')]
+# (m, k, n): 6 matrices of 19x37 @ 37x23 run on one thread, of 64x64 @ 64x64 on the OpenMP pool
+FUSED_MATMULS = [('nn', 'pynative', (19, 37, 23)), ('nt', 'graph', (19, 37, 23)), ('tn', 'pynative', (19, 37, 23)),
+                 ('nt', 'pynative', (64, 64, 64))]
 
 
-@pytest.mark.parametrize('form,mode', FUSED_MATMULS, ids=[f'{f}-{m}' for f, m in FUSED_MATMULS])
-def test_fused_matmul(form, mode, record):
+@pytest.mark.parametrize('form,mode,mkn', FUSED_MATMULS, ids=[f'{f}-{m}-{"x".join(map(str, s))}' for f, m, s in FUSED_MATMULS])
+def test_fused_matmul(form, mode, mkn, record):
     """The batched matmul through oneDNN's sgemm (``ms_compat.matmul_nn / _nt / _tn`` on the fast
     path), forward and both gradients of ``sum(c * g)``, on the accuracy gate."""
     import torch
     from ms_ddpm.ms_compat import matmul_nn, matmul_nt, matmul_tn
     rng = np.random.default_rng({'nn': 1, 'nt': 2, 'tn': 3}[form])
-    m, k, n = 19, 37, 23
+    m, k, n = mkn
     sa = (2, 3) + ((k, m) if form == 'tn' else (m, k))
     sb = (2, 3) + ((n, k) if form == 'nt' else (k, n))
     a, b = (rng.standard_normal(s).astype(np.float32) for s in (sa, sb))
@@ -306,7 +337,7 @@ def test_fused_matmul(form, mode, record):
         fwd, grad = ms.jit(fwd), ms.jit(grad)
     c = fwd(ms.Tensor(a), ms.Tensor(b)).asnumpy()
     da, db = (v.asnumpy() for v in grad(ms.Tensor(a), ms.Tensor(b)))
-    name = f'fused matmul {form} [{mode}]'
+    name = f'fused matmul {form} {m}x{k}x{n} [{mode}]'
     for label, i, actual in ((name, 0, c), (name + ' da', 1, da), (name + ' db', 2, db)):
         r = check(label, out[torch.float32][i], actual, 'layer', expected64=out[torch.float64][i])
         record(r)

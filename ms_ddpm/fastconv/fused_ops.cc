@@ -34,6 +34,12 @@ namespace {
 
 constexpr int LANES = 16;
 
+// Below this many elements a kernel runs on the calling thread: with GOMP_SPINCOUNT low
+// (ms_ddpm_tools.runtime) each OpenMP parallel region costs ~45-57 us of futex wake-up on the
+// 2-core machine, more than the whole softmax of a small attention map.  Every row / column block
+// is computed the same on any thread, so the results do not depend on it.
+constexpr int64_t PAR_MIN = 32768;
+
 // Compiled with -march=native (ms_ddpm/fastconv/__init__.py): the 16-lane loops below vectorise
 // to the CPU's widest SIMD (a portable target_clones build ran them 5-25x slower).
 
@@ -70,7 +76,7 @@ inline float expf_u10(float d) {
 template <typename Body>
 inline void strided_blocks(int64_t outer, int64_t n, int64_t inner, Body body) {
   int64_t blocks = (inner + LANES - 1) / LANES;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (outer * n * inner >= PAR_MIN)
   for (int64_t ob = 0; ob < outer * blocks; ++ob) {
     int64_t o = ob / blocks, c0 = (ob % blocks) * LANES;
     body(o * n * inner + c0, static_cast<int>(inner - c0 < LANES ? inner - c0 : LANES));
@@ -80,7 +86,7 @@ inline void strided_blocks(int64_t outer, int64_t n, int64_t inner, Body body) {
 // softmax along an axis of length n with elements `inner` apart, for `outer` independent blocks.
 void softmax_fwd(const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
   if (inner == 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (outer * n >= PAR_MIN)
     for (int64_t o = 0; o < outer; ++o) {
       const float *xr = x + o * n;
       float *yr = y + o * n;
@@ -127,7 +133,7 @@ void softmax_fwd(const float *x, float *y, int64_t outer, int64_t n, int64_t inn
 
 void softmax_bwd(const float *y, const float *dy, float *dx, int64_t outer, int64_t n, int64_t inner) {
   if (inner == 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (outer * n >= PAR_MIN)
     for (int64_t o = 0; o < outer; ++o) {
       const float *yr = y + o * n, *gr = dy + o * n;
       float *dr = dx + o * n;
@@ -196,12 +202,12 @@ void l2norm_bwd(const float *x, const float *y, const float *dy, float *dx, int6
 }
 
 void silu_fwd(const float *x, float *y, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + expf_u10(-x[i]));
 }
 
 void silu_bwd(const float *x, const float *dy, float *dx, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
   for (int64_t i = 0; i < n; ++i) {
     float s = 1.0f / (1.0f + expf_u10(-x[i]));
     dx[i] = dy[i] * (s * (1.0f + x[i] * (1.0f - s)));
@@ -216,8 +222,9 @@ void bmm(bool ta, bool tb, const float *a, const float *b, float *c, int64_t bat
     dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
     return;
   }
-  // one matrix per thread (oneDNN's sgemm runs single-threaded inside a parallel region)
-#pragma omp parallel for schedule(static)
+  // one matrix per thread (oneDNN's sgemm runs single-threaded inside a parallel region); under
+  // ~1M multiply-adds in all (an 8x8 attention map's batch) on this thread
+#pragma omp parallel for schedule(static) if (batch * m * n * k >= 32 * PAR_MIN)
   for (int64_t i = 0; i < batch; ++i)
     dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a + i * sa, lda, b + i * sb, ldb, 0.0f, c + i * sc, n);
 }

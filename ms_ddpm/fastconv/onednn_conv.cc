@@ -5,7 +5,7 @@
 // Every kernel takes, after its tensors, a 1-D int64 "cfg" tensor: [nsp, stride_1..stride_nsp,
 // pad_1..pad_nsp] (nsp = number of spatial dims, torch's symmetric zero padding).  Tensors are
 // float32 in torch's plain layouts (x: N,C,spatial; w: O,I,kernel).  The convolution itself uses
-// format_tag::any, so oneDNN picks its blocked kernel (brgconv on AVX-512 machines); reorders
+// format_tag::any, so oneDNN picks its blocked kernel (torch's choice: jit:avx512_core); reorders
 // in and out are cached with the primitive, one entry per (kind, shapes, cfg).
 //
 //   ms_ddpm_conv_fwd(x, w, cfg) -> y
@@ -20,6 +20,9 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include <cstdlib>
+#include <omp.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -145,6 +148,25 @@ std::unique_ptr<Entry> build(int kind, const memory::dims &xd, const memory::dim
   return e;
 }
 
+// Reorders of tensors below this size run on the calling thread alone.  A reorder is a copy, so
+// the result is the same on any number of threads; but with GOMP_SPINCOUNT low (ms_ddpm_tools.
+// runtime) every OpenMP parallel region costs a futex wake-up of the pool, ~45-57 us on the
+// 2-core machine, while a 64x64x3x3 weight reorder is ~9 us of work: threaded, the DDIM loop's
+// small reorders took 2-4x as long as torch's (docs/fastconv.md, "Threads").  2 MB: the reorders
+// of a 16x64x32x32 activation (4 MB) stay threaded.  MS_DDPM_SEQ_BYTES overrides it (0: never).
+size_t g_seq_bytes = [] {
+  const char *s = std::getenv("MS_DDPM_SEQ_BYTES");
+  return s ? static_cast<size_t>(std::atoll(s)) : static_cast<size_t>(2) << 20;
+}();
+
+void reorder_exec(dnnl::reorder &r, dnnl::stream &s, memory &from, memory &to, size_t bytes) {
+  if (bytes >= g_seq_bytes) { r.execute(s, from, to); return; }
+  int n = omp_get_max_threads();
+  omp_set_num_threads(1);
+  r.execute(s, from, to);
+  omp_set_num_threads(n);
+}
+
 void run(Entry &e, void *in0, void *in1, void *out) {
   auto &s = strm();
   void *ptrs[3] = {in0, in1, out};
@@ -153,7 +175,7 @@ void run(Entry &e, void *in0, void *in1, void *out) {
   for (int i = 0; i < 3; ++i) {
     user[i] = memory(e.a[i].user, eng(), ptrs[i]);
     if (e.a[i].reorder) {
-      if (i < 2) e.a[i].to_want.execute(s, user[i], e.a[i].scratch);
+      if (i < 2) reorder_exec(e.a[i].to_want, s, user[i], e.a[i].scratch, e.a[i].user.get_size());
       args[e.arg_id[i]] = e.a[i].scratch;
     } else {
       args[e.arg_id[i]] = user[i];
@@ -161,7 +183,7 @@ void run(Entry &e, void *in0, void *in1, void *out) {
   }
   args[DNNL_ARG_SCRATCHPAD] = e.scratchpad;
   e.prim.execute(s, args);
-  if (e.a[2].reorder) e.a[2].to_user.execute(s, e.a[2].scratch, user[2]);
+  if (e.a[2].reorder) reorder_exec(e.a[2].to_user, s, e.a[2].scratch, user[2], e.a[2].user.get_size());
   s.wait();
 }
 
@@ -217,6 +239,13 @@ extern "C" int ms_ddpm_conv_bwd_data(int nparam, void **params, int *ndims, int6
 extern "C" int ms_ddpm_conv_bwd_weights(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                         void *stream_, void *extra) {
   return launch(2, nparam, params, ndims, shapes, dtypes);
+}
+
+// For the tests: the sequential-reorder threshold in bytes (0: every reorder threaded); returns the old one.
+extern "C" long ms_ddpm_set_seq_bytes(long n) {
+  long old = static_cast<long>(g_seq_bytes);
+  g_seq_bytes = static_cast<size_t>(n);
+  return old;
 }
 
 // For the Python side's self-check after loading: the oneDNN version this library runs.
