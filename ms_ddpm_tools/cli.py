@@ -32,7 +32,7 @@ def usage():
              '       ms-ddpm --version', '', 'commands:']
     lines += [f'  {name:9s} {help_}' for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ['', f'  --fast-cpu (with {"/".join(FAST_CPU_COMMANDS)}/bench): oneDNN convolutions + fused softmax/SiLU on CPU (ms_ddpm[fast],',
-              '    or MS_DDPM_CPU_CONV=onednn), with MS_DEV_HOST_BLOCKING_RUN=1 GOMP_SPINCOUNT=0 unless set;',
+              '    or MS_DDPM_CPU_CONV=onednn), with MS_DEV_HOST_BLOCKING_RUN=1 GOMP_SPINCOUNT=1000 unless set;',
               '    if they cannot be built: one warning line and MindSpore\'s own', '', EPILOG]
     return '\n'.join(lines)
 

@@ -185,7 +185,7 @@ def test_runtime_settings_only_where_nobody_set_them(monkeypatch):
     monkeypatch.setenv('OMP_WAIT_POLICY', 'active')
     assert runtime.tune_runtime() == {} and os.environ['MS_DEV_HOST_BLOCKING_RUN'] == '0'
     monkeypatch.delenv('OMP_WAIT_POLICY')
-    assert runtime.tune_runtime() == {'GOMP_SPINCOUNT': '0'} and os.environ['GOMP_SPINCOUNT'] == '0'
+    assert runtime.tune_runtime() == {'GOMP_SPINCOUNT': '1000'} and os.environ['GOMP_SPINCOUNT'] == '1000'
 
 
 def test_runtime_settings_reach_a_fresh_process(tmp_path):
