@@ -58,3 +58,14 @@ def test_workers_get_the_environment_the_bench_started_with():
     env = {k: v for k, v in os.environ.items() if k != 'PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION'}
     proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.stdout.split()[-2:] == ['python', 'None'], proc.stdout + proc.stderr[-1500:]
+
+
+def test_cpu_model_names_family_model_and_vector_isa():
+    """Two machines a hypervisor names alike ('AMD EPYC': Zen 3 with AVX2, a Zen 4 with AVX-512)
+    run different oneDNN kernels at ~3x different speeds: bench results and verify reports say which."""
+    from ms_ddpm.io.records import cpu_model
+    info = ('processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n'
+            'model name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx fma avx2 bmi2\n\nprocessor\t: 1\nmodel name\t: other\n')
+    assert cpu_model(info) == 'AMD EPYC (family 25 model 1, avx2)'
+    assert cpu_model(info.replace('avx2', 'avx2 avx512f avx512bw')) == 'AMD EPYC (family 25 model 1, avx512f)'
+    assert cpu_model('model name\t: Some CPU\n') == 'Some CPU'

@@ -63,15 +63,31 @@ def versions(torch_info=None, live_torch=True):
     return v
 
 
-def cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+def cpu_model(cpuinfo=None):
+    """The CPU's model name, with family / model and its widest vector instruction set where
+    /proc/cpuinfo has them: a hypervisor may name two CPU generations alike ('AMD EPYC' here is
+    Zen 3 with AVX2 on one machine and an AVX-512 part on another; oneDNN picks different
+    kernels and a benchmark figure differs ~3x).  ``cpuinfo``: that file's text (tests)."""
+    fields = {}
+    if cpuinfo is None:
+        try:
+            with open('/proc/cpuinfo') as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ''
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(':')
+        key = key.strip()
+        if key in ('model name', 'cpu family', 'model', 'flags') and key not in fields:
+            fields[key] = value.strip()
+    name = fields.get('model name') or platform.processor() or None
+    if name is None:
+        return None
+    flags = set(fields.get('flags', '').split())
+    isa = next((f for f in ('avx512f', 'avx2', 'avx', 'sse4_2') if f in flags), None)
+    extra = [f"family {fields['cpu family']} model {fields['model']}"] if 'cpu family' in fields and 'model' in fields else []
+    extra += [isa] if isa else []
+    return f"{name} ({', '.join(extra)})" if extra else name
 
 
 def machine():
