@@ -113,20 +113,14 @@ def Conv2d(in_channels, out_channels, kernel_size, padding=0, bias=True):
 # target, the conv layers below (Conv2d, Conv1d, TorchConv2d, ConvSame) built from then on run
 # their float32 forward and backward through ms_ddpm.fastconv's oneDNN direct convolutions (the
 # kernels torch runs) instead of MindSpore's im2col + GEMM.  Same parameters, names and shapes;
-# the bias is added after the convolution (as oneDNN does in its kernel: one rounding either
-# way).  Other dtypes, other targets, or the path not buildable: MindSpore's own kernels.
+# the bias goes into the kernels (added in the forward, reduced in the backward-weights), as
+# torch's CPU convolution does.  Other dtypes, other targets, or the path not buildable:
+# MindSpore's own kernels.
 
 
 def _fast_conv(nsp, stride, padding):
     """A ``fastconv.FastConv`` cell for this configuration when the oneDNN path is active, else None."""
     return _fastconv.conv_op(nsp, stride, padding)
-
-
-def _fast_apply(fast, x, weight, bias):
-    y = fast(x, weight)
-    if bias is not None:
-        y = ops.bias_add(y, bias)
-    return y
 
 
 class _FastConv2d(nn.Conv2d):
@@ -138,7 +132,7 @@ class _FastConv2d(nn.Conv2d):
 
     def construct(self, x):
         if x.dtype == ms.float32:
-            return _fast_apply(self.fast, x, self.weight, self.bias if self.has_bias else None)
+            return self.fast(x, self.weight, self.bias if self.has_bias else None)
         return super().construct(x)
 
 
@@ -539,7 +533,7 @@ class Conv1d(nn.Cell):
 
     def construct(self, x):
         if self.fast is not None and x.dtype == ms.float32:
-            return _fast_apply(self.fast, x, self.weight, self.bias)
+            return self.fast(x, self.weight, self.bias)
         y = ops.conv2d(ops.expand_dims(x, 2), ops.expand_dims(self.weight, 2), self.bias, stride=(1, self.stride), **self.pad)
         return ops.squeeze(y, 2)
 

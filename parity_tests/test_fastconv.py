@@ -98,39 +98,51 @@ def test_fast_gradients_every_parameter(mode, record):
 
 # --- the kernels alone: F.conv{1,2,3}d and its two gradients --------------------------------
 
-CONV_OPS = [(1, 2, 1, 4, 'pynative'), (2, 1, 1, 3, 'pynative'), (2, 1, 0, 1, 'pynative'), (2, 2, 1, 4, 'graph'),
-            (3, 1, 1, 3, 'pynative')]
+# (spatial dims, stride, padding, kernel, mode, bias): the bias goes into the kernels
+# (ms_ddpm_conv_fwd_bias / _bwd_weights_bias); without one, the plain kernels (3D: ConvSame has none)
+CONV_OPS = [(1, 2, 1, 4, 'pynative', True), (2, 1, 1, 3, 'pynative', True), (2, 1, 0, 1, 'pynative', False),
+            (2, 1, 0, 1, 'pynative', True), (2, 2, 1, 4, 'graph', True), (2, 1, 1, 3, 'graph', False),
+            (3, 1, 1, 3, 'pynative', False)]
 
 
-@pytest.mark.parametrize('nsp,stride,pad,k,mode', CONV_OPS, ids=[f'{n}d-s{s}-p{p}-k{k}-{m}' for n, s, p, k, m in CONV_OPS])
-def test_fast_conv_op(nsp, stride, pad, k, mode, record):
-    """``F.conv{nsp}d(x, w, stride, padding)``, dx and dw of ``sum(y * g)`` (3D: the ConvSame
-    path of karras_unet_3d) against torch."""
+@pytest.mark.parametrize('nsp,stride,pad,k,mode,bias', CONV_OPS,
+                         ids=[f"{n}d-s{s}-p{p}-k{k}-{m}{'-bias' if b else ''}" for n, s, p, k, m, b in CONV_OPS])
+def test_fast_conv_op(nsp, stride, pad, k, mode, bias, record):
+    """``F.conv{nsp}d(x, w, b, stride, padding)``, dx, dw (and db) of ``sum(y * g)`` (3D: the
+    ConvSame path of karras_unet_3d) against torch."""
     import torch
     rng = np.random.default_rng(nsp * 10 + k)
     x = rng.standard_normal((2, 5) + (8,) * nsp).astype(np.float32)
     w = rng.standard_normal((6, 5) + (k,) * nsp).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
     f = getattr(torch.nn.functional, f'conv{nsp}d')
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    yt = f(xt, wt, stride=stride, padding=pad)
+    xt, wt, bt = (torch.tensor(v, requires_grad=True) for v in (x, w, b))
+    yt = f(xt, wt, bt if bias else None, stride=stride, padding=pad)
     g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
     yt.backward(torch.from_numpy(g))
     conv, gm = fastconv.conv_op(nsp, stride, pad), ms.Tensor(g)
 
-    def loss(a, b):
-        return (conv(a, b) * gm).sum()
+    if bias:
+        def fwd(a, w_, b_):
+            return conv(a, w_, b_)
+    else:
+        def fwd(a, w_, b_):
+            return conv(a, w_)
 
-    def fwd(a, b):
-        return conv(a, b)
-    grad = ms.grad(loss, grad_position=(0, 1))
+    def loss(a, w_, b_):
+        return (fwd(a, w_, b_) * gm).sum()
+    grad = ms.grad(loss, grad_position=(0, 1, 2) if bias else (0, 1))
     if mode == 'graph':
         fwd, grad = ms.jit(fwd), ms.jit(grad)
-    y = fwd(ms.Tensor(x), ms.Tensor(w))
-    dx, dw = grad(ms.Tensor(x), ms.Tensor(w))
-    name = f'fastconv conv{nsp}d s{stride} p{pad} k{k} [{mode}]'
+    args = tuple(ms.Tensor(v) for v in (x, w, b))
+    y = fwd(*args)
+    grads = grad(*args)
+    name = f"fastconv conv{nsp}d s{stride} p{pad} k{k}{' bias' if bias else ''} [{mode}]"
     record(assert_parity(name, yt.detach().numpy(), y.asnumpy(), 'layer'))
-    record(assert_parity(name + ' dx', xt.grad.numpy(), dx.asnumpy(), 'grad'))
-    record(assert_parity(name + ' dw', wt.grad.numpy(), dw.asnumpy(), 'grad'))
+    record(assert_parity(name + ' dx', xt.grad.numpy(), grads[0].asnumpy(), 'grad'))
+    record(assert_parity(name + ' dw', wt.grad.numpy(), grads[1].asnumpy(), 'grad'))
+    if bias:
+        record(assert_parity(name + ' db', bt.grad.numpy(), grads[2].asnumpy(), 'grad'))
 
 
 def test_verify_report_names_the_fast_path():

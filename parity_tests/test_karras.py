@@ -144,7 +144,9 @@ def test_training_forced_weight_norm_gradients_adam(case, mode, record):
     """Training forwards overwrite every Conv2d / Linear weight with its normalised value
     (the parameters after ONE forward, no optimiser); then the gradients of every parameter
     at step 1 and the parameters after ``steps`` Adam steps (lr 1e-2 so the steps move the
-    weights off the unit sphere and the next forward renormalises them)."""
+    weights off the unit sphere and the next forward renormalises them).  Gradients and the
+    parameters after the steps are on the accuracy gate: the reference trains a float64 copy
+    alongside (the same forwards and Adam steps), whose results are the yardstick."""
     import torch
     from ms_ddpm.training import Adam
     t, m = _pair(case, train=True)
@@ -152,6 +154,7 @@ def test_training_forced_weight_norm_gradients_adam(case, mode, record):
     named = _named(case)
     target_t = torch.from_numpy(named['target'])
     t_opt = torch.optim.Adam(t.parameters(), **ADAM)
+    t64_opt = torch.optim.Adam(t64.parameters(), **ADAM)
     weights = m.trainable_params()
     names = [p.name for p in weights]
     m_opt = Adam(weights, **ADAM)
@@ -179,21 +182,36 @@ def test_training_forced_weight_norm_gradients_adam(case, mode, record):
         t_opt.step()
         m_loss, m_grads = step(*args)
         record(assert_parity(f'{case.id} loss step {i + 1} [{mode}]', t_loss.detach().numpy(), m_loss.asnumpy(), 'loss'))
+        t64_opt.zero_grad()
+        torch.nn.functional.mse_loss(torch_forward(t64, named, double=True), target_t.double()).backward()
         if i == 0:
-            torch.nn.functional.mse_loss(torch_forward(t64, named, double=True), target_t.double()).backward()
             g64 = {k: p.grad.numpy().copy() for k, p in t64.named_parameters() if p.requires_grad}
             mg = {n: g.asnumpy() for n, g in zip(names, m_grads)}
             record_gradients(record, assert_gradients(f'{case.id} [{mode}]', t_grads, mg, g64, together=gains_of(mg)))
+        t64_opt.step()
     # one more training forward in each, so the last Adam update is normalised too
     _torch_forward(t, named)
+    with torch.no_grad():
+        torch_forward(t64, named, double=True)
     fwd(*args[:-1])
+    # the parameters after the steps: Adam divides each gradient element by its own RMS, so an element
+    # whose gradient nearly cancels moves by ~lr x its relative rounding error, in both frameworks; a
+    # fixed bound fitted on one machine failed on another (AVX2: 3.8e-6 against 'adam' 3e-6), the
+    # reference's own distance from its float64 run is the yardstick (ACCURACY, per tensor and all together)
     params = dict(m.parameters_and_names())
+    p32 = {k: v.detach().numpy() for k, v in t.named_parameters()}
+    p64 = {k: v.detach().numpy() for k, v in t64.named_parameters()}
+    flat = lambda d: np.concatenate([np.asarray(d[k], np.float64).ravel() for k in p32])
+    level = check('all', flat(p64), flat(p32), 'adam').rel_fro
+    label = f'{case.id} after {case.call["steps"]} steps [{mode}]'
     worst = None
-    for k, v in t.named_parameters():
-        r = assert_parity(f'{case.id} parameter {k} after {case.call["steps"]} steps [{mode}]', v.detach().numpy(),
-                          params[k].asnumpy(), 'adam')
-        worst = r if worst is None or r.rel_fro > worst.rel_fro else worst
+    for k in p32:
+        r = assert_parity(f'{case.id} parameter {k} after {case.call["steps"]} steps [{mode}]', p32[k],
+                          params[k].asnumpy(), 'adam', expected64=p64[k], yardstick=level)
+        worst = r if worst is None or r.mindspore_vs_float64 > worst.mindspore_vs_float64 else worst
     record(worst)
+    record(assert_parity(f'{label} all parameters', flat(p32), flat({k: params[k].asnumpy() for k in p32}), 'adam',
+                         expected64=flat(p64)))
 
 
 def test_forced_weight_normalisation_after_one_forward(record):

@@ -19,8 +19,8 @@ from parity.cases import Case, with_modes, ids
 from parity.cases_processes import (
     B, IMG, SIZE, DDP, LGD, WOG, CTG, VPC, EDM, XM, CLASS, NET, rows_processes,
 )
-from parity.compare import assert_gradients, assert_parity
-from parity.harness import build_pair, reference_grads, resolve
+from parity.compare import assert_gradients, assert_parity, check
+from parity.harness import build_pair, float64_copy, reference_grads, resolve, torch_float64
 from reference.upstream_fixes import fix_targets
 from reference.draws import injected_draws
 
@@ -193,13 +193,27 @@ def test_sampling_loop(case, mode, record, monkeypatch):
     draws = np.random.default_rng(case.input_seed + 11).standard_normal((count,) + IMG).astype(np.float32)
     kw = {'clamp': case.call['clamp']} if 'clamp' in case.call else {}
     sample = 'sample_using_dpmpp' if case.call.get('sampler') == 'dpmpp' else 'sample'
+    t64 = float64_copy(t)
     with injected_draws(randn=list(draws)):
         expected = getattr(t, sample)(batch_size=B, **kw).numpy()
+    with torch_float64(), injected_draws(randn=list(draws)):
+        expected64 = getattr(t64, sample)(batch_size=B, **kw).numpy()
     actual = getattr(m, sample)(batch_size=B, noise=draws, **kw).asnumpy()
-    assert actual.shape == expected.shape == IMG
+    assert actual.shape == expected.shape == expected64.shape == IMG
     if case.call.get('clamp', True):
         assert actual.min() >= 0 and actual.max() <= 1
-    record(assert_parity(f'sample {case.id} [{mode}]', expected, actual, 'sample'))
+    # 'sample' first; beyond it, the accuracy gate's second opinion (as verify does): a sampling loop
+    # amplifies each step's rounding by how chaotic the process is (churn, self-conditioning, clipping),
+    # so the pixel bound fitted on one machine failed on another (AVX2: churn row max_abs 4.2e-4, with
+    # MindSpore 3.7e-5 from the float64 run of the same loop, weights and draws, the reference 4.7e-5).
+    # Not the accuracy gate alone: on unclipped rows the float32 and float64 loops part by 5e-2..0.4
+    # (an untrained U-Net's unbounded predictions), a yardstick too wide to catch a porting bug there.
+    name = f'sample {case.id} [{mode}]'
+    r = check(name, expected, actual, 'sample')
+    if not r.ok and not r.nonfinite:
+        r = check(name, expected, actual, 'sample', expected64=expected64)
+    assert r.ok, f'{r}\n  -> {r.why}'
+    record(r)
 
 
 def test_upstream_bugs_still_raise_in_the_reference():

@@ -61,7 +61,8 @@ def injected_draws(randn=(), coins=(), randint=(), strict=True, uniform=()):
 
     def randn_(*size, dtype=None, device=None, **kw):
         shape = _shape_of(size)
-        return torch.as_tensor(np.asarray(qn.take(shape)), dtype=dtype or torch.float32).to(device or 'cpu')
+        # torch.randn's dtype: the default dtype (float64 inside parity.harness.torch_float64)
+        return torch.as_tensor(np.asarray(qn.take(shape)), dtype=dtype or torch.get_default_dtype()).to(device or 'cpu')
 
     def randn_like_(x, dtype=None, device=None, **kw):
         return torch.as_tensor(np.asarray(qn.take(tuple(x.shape))), dtype=dtype or x.dtype).to(device or x.device)

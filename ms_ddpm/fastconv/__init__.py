@@ -219,7 +219,8 @@ def _out_shape(stride, padding):
 
 
 class _ConvOps:
-    """The three Custom ops of one (spatial dims, stride, padding) configuration."""
+    """The Custom ops of one (spatial dims, stride, padding) configuration: the convolution
+    without and with a bias (``fwd``, ``fwd_bias``), each with its bprop."""
 
     def __init__(self, lib, nsp, stride, padding):
         self.cfg = Tensor(np.array((nsp,) + tuple(stride) + tuple(padding), np.int64))
@@ -234,6 +235,19 @@ class _ConvOps:
 
         self.fwd = ops.Custom(lib + ':ms_ddpm_conv_fwd', out_shape=_out_shape(stride, padding),
                               out_dtype=first, func_type='aot', bprop=bprop)
+        # with a bias: added inside the kernel and its gradient reduced inside the backward-weights
+        # kernel, as torch's CPU convolution does (one memory pass each fewer than bias_add and its grad)
+        bwd_weights_bias = ops.Custom(lib + ':ms_ddpm_conv_bwd_weights_bias',
+                                      out_shape=lambda dy, x, w, c: (w, [w[0]]),
+                                      out_dtype=lambda dy, x, w, c: (w, w), func_type='aot')
+
+        def bprop_bias(x, w, b, cfg, out, dout):
+            dw, db = bwd_weights_bias(dout, x, w, cfg)
+            return bwd_data(dout, w, x, cfg), dw, db, ops.zeros_like(cfg)
+
+        shape = _out_shape(stride, padding)
+        self.fwd_bias = ops.Custom(lib + ':ms_ddpm_conv_fwd_bias', out_shape=lambda x, w, b, cfg: shape(x, w, cfg),
+                                   out_dtype=first, func_type='aot', bprop=bprop_bias)
         self.bwd_data, self.bwd_weights = bwd_data, bwd_weights
 
 
@@ -242,13 +256,14 @@ def _tuple(v, n):
 
 
 class FastConv(nn.Cell):
-    """``F.conv{1,2,3}d(x, weight, stride=s, padding=p)`` (float32, zero padding, torch-shaped
-    weight, no bias) through the oneDNN kernels."""
+    """``F.conv{1,2,3}d(x, weight, bias, stride=s, padding=p)`` (float32, zero padding,
+    torch-shaped weight, ``bias`` (out,) or None) through the oneDNN kernels."""
 
     def __init__(self, ops_):
         super().__init__()
         self.ops_ = ops_
         self.fwd = ops_.fwd
+        self.fwd_bias = ops_.fwd_bias
         self.cfg = ops_.cfg
 
     def __deepcopy__(self, memo):
@@ -256,8 +271,10 @@ class FastConv(nn.Cell):
         EMA and the Trainer deep-copy the model: ``ms-ddpm train --fast-cpu``)."""
         return FastConv(self.ops_)
 
-    def construct(self, x, weight):
-        return self.fwd(x, weight, self.cfg)
+    def construct(self, x, weight, bias=None):
+        if bias is None:
+            return self.fwd(x, weight, self.cfg)
+        return self.fwd_bias(x, weight, bias, self.cfg)
 
 
 def conv_op(nsp, stride=1, padding=0):

@@ -9,8 +9,10 @@
 // in and out are cached with the primitive, one entry per (kind, shapes, cfg).
 //
 //   ms_ddpm_conv_fwd(x, w, cfg) -> y
+//   ms_ddpm_conv_fwd_bias(x, w, b, cfg) -> y            (the bias added inside the kernel, as torch's)
 //   ms_ddpm_conv_bwd_data(dy, w, x, cfg) -> dx          (x only gives dx's shape)
 //   ms_ddpm_conv_bwd_weights(dy, x, w, cfg) -> dw       (w only gives dw's shape)
+//   ms_ddpm_conv_bwd_weights_bias(dy, x, w, cfg) -> (dw, db)
 
 #include <cstdint>
 #include <cstring>
@@ -69,6 +71,8 @@ struct Entry {
   dnnl::primitive prim;
   Arg a[3];        // meaning depends on kind: fwd (src, wei, dst), bwd_data (ddst, wei, dsrc), bwd_w (ddst, src, dwei)
   int arg_id[3];
+  memory::desc bias;   // with a bias (kinds 3, 4): its plain desc, the fwd's DNNL_ARG_BIAS / bwd_w's DNNL_ARG_DIFF_BIAS
+  int bias_id = 0;
   memory scratchpad;
 };
 
@@ -111,17 +115,28 @@ std::string key_of(int kind, const memory::dims &x, const memory::dims &w, const
   return k;
 }
 
-// kind 0: forward, 1: backward data, 2: backward weights.
+// kind 0: forward, 1: backward data, 2: backward weights; 3: forward with a bias, 4: backward
+// weights and bias (torch's CPU convolution with a bias: the same primitives with a bias argument).
 std::unique_ptr<Entry> build(int kind, const memory::dims &xd, const memory::dims &wd, const memory::dims &yd, const Cfg &c) {
   auto e = std::make_unique<Entry>();
   memory::desc xu(xd, dt::f32, plain(xd.size())), wu(wd, dt::f32, plain(wd.size())), yu(yd, dt::f32, plain(yd.size()));
   memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any);
+  memory::desc bu({wd[0]}, dt::f32, tag::a);
+  bool with_bias = kind >= 3;
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto algo = dnnl::algorithm::convolution_direct;
-  dnnl::convolution_forward::primitive_desc fwd(eng(), dnnl::prop_kind::forward_training, algo, xa, wa, ya,
-                                                c.strides, c.pad, c.pad, kind == 0 ? attr : dnnl::primitive_attr());
-  if (kind == 0) {
+  bool own_attr = kind == 0 || kind == 3;
+  auto fwd = with_bias
+      ? dnnl::convolution_forward::primitive_desc(eng(), dnnl::prop_kind::forward_training, algo, xa, wa, bu, ya,
+                                                  c.strides, c.pad, c.pad, own_attr ? attr : dnnl::primitive_attr())
+      : dnnl::convolution_forward::primitive_desc(eng(), dnnl::prop_kind::forward_training, algo, xa, wa, ya,
+                                                  c.strides, c.pad, c.pad, own_attr ? attr : dnnl::primitive_attr());
+  if (with_bias) {
+    e->bias = bu;
+    e->bias_id = kind == 3 ? DNNL_ARG_BIAS : DNNL_ARG_DIFF_BIAS;
+  }
+  if (kind == 0 || kind == 3) {
     init_arg(e->a[0], xu, fwd.src_desc(), false);
     init_arg(e->a[1], wu, fwd.weights_desc(), false);
     init_arg(e->a[2], yu, fwd.dst_desc(), true);
@@ -137,7 +152,9 @@ std::unique_ptr<Entry> build(int kind, const memory::dims &xd, const memory::dim
     e->scratchpad = memory(bd.scratchpad_desc(), eng());
     e->prim = dnnl::convolution_backward_data(bd);
   } else {
-    dnnl::convolution_backward_weights::primitive_desc bw(eng(), algo, xa, wa, ya, c.strides, c.pad, c.pad, fwd, attr);
+    auto bw = with_bias
+        ? dnnl::convolution_backward_weights::primitive_desc(eng(), algo, xa, wa, bu, ya, c.strides, c.pad, c.pad, fwd, attr)
+        : dnnl::convolution_backward_weights::primitive_desc(eng(), algo, xa, wa, ya, c.strides, c.pad, c.pad, fwd, attr);
     init_arg(e->a[0], yu, bw.diff_dst_desc(), false);
     init_arg(e->a[1], xu, bw.src_desc(), false);
     init_arg(e->a[2], wu, bw.diff_weights_desc(), true);
@@ -167,7 +184,7 @@ void reorder_exec(dnnl::reorder &r, dnnl::stream &s, memory &from, memory &to, s
   omp_set_num_threads(n);
 }
 
-void run(Entry &e, void *in0, void *in1, void *out) {
+void run(Entry &e, void *in0, void *in1, void *out, void *bias) {
   auto &s = strm();
   void *ptrs[3] = {in0, in1, out};
   std::unordered_map<int, memory> args;
@@ -181,6 +198,7 @@ void run(Entry &e, void *in0, void *in1, void *out) {
       args[e.arg_id[i]] = user[i];
     }
   }
+  if (e.bias_id) args[e.bias_id] = memory(e.bias, eng(), bias);
   args[DNNL_ARG_SCRATCHPAD] = e.scratchpad;
   e.prim.execute(s, args);
   if (e.a[2].reorder) reorder_exec(e.a[2].to_user, s, e.a[2].scratch, user[2], e.a[2].user.get_size());
@@ -191,17 +209,21 @@ void run(Entry &e, void *in0, void *in1, void *out) {
 // inputs/outputs holds, so that the cache key and descriptors are built from (x, w, y) dims.
 int launch(int kind, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   // fwd: x, w, cfg, y.  bwd_data: dy, w, x, cfg, dx.  bwd_w: dy, x, w, cfg, dw.
-  int want = kind == 0 ? 4 : 5;
-  if (nparam != want) return 1;
+  // fwd_bias: x, w, b, cfg, y.  bwd_w_bias: dy, x, w, cfg, dw, db.
+  const int wants[5] = {4, 5, 5, 5, 6};
+  if (nparam != wants[kind]) return 1;
   int icfg = kind == 0 ? 2 : 3;
   for (int i = 0; i < nparam; ++i)
     if (i != icfg && std::strcmp(dtypes[i], "float32") != 0) return 2;
   int ix, iw, iy;
+  int ib = -1;   // the bias (kind 3, an input) or its gradient (kind 4, the second output)
   if (kind == 0) { ix = 0; iw = 1; iy = 3; }
+  else if (kind == 3) { ix = 0; iw = 1; ib = 2; iy = 4; }
   else if (kind == 1) { iy = 0; iw = 1; ix = 2; }
-  else { iy = 0; ix = 1; iw = 2; }
+  else { iy = 0; ix = 1; iw = 2; ib = kind == 4 ? 5 : -1; }
   int nd = ndims[ix];
   if (nd < 3 || nd > 5 || ndims[iw] != nd || ndims[iy] != nd) return 3;
+  if (ib >= 0 && (ndims[ib] != 1 || shapes[ib][0] != shapes[iw][0])) return 3;
   Cfg c;
   if (!read_cfg(ndims[icfg], shapes[icfg], static_cast<const int64_t *>(params[icfg]), nd - 2, c)) return 4;
   memory::dims xd = dims_of(nd, shapes[ix]), wd = dims_of(nd, shapes[iw]), yd = dims_of(nd, shapes[iy]);
@@ -214,10 +236,10 @@ int launch(int kind, int nparam, void **params, int *ndims, int64_t **shapes, co
     auto it = cache.find(k);
     if (it == cache.end()) it = cache.emplace(k, build(kind, xd, wd, yd, c)).first;
     Entry &e = *it->second;
-    void *out = params[nparam - 1];
-    if (kind == 0) run(e, params[ix], params[iw], out);
-    else if (kind == 1) run(e, params[iy], params[iw], out);
-    else run(e, params[iy], params[ix], out);
+    void *bias = ib >= 0 ? params[ib] : nullptr;
+    if (kind == 0 || kind == 3) run(e, params[ix], params[iw], params[iy], bias);
+    else if (kind == 1) run(e, params[iy], params[iw], params[4], bias);
+    else run(e, params[iy], params[ix], params[4], bias);
   } catch (const dnnl::error &) {
     return 5;
   }
@@ -229,6 +251,16 @@ int launch(int kind, int nparam, void **params, int *ndims, int64_t **shapes, co
 extern "C" int ms_ddpm_conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                 void *stream_, void *extra) {
   return launch(0, nparam, params, ndims, shapes, dtypes);
+}
+
+extern "C" int ms_ddpm_conv_fwd_bias(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                     void *stream_, void *extra) {
+  return launch(3, nparam, params, ndims, shapes, dtypes);
+}
+
+extern "C" int ms_ddpm_conv_bwd_weights_bias(int nparam, void **params, int *ndims, int64_t **shapes,
+                                             const char **dtypes, void *stream_, void *extra) {
+  return launch(4, nparam, params, ndims, shapes, dtypes);
 }
 
 extern "C" int ms_ddpm_conv_bwd_data(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,

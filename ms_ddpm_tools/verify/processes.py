@@ -263,6 +263,15 @@ def torch_rest(cfg, tp, inp, timer, parts, out, notes):
         with timer('sampling'), torch.no_grad(), upstream_fixes(cfg, notes), \
                 injected_draws(randn=list(inp['sample_noise'])):
             out['sample/final'] = tp.sample(batch_size=inp['sample_noise'].shape[1]).numpy()
+        # the same loop in float64: the accuracy gate's second opinion on a sample beyond the pixel
+        # tolerance (a stochastic sampler, Elucidated's churn, amplifies each step's rounding: AVX2 CPUs
+        # put it past 'sample' where MindSpore was closer to the float64 result than the reference)
+        import copy
+        from parity.harness import torch_float64
+        tp64 = copy.deepcopy(tp).double()
+        with timer('sampling (float64)'), torch.no_grad(), upstream_fixes(cfg, []), torch_float64(), \
+                injected_draws(randn=list(inp['sample_noise'])):
+            out['f64sample/final'] = tp64.sample(batch_size=inp['sample_noise'].shape[1]).numpy()
 
 
 def ms_rest(cfg, mp, inp, timer, parts, out, graph):
