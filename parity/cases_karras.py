@@ -127,10 +127,10 @@ def _net(id, module, kwargs, inputs, names, modes=PY):
                 call={'names': names, 'gain': 0.7})
 
 
-def _train_net(id, module, kwargs, inputs, names, modes, steps=2, gate_adam=True):
+def _train_net(id, module, kwargs, inputs, names, modes, steps=2):
     base, cls = (UNET_1D, 'KarrasUnet1D') if module == K1 else (UNET_3D, 'KarrasUnet3D')
     return Case(id, module, cls, 'train', 'adam', (), {**base, 'dropout': 0., **kwargs}, tuple(inputs), modes=modes,
-                call={'names': names, 'gain': 0.7, 'steps': steps, 'gate_adam': gate_adam})
+                call={'names': names, 'gain': 0.7, 'steps': steps})
 
 
 ROWS_KARRAS_1D_3D.add(

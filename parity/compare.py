@@ -155,7 +155,7 @@ def assert_parity(name, expected, actual, kind, dtype='float32', expected64=None
     return r
 
 
-def assert_gradients(label, t_grads, m_grads, t64, kind='grad', kinds=None, record=None, together=None):
+def assert_gradients(label, t_grads, m_grads, t64, kind='grad', kinds=None, record=None, together=None, what='grad'):
     """Every parameter's gradient through the accuracy gate, then all of them together.
     ``t_grads`` / ``t64``: name -> the reference's float32 / float64 gradient; ``m_grads``: name ->
     MindSpore's.  Each tensor's yardstick is floored by the reference's distance over all
@@ -163,7 +163,8 @@ def assert_gradients(label, t_grads, m_grads, t64, kind='grad', kinds=None, reco
     prefix -> a float32 kind gated instead (no float64 gate) for that prefix.  ``together``: group
     name -> tensor names gated as ONE vector through the same gate instead of one by one (0-d
     parameters such as the Karras Gains: each gradient is a single cancelled sum, whose own
-    float64 distance is one draw; the group's is their level).  Returns the Diffs, the
+    float64 distance is one draw; the group's is their level).  ``what`` starts each name
+    ('parameter': the same gate on parameters after optimiser steps).  Returns the Diffs, the
     all-parameters one last; ``record`` is called on each."""
     names = list(m_grads)
     assert set(names) == set(t_grads), f'gradient sets differ: {sorted(set(names) ^ set(t_grads))}'
@@ -177,18 +178,18 @@ def assert_gradients(label, t_grads, m_grads, t64, kind='grad', kinds=None, reco
             continue
         prefixes = sorted((p for p in (kinds or {}) if name.startswith(p)), key=len)
         if prefixes:
-            r = assert_parity(f'grad {name} {label}', t_grads[name], m_grads[name], kinds[prefixes[-1]])
+            r = assert_parity(f'{what} {name} {label}', t_grads[name], m_grads[name], kinds[prefixes[-1]])
         else:
-            r = assert_parity(f'grad {name} {label}', t_grads[name], m_grads[name], kind,
+            r = assert_parity(f'{what} {name} {label}', t_grads[name], m_grads[name], kind,
                               expected64=t64[name], yardstick=level)
         out.append(record(r) if record else r)
     for group, members in (together or {}).items():
         members = [n for n in names if n in set(members)]
         if members:
             vec = lambda g: np.concatenate([np.asarray(_np(g[n]), np.float64).ravel() for n in members])
-            r = assert_parity(f'grad {group} ({len(members)} tensors) {label}', vec(t_grads), vec(m_grads), kind,
+            r = assert_parity(f'{what} {group} ({len(members)} tensors) {label}', vec(t_grads), vec(m_grads), kind,
                               expected64=vec(t64), yardstick=level)
             out.append(record(r) if record else r)
-    r = assert_parity(f'grad all parameters {label}', flat_t, flat_m, kind, expected64=flat_64)
+    r = assert_parity(f'{what} all parameters {label}', flat_t, flat_m, kind, expected64=flat_64)
     out.append(record(r) if record else r)
     return out

@@ -85,6 +85,20 @@ def gains_of(grads):
     return {'0-d Gains': [n for n, g in grads.items() if np.ndim(g) == 0]}
 
 
+def assert_parameters_after_steps(label, t, t64, m, record):
+    """The parameters of the torch module ``t`` (float32), its float64 copy ``t64`` trained
+    alongside, and the MindSpore cell ``m``, after the same optimiser steps, through
+    ``assert_gradients``'s accuracy gate (per tensor with the all-parameters yardstick, then all
+    together): Adam moves an element whose gradient nearly cancels by ~lr x its relative rounding
+    error, in both frameworks, so a fixed bound fitted on one machine fails on another (AVX2:
+    ``ups.2.attn.mem_kv`` 3.8e-6 from torch against 'adam' 3e-6, torch itself 8.1e-6 from float64)."""
+    from parity.compare import assert_gradients
+    p32 = {k: v.detach().numpy() for k, v in t.named_parameters()}
+    p64 = {k: v.detach().numpy() for k, v in t64.named_parameters()}
+    pm = dict((k, v.asnumpy()) for k, v in m.parameters_and_names())
+    record_gradients(record, assert_gradients(label, p32, {k: pm[k] for k in p32}, p64, kind='adam', what='parameter'))
+
+
 def record_gradients(record, diffs):
     """Record what ``parity.compare.assert_gradients`` measured: the per-tensor Diff whose
     MindSpore distance from float64 is the largest share of its bound, the Gains group and the

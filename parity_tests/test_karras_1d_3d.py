@@ -15,9 +15,10 @@ from mindspore import ops
 
 from parity.cases import with_modes, ids
 from parity.cases_karras import K1, K3, rows_karras_1d_3d
-from parity.compare import assert_gradients, assert_parity, check
+from parity.compare import assert_gradients, assert_parity
 from parity.harness import build, resolve
-from parity.karras import pair, named_inputs, torch_forward, ms_callable, double_copy, gains_of, record_gradients
+from parity.karras import (pair, named_inputs, torch_forward, ms_callable, double_copy, gains_of, record_gradients,
+                           assert_parameters_after_steps)
 
 ADAM = dict(lr=1e-2, betas=(0.9, 0.99))
 
@@ -166,23 +167,4 @@ def test_training_forced_weight_norm_gradients_adam(case, mode, record):
     with torch.no_grad():
         torch_forward(t64, named, double=True)
     fwd(*args[:-1])
-    # the parameters after the steps on the accuracy gate (as test_karras's): Adam moves an element whose
-    # gradient nearly cancels by ~lr x its relative rounding error, in both frameworks
-    params = dict(m.parameters_and_names())
-    p32 = {k: v.detach().numpy() for k, v in t.named_parameters()}
-    p64 = {k: v.detach().numpy() for k, v in t64.named_parameters()}
-    flat = lambda d: np.concatenate([np.asarray(d[k], np.float64).ravel() for k in p32])
-    level = check('all', flat(p64), flat(p32), 'adam').rel_fro
-    worst = None
-    for k in p32:
-        r = check(f'{case.id} parameter {k} after {case.call["steps"]} steps [{mode}]', p32[k], params[k].asnumpy(),
-                  'adam', expected64=p64[k], yardstick=level)
-        if case.call.get('gate_adam', True):   # the 1D row: open, see docs/karras.md (measured and recorded)
-            assert r.ok, f'{r}\n  -> {r.why}'
-        worst = r if worst is None or r.mindspore_vs_float64 > worst.mindspore_vs_float64 else worst
-    record(worst)
-    r = check(f'{case.id} after {case.call["steps"]} steps [{mode}] all parameters', flat(p32),
-              flat({k: params[k].asnumpy() for k in p32}), 'adam', expected64=flat(p64))
-    if case.call.get('gate_adam', True):
-        assert r.ok, f'{r}\n  -> {r.why}'
-    record(r)
+    assert_parameters_after_steps(f'{case.id} after {case.call["steps"]} steps [{mode}]', t, t64, m, record)

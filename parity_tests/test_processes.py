@@ -193,13 +193,10 @@ def test_sampling_loop(case, mode, record, monkeypatch):
     draws = np.random.default_rng(case.input_seed + 11).standard_normal((count,) + IMG).astype(np.float32)
     kw = {'clamp': case.call['clamp']} if 'clamp' in case.call else {}
     sample = 'sample_using_dpmpp' if case.call.get('sampler') == 'dpmpp' else 'sample'
-    t64 = float64_copy(t)
     with injected_draws(randn=list(draws)):
         expected = getattr(t, sample)(batch_size=B, **kw).numpy()
-    with torch_float64(), injected_draws(randn=list(draws)):
-        expected64 = getattr(t64, sample)(batch_size=B, **kw).numpy()
     actual = getattr(m, sample)(batch_size=B, noise=draws, **kw).asnumpy()
-    assert actual.shape == expected.shape == expected64.shape == IMG
+    assert actual.shape == expected.shape == IMG
     if case.call.get('clamp', True):
         assert actual.min() >= 0 and actual.max() <= 1
     # 'sample' first; beyond it, the accuracy gate's second opinion (as verify does): a sampling loop
@@ -210,7 +207,9 @@ def test_sampling_loop(case, mode, record, monkeypatch):
     # (an untrained U-Net's unbounded predictions), a yardstick too wide to catch a porting bug there.
     name = f'sample {case.id} [{mode}]'
     r = check(name, expected, actual, 'sample')
-    if not r.ok and not r.nonfinite:
+    if not r.ok and not r.nonfinite:     # the same loop in float64 (sampling leaves t unchanged)
+        with torch_float64(), injected_draws(randn=list(draws)):
+            expected64 = getattr(float64_copy(t), sample)(batch_size=B, **kw).numpy()
         r = check(name, expected, actual, 'sample', expected64=expected64)
     assert r.ok, f'{r}\n  -> {r.why}'
     record(r)

@@ -266,9 +266,8 @@ def torch_rest(cfg, tp, inp, timer, parts, out, notes):
         # the same loop in float64: the accuracy gate's second opinion on a sample beyond the pixel
         # tolerance (a stochastic sampler, Elucidated's churn, amplifies each step's rounding: AVX2 CPUs
         # put it past 'sample' where MindSpore was closer to the float64 result than the reference)
-        import copy
-        from parity.harness import torch_float64
-        tp64 = copy.deepcopy(tp).double()
+        from parity.harness import float64_copy, torch_float64
+        tp64 = float64_copy(tp)
         with timer('sampling (float64)'), torch.no_grad(), upstream_fixes(cfg, []), torch_float64(), \
                 injected_draws(randn=list(inp['sample_noise'])):
             out['f64sample/final'] = tp64.sample(batch_size=inp['sample_noise'].shape[1]).numpy()
