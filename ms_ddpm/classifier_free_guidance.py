@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ms_ddpm.ms_compat import (
     Module, ModuleList, Sequential, Identity, SiLU, Conv2d, TorchConv2d, Linear, GELU,
-    NearestUpsample2x, chunk, cat, softmax, randn_parameter, name_parameters_by_path,
+    NearestUpsample2x, chunk, cat, softmax, randn_parameter, name_parameters_by_path, apply_scale_shift,
     heads_split, heads_merge, matmul_nt, matmul_tn, exp, compiled_step, float32_linspace,
     Embedding, std_unbiased, project_float64,
 )
@@ -109,7 +109,7 @@ class Block(Module):
 
         if exists(scale_shift):
             scale, shift = scale_shift
-            x = x * (scale + 1) + shift
+            x = apply_scale_shift(x, scale, shift)           # x * (scale + 1) + shift
 
         x = self.act(x)
         return x

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ms_ddpm.ms_compat import (
     Module, ModuleList, Sequential, Identity, SiLU, Conv2d, Linear, GELU, Dropout,
-    NearestUpsample2x, PixelUnshuffle2x, normalize, chunk, cat, softmax,
+    NearestUpsample2x, PixelUnshuffle2x, normalize, gain, apply_scale_shift, chunk, cat, softmax,
     ones_parameter, randn_parameter, name_parameters_by_path, heads_split, heads_merge, matmul_nt, matmul_tn, exp,
     in_graph, buffer_parameter, float64_linspace, float32_linspace, float64_sigmoid, compiled_step,
     sampling_draws, take_draw,
@@ -103,7 +103,7 @@ class RMSNorm(Module):
         self.g = ones_parameter((1, dim, 1, 1), 'g')
 
     def construct(self, x):
-        return normalize(x, dim = 1) * self.g * self.scale
+        return gain(normalize(x, dim = 1), self.g, self.scale)   # normalize(x, dim = 1) * self.g * self.scale
 
 # sinusoidal positional embeds
 
@@ -154,7 +154,7 @@ class Block(Module):
 
         if exists(scale_shift):
             scale, shift = scale_shift
-            x = x * (scale + 1) + shift
+            x = apply_scale_shift(x, scale, shift)           # x * (scale + 1) + shift
 
         x = self.act(x)
         return self.dropout(x)

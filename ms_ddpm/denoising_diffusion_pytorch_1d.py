@@ -27,7 +27,7 @@ from ms_ddpm.ms_compat import (
     Module, ModuleList, Sequential, Identity, SiLU, Linear, GELU, Dropout, cat, chunk, softmax, exp,
     ones_parameter, randn_parameter, name_parameters_by_path, matmul_nt, matmul_tn,
     buffer_parameter, float64_linspace, float32_linspace, compiled_step,
-    Conv1d, NearestUpsample1d, normalize1d, heads_split1d, heads_merge1d,
+    Conv1d, NearestUpsample1d, normalize1d, gain, apply_scale_shift, heads_split1d, heads_merge1d,
 )
 from ms_ddpm.denoising_diffusion_pytorch import GaussianDiffusion as _GaussianDiffusion2D
 from ms_ddpm.ema import EMA
@@ -129,7 +129,7 @@ class RMSNorm(Module):
         self.g = ones_parameter((1, dim, 1), 'g')
 
     def construct(self, x):
-        return normalize1d(x) * self.g * self.scale
+        return gain(normalize1d(x), self.g, self.scale)   # F.normalize(x, dim = 1) * self.g * self.scale
 
 class PreNorm(Module):
     def __init__(self, dim, fn):
@@ -190,7 +190,7 @@ class Block(Module):
 
         if exists(scale_shift):
             scale, shift = scale_shift
-            x = x * (scale + 1) + shift
+            x = apply_scale_shift(x, scale, shift)           # x * (scale + 1) + shift
 
         x = self.act(x)
         return self.dropout(x)

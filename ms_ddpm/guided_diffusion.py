@@ -29,7 +29,7 @@ from mindspore import ops
 from tqdm.auto import tqdm
 
 from ms_ddpm.ms_compat import (
-    Module, ModuleList, Sequential, Identity, SiLU, Conv2d, Linear, GELU, normalize, chunk, cat,
+    Module, ModuleList, Sequential, Identity, SiLU, Conv2d, Linear, GELU, normalize, gain, apply_scale_shift, chunk, cat,
     softmax, ones_parameter, name_parameters_by_path, heads_split, heads_merge, matmul_nt, matmul_tn,
     exp, log_softmax_select, input_gradient,
 )
@@ -64,7 +64,7 @@ class RMSNorm(Module):
 
     def construct(self, x):
         # the reference scales by the width (x.shape[-1]), not the channels
-        return normalize(x, dim = 1) * self.g * (x.shape[-1] ** 0.5)
+        return gain(normalize(x, dim = 1), self.g, x.shape[-1] ** 0.5)   # normalize(x, dim = 1) * self.g * (x.shape[-1] ** 0.5)
 
 class PreNorm(Module):
     def __init__(self, dim, fn):
@@ -99,7 +99,7 @@ class Block(Module):
 
         if exists(scale_shift):
             scale, shift = scale_shift
-            x = x * (scale + 1) + shift
+            x = apply_scale_shift(x, scale, shift)           # x * (scale + 1) + shift
 
         x = self.act(x)
         return x

@@ -33,6 +33,7 @@ from ms_ddpm.ms_compat import (
     sin, cos, tan, log as _log, exp, expm1, sigmoid, float32_linspace, compiled_step, sampling_draws,
     name_parameters_by_path, LayerNorm, PatchConvTranspose2d, PixelShuffle, SpaceToDepth, PatchesChannelsLast,
     ChannelsFirst, TokenAxis, heads_split_tokens, heads_merge_tokens, kaiming_uniform_repeated,
+    apply_scale_shift,
 )
 
 # helpers
@@ -146,7 +147,7 @@ class Block(Module):
 
         if exists(scale_shift):
             scale, shift = scale_shift
-            x = x * (scale + 1) + shift
+            x = apply_scale_shift(x, scale, shift)         # x * (scale + 1) + shift
 
         x = self.act(x)
         return x

@@ -266,7 +266,7 @@ def test_small_reorders_on_one_thread_change_no_bit():
         assert np.array_equal(a, b)
 
 
-# --- the fused float32 kernels alone (fused_ops.cc): softmax along the last and a strided axis, SiLU, F.normalize ---
+# --- the fused float32 kernels alone (fused_ops.cc): softmax along the last and a strided axis, SiLU, F.normalize, the affine gain / scale-shift ---
 
 FUSED_OPS = [('softmax', (3, 2, 37, 41), 3, 'pynative'), ('softmax', (2, 4, 33, 50), 2, 'graph'),
              ('softmax', (5, 7), 0, 'pynative'), ('silu', (4, 9, 17), None, 'pynative'), ('silu', (3, 1000), None, 'graph'),
@@ -352,6 +352,65 @@ def test_fused_matmul(form, mode, mkn, record):
     name = f'fused matmul {form} {m}x{k}x{n} [{mode}]'
     for label, i, actual in ((name, 0, c), (name + ' da', 1, da), (name + ' db', 2, db)):
         r = check(label, out[torch.float32][i], actual, 'layer', expected64=out[torch.float64][i])
+        record(r)
+        assert r.ok, r.why
+
+
+# (helper, x shape, scale of gain or None, mode): RMSNorm's gain (g (1, C, 1, ...)) and the Blocks'
+# scale / shift ((B, C, 1, ...)), 2D and 1D; the last two at or above PAR_MIN (the OpenMP branches)
+FUSED_AFFINE = [('gain', (3, 24, 9, 11), 24 ** 0.5, 'pynative'), ('gain', (2, 16, 40), None, 'graph'),
+                ('scale_shift', (3, 24, 9, 11), None, 'graph'), ('scale_shift', (2, 16, 40), None, 'pynative'),
+                ('gain', (2, 64, 16, 16), 8.0, 'pynative'), ('scale_shift', (2, 64, 16, 16), None, 'pynative')]
+
+
+@pytest.mark.parametrize('helper,shape,scale,mode', FUSED_AFFINE,
+                         ids=[f'{h}-{len(s)}d-{m}' + ('-threaded' if np.prod(s) >= 32768 else '') for h, s, _, m in FUSED_AFFINE])
+def test_fused_affine(helper, shape, scale, mode, record):
+    """``ms_compat.gain`` / ``apply_scale_shift`` on the fast path (``fastconv.FUSED['affine']``):
+    the output and dx bit-identical to the stock helpers (the same float32 multiplies and adds),
+    against torch on the accuracy gate; the gradients of the gain / scale / shift (sums over the
+    broadcast axes, float64-accumulated in the kernel) against torch, torch's float64 run the
+    yardstick."""
+    import torch
+    from ms_ddpm import ms_compat
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    pshape = ((1,) if helper == 'gain' else (shape[0],)) + (shape[1],) + (1,) * (len(shape) - 2)
+    params = [rng.standard_normal(pshape).astype(np.float32) for _ in range(1 if helper == 'gain' else 2)]
+    g = rng.standard_normal(shape).astype(np.float32)
+
+    def torch_f(v, *p):
+        if helper == 'gain':
+            y = v * p[0]
+            return y if scale is None else y * scale
+        return v * (p[0] + 1) + p[1]
+    out = {}
+    for dt in (torch.float32, torch.float64):
+        vs = [torch.tensor(a, dtype=dt, requires_grad=True) for a in [x] + params]
+        y = torch_f(*vs)
+        y.backward(torch.tensor(g, dtype=dt))
+        out[dt] = [y.detach().numpy()] + [v.grad.numpy() for v in vs]
+    gm = ms.Tensor(g)
+
+    def fwd(v, *p):
+        return ms_compat.gain(v, p[0], scale) if helper == 'gain' else ms_compat.apply_scale_shift(v, *p)
+
+    def loss(v, *p):
+        return (fwd(v, *p) * gm).sum()
+
+    def run(on):
+        with fastconv.enabled(on):
+            f, gr = fwd, ms.grad(loss, grad_position=tuple(range(1 + len(params))))
+            if mode == 'graph':
+                f, gr = ms.jit(f), ms.jit(gr)
+            args = [ms.Tensor(a) for a in [x] + params]
+            return [f(*args).asnumpy()] + [t.asnumpy() for t in gr(*args)]
+    fast, stock = run(True), run(False)
+    assert np.array_equal(fast[0], stock[0]) and np.array_equal(fast[1], stock[1]), 'forward / dx differ from the stock helper'
+    name = f'fused {helper} {shape} [{mode}]'
+    labels = ['', ' dx'] + ([' dg'] if helper == 'gain' else [' dscale', ' dshift'])
+    for label, t32, actual, t64 in zip(labels, out[torch.float32], fast, out[torch.float64]):
+        r = check(name + label, t32, actual, 'layer', expected64=t64)
         record(r)
         assert r.ok, r.why
 

@@ -48,7 +48,7 @@ _ops = {}             # (nsp, stride, padding) -> _ConvOps
 # _fused_cells, built once per process) when a conv layer is built on the active path (conv_op)
 # or by set_enabled(True), emptied by set_enabled(False / None).  A plain dict of module state, so that code compiled by ms.jit reads
 # it as a constant when it traces (a graph compiled before keeps what it saw).
-FUSED = {'softmax': None, 'silu': None, 'normalize': None, 'matmul': None, 'adam': None}
+FUSED = {'softmax': None, 'silu': None, 'normalize': None, 'matmul': None, 'adam': None, 'affine': None}
 _fused_cells = {}
 
 
@@ -400,10 +400,47 @@ class FusedAdam(nn.Cell):
         return self.op(grad, param, exp_avg, exp_avg_sq, cfg)
 
 
+class FusedAffine(nn.Cell):
+    """``(x * a [+ b]) * post`` (float32) through ``fused_ops.cc``, differentiable in x, a and b:
+    ``x`` (B, C, ...), ``a`` and ``b`` (B or 1, C, 1, ...), ``post`` a Python float (1.0: none;
+    a multiply by 1 is exact).  RMSNorm's gain ``normalize(x) * g * sqrt(C)`` and the Blocks'
+    ``x * (scale + 1) + shift`` (``ms_compat.gain`` / ``scale_shift``): their gradients in a and b
+    are sums over the broadcast axes, which MindSpore 2.8's ReduceSum took 2-4 ms each for on 1M
+    elements (a fifth of a ``Unet(dim=64)`` train step); here they come out of the backward
+    kernel's one pass, with dx."""
+
+    def __init__(self, lib):
+        super().__init__()
+        bwd = ops.Custom(lib + ':ms_ddpm_affine_bwd', out_shape=lambda dy, x, a, c: (x, a),
+                         out_dtype=lambda dy, x, a, c: (x, a), func_type='aot')
+        bwd_b = ops.Custom(lib + ':ms_ddpm_affine_bwd_b', out_shape=lambda dy, x, a, b, c: (x, a, b),
+                           out_dtype=lambda dy, x, a, b, c: (x, a, b), func_type='aot')
+
+        def bprop(x, a, cfg, out, dout):
+            dx, da = bwd(dout, x, a, cfg)
+            return dx, da, ops.zeros_like(cfg)
+
+        def bprop_b(x, a, b, cfg, out, dout):
+            dx, da, db = bwd_b(dout, x, a, b, cfg)
+            return dx, da, db, ops.zeros_like(cfg)
+
+        self.fwd = ops.Custom(lib + ':ms_ddpm_affine_fwd', out_shape=lambda x, a, c: x,
+                              out_dtype=lambda x, a, c: x, func_type='aot', bprop=bprop)
+        self.fwd_b = ops.Custom(lib + ':ms_ddpm_affine_fwd_b', out_shape=lambda x, a, b, c: x,
+                                out_dtype=lambda x, a, b, c: x, func_type='aot', bprop=bprop_b)
+        self.bwd, self.bwd_b = bwd, bwd_b
+
+    def construct(self, x, a, b, post):
+        cfg = Tensor([post], ms.float32)
+        if b is None:
+            return self.fwd(x, a, cfg)
+        return self.fwd_b(x, a, b, cfg)
+
+
 def _fill_fused():
     if FUSED['softmax'] is None and active():
         if not _fused_cells:
             lib = _state['lib']
             _fused_cells.update(softmax=FusedSoftmax(lib), silu=FusedSiLU(lib), normalize=FusedNormalize(lib),
-                                matmul=FusedMatmul(lib), adam=FusedAdam(lib))
+                                matmul=FusedMatmul(lib), adam=FusedAdam(lib), affine=FusedAffine(lib))
         FUSED.update(_fused_cells)
