@@ -240,30 +240,50 @@ def test_unbuildable_is_one_warning_and_the_stock_path(monkeypatch, tmp_path, ca
         fastconv.library(strict=True)
 
 
-def test_small_reorders_on_one_thread_change_no_bit():
-    """onednn_conv.cc runs the reorders of tensors under 2 MB on the calling thread (an OpenMP
-    region's wake-up costs more than such a copy): a conv's output and both gradients are
-    bit-identical with every reorder threaded (threshold 0) and with every one on one thread."""
+@pytest.mark.parametrize('shape,kernel,stride,pad', [((4, 16, 20, 20), (32, 16, 3, 3), 1, 1),
+                                                      ((4, 8, 16, 16), (8, 8, 3, 3), 1, 1),
+                                                      ((4, 16, 64), (16, 16, 3), 1, 1)],
+                         ids=['reorders-14.7MFLOP', 'small-3x3-1.2MFLOP', 'small-1d'])
+def test_small_work_on_one_thread_changes_no_bit(shape, kernel, stride, pad, record):
+    """onednn_conv.cc runs the reorders of tensors under 2 MB, and forward / backward-data convs
+    under 8 MFLOP, on the calling thread (an OpenMP region's wake-up costs more than such work):
+    a conv's output and both gradients are bit-identical with every reorder and conv threaded
+    (thresholds 0) and with every one on one thread, and on the small convs bit-identical to
+    torch (backward-weights stays threaded: its batch reduction is split across the threads)."""
     import ctypes
+    import torch
     lib = ctypes.CDLL(fastconv.library())          # the handle MindSpore's Custom ops opened
     lib.ms_ddpm_set_seq_bytes.restype = ctypes.c_long
     lib.ms_ddpm_set_seq_bytes.argtypes = [ctypes.c_long]
+    lib.ms_ddpm_set_seq_flops.restype = ctypes.c_double
+    lib.ms_ddpm_set_seq_flops.argtypes = [ctypes.c_double]
     rng = np.random.default_rng(5)
-    x = ms.Tensor(rng.standard_normal((4, 16, 20, 20)).astype(np.float32))
-    w = ms.Tensor(rng.standard_normal((32, 16, 3, 3)).astype(np.float32))
-    conv = fastconv.conv_op(2, 1, 1)
+    xa, wa = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(kernel).astype(np.float32)
+    x, w = ms.Tensor(xa), ms.Tensor(wa)
+    conv = fastconv.conv_op(len(shape) - 2, stride, pad)
     grad = ms.grad(lambda a, b: (conv(a, b) ** 2).sum(), grad_position=(0, 1))
     runs = {}
-    old = lib.ms_ddpm_set_seq_bytes(0)
+    old_bytes, old_flops = lib.ms_ddpm_set_seq_bytes(0), lib.ms_ddpm_set_seq_flops(0)
     try:
-        for threshold in (0, 1 << 40):
-            lib.ms_ddpm_set_seq_bytes(threshold)
-            runs[threshold] = [conv(x, w).asnumpy(), *(g.asnumpy() for g in grad(x, w))]
+        for bytes_, flops in ((0, 0.0), (1 << 40, 1e30)):
+            lib.ms_ddpm_set_seq_bytes(bytes_)
+            lib.ms_ddpm_set_seq_flops(flops)
+            runs[bytes_] = [conv(x, w).asnumpy(), *(g.asnumpy() for g in grad(x, w))]
     finally:
-        lib.ms_ddpm_set_seq_bytes(old)
-    assert old == 2 << 20, old
+        lib.ms_ddpm_set_seq_bytes(old_bytes)
+        lib.ms_ddpm_set_seq_flops(old_flops)
+    assert (old_bytes, old_flops) == (2 << 20, 8e6), (old_bytes, old_flops)
     for a, b in zip(*runs.values()):
         assert np.array_equal(a, b)
+    xt, wt = torch.tensor(xa, requires_grad=True), torch.tensor(wa, requires_grad=True)
+    f = torch.nn.functional.conv2d if len(shape) == 4 else torch.nn.functional.conv1d
+    y = f(xt, wt, stride=stride, padding=pad)
+    (y ** 2).sum().backward()
+    for name, t, m in zip(('out', 'dx', 'dw'), (y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()), runs[1 << 40]):
+        r = check(f'fast conv {shape} one thread {name}', t, m, 'layer')
+        record(r)
+        assert r.ok, r.why
+        assert np.array_equal(t, m), f'{name}: not the same bits as torch'
 
 
 # --- the fused float32 kernels alone (fused_ops.cc): softmax along the last and a strided axis, SiLU, F.normalize, the affine gain / scale-shift ---

@@ -36,6 +36,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include <omp.h>
+
 #include "oneapi/dnnl/dnnl.h"
 
 namespace {
@@ -226,15 +228,27 @@ void silu_bwd(const float *x, const float *dy, float *dx, int64_t n) {
 void bmm(bool ta, bool tb, const float *a, const float *b, float *c, int64_t batch, int64_t m, int64_t n, int64_t k) {
   const int64_t sa = m * k, sb = k * n, sc = m * n;
   const int64_t lda = ta ? m : k, ldb = tb ? k : n;
-  if (batch == 1) {
-    dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
+  auto one = [&](int64_t i) {
+    dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a + i * sa, lda, b + i * sb, ldb, 0.0f, c + i * sc, n);
+  };
+  if (batch * m * n * k < 32 * PAR_MIN) {
+    // under ~1M multiply-adds in all (an 8x8 attention map's batch): on this thread alone.  oneDNN's
+    // sgemm called outside a parallel region opens its own over every OpenMP thread, one per
+    // matrix: 24 regions a step of a small U-Net's sampling loop, each waiting for a worker to be
+    // scheduled beside MindSpore's threads on 2 cores (the step 1.4-1.8x as long).
+    const int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    for (int64_t i = 0; i < batch; ++i) one(i);
+    omp_set_num_threads(nt);
     return;
   }
-  // one matrix per thread (oneDNN's sgemm runs single-threaded inside a parallel region); under
-  // ~1M multiply-adds in all (an 8x8 attention map's batch) on this thread
-#pragma omp parallel for schedule(static) if (batch * m * n * k >= 32 * PAR_MIN)
-  for (int64_t i = 0; i < batch; ++i)
-    dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a + i * sa, lda, b + i * sb, ldb, 0.0f, c + i * sc, n);
+  if (batch == 1) {
+    one(0);             // sgemm over the pool
+    return;
+  }
+  // one matrix per thread (oneDNN's sgemm runs single-threaded inside a parallel region)
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < batch; ++i) one(i);
 }
 
 int bmm_launch(bool ta, bool tb, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {

@@ -184,6 +184,36 @@ void reorder_exec(dnnl::reorder &r, dnnl::stream &s, memory &from, memory &to, s
   omp_set_num_threads(n);
 }
 
+// Forward and backward-data convolutions below this many floating-point operations (2 N O I k y:
+// a multiply-add counted as two) run on the calling thread alone, primitive built and executed
+// with one OpenMP thread: an OpenMP region's wake-up and barrier cost more than half of such a
+// conv on the 2-core machine, and more where the worker must wait for a core beside MindSpore's
+// threads.  Each output element is computed by one thread in an order that does not depend on
+// the thread count, so the results are the same bits (and torch's); backward-weights stays on
+// the pool: its reduction over the batch is split across the threads (one thread gave other
+// roundings than torch's 2-thread run).  8 MFLOP: every conv of Unet(dim=8) at 16x16 (a small
+// U-Net's sampling loop), none of Unet(dim=64) at 32x32 but its final 1x1.  MS_DDPM_SEQ_FLOPS
+// overrides it (0: never).
+double g_seq_flops = [] {
+  const char *s = std::getenv("MS_DDPM_SEQ_FLOPS");
+  return s ? std::atof(s) : 8e6;
+}();
+
+// Run f with OpenMP limited to one thread where `seq`, else as it is.
+template <typename F>
+void maybe_seq(bool seq, F f) {
+  if (!seq) { f(); return; }
+  int n = omp_get_max_threads();
+  omp_set_num_threads(1);
+  try {
+    f();
+  } catch (...) {
+    omp_set_num_threads(n);
+    throw;
+  }
+  omp_set_num_threads(n);
+}
+
 void run(Entry &e, void *in0, void *in1, void *out, void *bias) {
   auto &s = strm();
   void *ptrs[3] = {in0, in1, out};
@@ -232,14 +262,20 @@ int launch(int kind, int nparam, void **params, int *ndims, int64_t **shapes, co
       if (d == 0) return 0;  // empty tensors: nothing to compute
   try {
     std::lock_guard<std::mutex> lock(mu);
-    std::string k = key_of(kind, xd, wd, yd, c);
+    double flops = 2.0 * static_cast<double>(xd[1]);       // 2 I (k...) (N O y...)
+    for (size_t i = 2; i < wd.size(); ++i) flops *= static_cast<double>(wd[i]);
+    for (size_t i = 0; i < yd.size(); ++i) flops *= static_cast<double>(yd[i]);
+    const bool seq = (kind == 0 || kind == 1 || kind == 3) && flops < g_seq_flops;
+    std::string k = key_of(kind, xd, wd, yd, c) + (seq ? "|1" : "|n");   // one thread, or the pool
     auto it = cache.find(k);
-    if (it == cache.end()) it = cache.emplace(k, build(kind, xd, wd, yd, c)).first;
-    Entry &e = *it->second;
-    void *bias = ib >= 0 ? params[ib] : nullptr;
-    if (kind == 0 || kind == 3) run(e, params[ix], params[iw], params[iy], bias);
-    else if (kind == 1) run(e, params[iy], params[iw], params[4], bias);
-    else run(e, params[iy], params[ix], params[4], bias);
+    maybe_seq(seq, [&] {
+      if (it == cache.end()) it = cache.emplace(k, build(kind, xd, wd, yd, c)).first;   // built for the threads it runs on
+      Entry &e = *it->second;
+      void *bias = ib >= 0 ? params[ib] : nullptr;
+      if (kind == 0 || kind == 3) run(e, params[ix], params[iw], params[iy], bias);
+      else if (kind == 1) run(e, params[iy], params[iw], params[4], bias);
+      else run(e, params[iy], params[ix], params[4], bias);
+    });
   } catch (const dnnl::error &) {
     return 5;
   }
@@ -277,6 +313,14 @@ extern "C" int ms_ddpm_conv_bwd_weights(int nparam, void **params, int *ndims, i
 extern "C" long ms_ddpm_set_seq_bytes(long n) {
   long old = static_cast<long>(g_seq_bytes);
   g_seq_bytes = static_cast<size_t>(n);
+  return old;
+}
+
+// For the tests: the one-thread convolution threshold in FLOPs (0: every conv threaded); returns the
+// old one.  A primitive is cached with the thread count it was built for: set it before the first call.
+extern "C" double ms_ddpm_set_seq_flops(double n) {
+  double old = g_seq_flops;
+  g_seq_flops = n;
   return old;
 }
 
