@@ -6,15 +6,16 @@ This package ships ``onednn_conv.cc`` (forward, backward-data and backward-weigh
 3D convolutions, primitives cached per shape, ``format_tag::any`` + reorders) and ``fused_ops.cc``
 (softmax and SiLU with their backward in float32 with a 1-ulp exp, as torch's CPU kernels compute
 them, where the stock twins go through float64; F.normalize, RMSNorm's core, in one pass each way;
-batched matmuls through oneDNN's sgemm), compiles them with g++ on first use into the cache folder
+batched matmuls through oneDNN's sgemm; RMSNorm's gain and the Blocks' scale / shift, their
+broadcast gradients summed in the backward's one pass), compiles them with g++ on first use into the cache folder
 (``$MS_DDPM_CACHE`` or ``~/.cache/ms_ddpm``; built under a temporary name and renamed into place) against the oneDNN of the pip extra ``ms_ddpm[fast]``
 (``onednn-cpu-gomp`` + ``onednn-devel-cpu-gomp``), and wraps the kernels as
 ``ops.Custom(func_type='aot')`` with a bprop, so they run in PyNative and inside ``ms.jit``.
 
 Switched on with ``MS_DDPM_CPU_CONV=onednn`` (or ``set_enabled(True)``, which the commands'
 ``--fast-cpu`` calls) when the device target is CPU; ``ms_ddpm.ms_compat``'s conv layers built
-while it is on dispatch here, and ``ms_compat.softmax`` / ``SiLU`` / ``normalize`` / ``matmul_*``
-use the fused kernels in graphs traced (and PyNative calls made) while ``FUSED`` holds them.
+while it is on dispatch here, and ``ms_compat.softmax`` / ``SiLU`` / ``normalize`` / ``matmul_*`` /
+``gain`` / ``apply_scale_shift`` use the fused kernels in graphs traced (and PyNative calls made) while ``FUSED`` holds them.
 MindSpore's own kernels stay the default.  Asked for but not usable (no compiler, no oneDNN
 package, a failed build): one warning line and the stock path.  The commands' ``--fast-cpu`` also
 set the path's process settings before MindSpore loads (``ms_ddpm_tools.runtime``: no busy-waiting
@@ -44,7 +45,7 @@ _PACKAGES = ('onednn-cpu-gomp', 'onednn-devel-cpu-gomp')
 _override = None      # set_enabled(): True / False beats the environment variable; None reads it
 _state = {}           # 'lib': path of the built library, 'error': why it is unusable
 _ops = {}             # (nsp, stride, padding) -> _ConvOps
-# The fused cells that ms_compat.softmax / SiLU / normalize / matmul_* call, or None: filled (from
+# The fused cells that ms_compat.softmax / SiLU / normalize / matmul_* / gain / apply_scale_shift call, or None: filled (from
 # _fused_cells, built once per process) when a conv layer is built on the active path (conv_op)
 # or by set_enabled(True), emptied by set_enabled(False / None).  A plain dict of module state, so that code compiled by ms.jit reads
 # it as a constant when it traces (a graph compiled before keeps what it saw).
