@@ -121,7 +121,7 @@ def markdown(report):
            f'- reference side: {report["versions"]["torch_source"]}; '
            + ', '.join(f'{k} {x}' for k, x in report['versions'].items() if k != 'torch_source'),
            f'- MindSpore CPU kernels: {report.get("mindspore_kernels") or "mindspore"}'
-           + (' (ms_ddpm.fastconv: oneDNN convolutions, fused softmax / SiLU)' if report.get('mindspore_kernels') == 'onednn' else ''),
+           + (' (ms_ddpm.fastconv: oneDNN convolutions, fused softmax, SiLU, normalize, matmuls, gain / scale-shift, Adam)' if report.get('mindspore_kernels') == 'onednn' else ''),
            f'- first layer that diverges (execution order, beyond the gate): **{v["first_divergent_layer"] or "none"}**',
            f'- first layer beyond its tolerance: {v.get("first_beyond_tolerance") or "none"}',
            f'- first layer beyond the single-block tolerance `layer` (where drift starts; informative): '
