@@ -40,6 +40,7 @@ __all__ = ['requested', 'set_enabled', 'enabled', 'active', 'library', 'status',
 ENV = 'MS_DDPM_CPU_CONV'
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = (os.path.join(_HERE, 'onednn_conv.cc'), os.path.join(_HERE, 'fused_ops.cc'))
+HEADERS = (os.path.join(_HERE, 'one_thread.h'),)      # included by the sources: part of the build's hash
 _PACKAGES = ('onednn-cpu-gomp', 'onednn-devel-cpu-gomp')
 
 _override = None      # set_enabled(): True / False beats the environment variable; None reads it
@@ -132,7 +133,7 @@ def _build():
         raise FastConvError(f'no C++ compiler {cxx!r} (g++ on PATH, or $CXX)')
     cxx = shutil.which(cxx)
     src = b''
-    for source in SOURCES:
+    for source in SOURCES + HEADERS:
         with open(source, 'rb') as f:
             src += f.read()
     tag = hashlib.sha256(src + f'|{version}|{include}|{lib}|{cxx}|{_cpu_flags()}'.encode()).hexdigest()[:16]
@@ -405,7 +406,7 @@ class FusedAffine(nn.Cell):
     """``(x * a [+ b]) * post`` (float32) through ``fused_ops.cc``, differentiable in x, a and b:
     ``x`` (B, C, ...), ``a`` and ``b`` (B or 1, C, 1, ...), ``post`` a Python float (1.0: none;
     a multiply by 1 is exact).  RMSNorm's gain ``normalize(x) * g * sqrt(C)`` and the Blocks'
-    ``x * (scale + 1) + shift`` (``ms_compat.gain`` / ``scale_shift``): their gradients in a and b
+    ``x * (scale + 1) + shift`` (``ms_compat.gain`` / ``apply_scale_shift``): their gradients in a and b
     are sums over the broadcast axes, which MindSpore 2.8's ReduceSum took 2-4 ms each for on 1M
     elements (a fifth of a ``Unet(dim=64)`` train step); here they come out of the backward
     kernel's one pass, with dx."""
@@ -429,7 +430,6 @@ class FusedAffine(nn.Cell):
                               out_dtype=lambda x, a, c: x, func_type='aot', bprop=bprop)
         self.fwd_b = ops.Custom(lib + ':ms_ddpm_affine_fwd_b', out_shape=lambda x, a, b, c: x,
                                 out_dtype=lambda x, a, b, c: x, func_type='aot', bprop=bprop_b)
-        self.bwd, self.bwd_b = bwd, bwd_b
 
     def construct(self, x, a, b, post):
         cfg = Tensor([post], ms.float32)

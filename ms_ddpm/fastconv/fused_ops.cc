@@ -36,9 +36,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include <omp.h>
-
 #include "oneapi/dnnl/dnnl.h"
+#include "one_thread.h"
 
 namespace {
 
@@ -236,10 +235,8 @@ void bmm(bool ta, bool tb, const float *a, const float *b, float *c, int64_t bat
     // sgemm called outside a parallel region opens its own over every OpenMP thread, one per
     // matrix: 24 regions a step of a small U-Net's sampling loop, each waiting for a worker to be
     // scheduled beside MindSpore's threads on 2 cores (the step 1.4-1.8x as long).
-    const int nt = omp_get_max_threads();
-    omp_set_num_threads(1);
+    OneThread seq;
     for (int64_t i = 0; i < batch; ++i) one(i);
-    omp_set_num_threads(nt);
     return;
   }
   if (batch == 1) {

@@ -24,9 +24,9 @@
 #include <vector>
 
 #include <cstdlib>
-#include <omp.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "one_thread.h"
 
 namespace {
 
@@ -177,11 +177,8 @@ size_t g_seq_bytes = [] {
 }();
 
 void reorder_exec(dnnl::reorder &r, dnnl::stream &s, memory &from, memory &to, size_t bytes) {
-  if (bytes >= g_seq_bytes) { r.execute(s, from, to); return; }
-  int n = omp_get_max_threads();
-  omp_set_num_threads(1);
+  OneThread one(bytes < g_seq_bytes);
   r.execute(s, from, to);
-  omp_set_num_threads(n);
 }
 
 // Forward and backward-data convolutions below this many floating-point operations (2 N O I k y:
@@ -198,21 +195,6 @@ double g_seq_flops = [] {
   const char *s = std::getenv("MS_DDPM_SEQ_FLOPS");
   return s ? std::atof(s) : 8e6;
 }();
-
-// Run f with OpenMP limited to one thread where `seq`, else as it is.
-template <typename F>
-void maybe_seq(bool seq, F f) {
-  if (!seq) { f(); return; }
-  int n = omp_get_max_threads();
-  omp_set_num_threads(1);
-  try {
-    f();
-  } catch (...) {
-    omp_set_num_threads(n);
-    throw;
-  }
-  omp_set_num_threads(n);
-}
 
 void run(Entry &e, void *in0, void *in1, void *out, void *bias) {
   auto &s = strm();
@@ -268,14 +250,13 @@ int launch(int kind, int nparam, void **params, int *ndims, int64_t **shapes, co
     const bool seq = (kind == 0 || kind == 1 || kind == 3) && flops < g_seq_flops;
     std::string k = key_of(kind, xd, wd, yd, c) + (seq ? "|1" : "|n");   // one thread, or the pool
     auto it = cache.find(k);
-    maybe_seq(seq, [&] {
-      if (it == cache.end()) it = cache.emplace(k, build(kind, xd, wd, yd, c)).first;   // built for the threads it runs on
-      Entry &e = *it->second;
-      void *bias = ib >= 0 ? params[ib] : nullptr;
-      if (kind == 0 || kind == 3) run(e, params[ix], params[iw], params[iy], bias);
-      else if (kind == 1) run(e, params[iy], params[iw], params[4], bias);
-      else run(e, params[iy], params[ix], params[4], bias);
-    });
+    OneThread one(seq);
+    if (it == cache.end()) it = cache.emplace(k, build(kind, xd, wd, yd, c)).first;   // built for the threads it runs on
+    Entry &e = *it->second;
+    void *bias = ib >= 0 ? params[ib] : nullptr;
+    if (kind == 0 || kind == 3) run(e, params[ix], params[iw], params[iy], bias);
+    else if (kind == 1) run(e, params[iy], params[iw], params[4], bias);
+    else run(e, params[iy], params[ix], params[4], bias);
   } catch (const dnnl::error &) {
     return 5;
   }
